@@ -1,0 +1,498 @@
+"""Pydantic models of the fusewatch YAML, one per top-level section.
+
+Every model is frozen and forbids unknown keys, so a typo in a site file is an error that
+names the key instead of a setting that silently does nothing. Validators that check
+relations between entries (duplicate ids, references to unknown streams) attach the
+offending path in the error context under `at`, so the loader can point at its line.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from config.durations import Duration
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+Identifier = Annotated[str, Field(pattern=_ID)]
+"""Stream, site, zone and event names: they become Kafka keys and Redis key parts."""
+
+
+class Section(BaseModel):
+    """Base of every config model: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+def _duplicates(names: list[str]) -> list[tuple[int, str]]:
+    seen: set[str] = set()
+    found: list[tuple[int, str]] = []
+    for index, name in enumerate(names):
+        if name in seen:
+            found.append((index, name))
+        seen.add(name)
+    return found
+
+
+# --------------------------------------------------------------------------- kafka
+
+
+def _host_port(server: str) -> str:
+    host, sep, port = server.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise PydanticCustomError("host_port", "expected 'host:port', got {got}", {"got": repr(server)})
+    return server
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
+
+
+class KafkaTopics(Section):
+    """Topic names of the wire format (DESIGN §3); override to share a cluster."""
+
+    media: str = "fw.media"
+    features: str = "fw.features"
+    alerts: str = "fw.alerts"
+    summaries: str = "fw.summaries"
+    dead_letter: str = "fw.dead-letter"
+
+
+class KafkaConfig(Section):
+    """How to reach the Kafka-protocol broker; secrets come from `${ENV}` substitution."""
+
+    bootstrap_servers: list[HostPort] = Field(default_factory=lambda: ["127.0.0.1:9092"], min_length=1)
+    client_id: str = "fusewatch"
+    group_prefix: Identifier = "fusewatch"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    topics: KafkaTopics = KafkaTopics()
+    media_partitions: int = Field(default=4, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1)
+    max_request_size: int = Field(default=8 * 1024 * 1024, ge=1024)
+    session_timeout: Duration = 10.0
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split_servers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_sasl(self) -> KafkaConfig:
+        if self.security_protocol.startswith("SASL") and (
+            self.sasl_mechanism is None or self.sasl_username is None or self.sasl_password is None
+        ):
+            raise PydanticCustomError(
+                "sasl",
+                "security_protocol {proto} needs sasl_mechanism, sasl_username and sasl_password",
+                {"proto": self.security_protocol, "at": ("security_protocol",)},
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- redis
+
+
+class RedisConfig(Section):
+    """Where alerts, summaries and acknowledgements live."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    username: str | None = None
+    password: SecretStr | None = None
+    key_prefix: str = "fusewatch"
+    alerts_maxlen: int = Field(default=100_000, ge=100)
+    buffer_max: int = Field(default=10_000, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix") or (
+            parts.scheme != "unix" and not parts.hostname
+        ):
+            raise PydanticCustomError(
+                "redis_url",
+                "expected redis://host:port/db, rediss://… or unix://path, got {got}",
+                {"got": repr(url)},
+            )
+        return url
+
+
+# --------------------------------------------------------------------------- sources
+
+_SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "file", "v4l2", "alsa")
+_SCHEME_TYPO = re.compile(r"^(rtsps?|https?|file|v4l2|alsa)(:/?[^/]|//|:?$)", re.IGNORECASE)
+
+
+class Zone(Section):
+    """A named polygon in normalised image coordinates (0..1, origin top-left)."""
+
+    name: Identifier
+    polygon: list[tuple[float, float]] = Field(min_length=3)
+
+    @field_validator("polygon")
+    @classmethod
+    def _inside_image(cls, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        for x, y in points:
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise PydanticCustomError(
+                    "zone_point",
+                    "polygon points are normalised to 0..1, got ({x}, {y})",
+                    {"x": x, "y": y},
+                )
+        return points
+
+
+class VideoInput(Section):
+    """Video of one source: analysed at `sample_fps` frames per second."""
+
+    enabled: bool = True
+    sample_fps: float = Field(default=5.0, gt=0, le=120)
+    zones: list[Zone] = Field(default_factory=list)
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zones(cls, zones: list[Zone]) -> list[Zone]:
+        for index, name in _duplicates([zone.name for zone in zones]):
+            raise PydanticCustomError(
+                "duplicate", "duplicate zone name {name}", {"name": repr(name), "at": (index, "name")}
+            )
+        return zones
+
+
+class AudioInput(Section):
+    """Audio of one source."""
+
+    enabled: bool = True
+
+
+class Reconnect(Section):
+    """Exponential backoff when a live source drops."""
+
+    initial: Duration = 0.5
+    maximum: Duration = 30.0
+    factor: float = Field(default=2.0, ge=1.0)
+
+
+class SourceConfig(Section):
+    """One camera/microphone: an RTSP/HTTP URL, a file, or a V4L2/ALSA device."""
+
+    id: Identifier
+    site: Identifier | None = None
+    url: str
+    video: VideoInput = VideoInput()
+    audio: AudioInput = AudioInput()
+    reconnect: Reconnect = Reconnect()
+    options: dict[str, str] = Field(
+        default_factory=dict, description="FFmpeg demuxer options, e.g. rtsp_transport: tcp"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        if "://" in url:
+            parts = urlsplit(url)
+            scheme = parts.scheme.lower()
+            if scheme not in _SOURCE_SCHEMES:
+                raise PydanticCustomError(
+                    "source_url",
+                    "unsupported URL scheme {scheme} (expected one of {schemes} or a file path)",
+                    {"scheme": repr(scheme), "schemes": ", ".join(_SOURCE_SCHEMES)},
+                )
+            if scheme in ("rtsp", "rtsps", "http", "https") and not parts.hostname:
+                raise PydanticCustomError(
+                    "source_url", "URL {got} has no host", {"got": repr(url)}
+                )
+            if scheme in ("v4l2", "alsa", "file") and not (parts.netloc or parts.path):
+                raise PydanticCustomError(
+                    "source_url", "URL {got} names no device or file", {"got": repr(url)}
+                )
+        elif _SCHEME_TYPO.match(url):
+            raise PydanticCustomError(
+                "source_url", "malformed URL {got}: expected scheme://…", {"got": repr(url)}
+            )
+        elif not url.strip():
+            raise PydanticCustomError("source_url", "url must not be empty", {})
+        return url
+
+
+# --------------------------------------------------------------------------- detectors
+
+
+class YoloDetectorConfig(Section):
+    """ultralytics YOLO with weights from a local file (nothing downloads at run time)."""
+
+    type: Literal["yolo"]
+    weights: str
+    classes: list[str] = Field(default_factory=lambda: ["person", "bicycle", "car"])
+    confidence: float = Field(default=0.35, gt=0, lt=1)
+    iou: float = Field(default=0.5, gt=0, lt=1)
+    imgsz: int = Field(default=640, ge=32, le=4096, multiple_of=32)
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    half: bool | None = None
+    max_batch: int = Field(default=8, ge=1, le=256)
+    max_wait: Duration = 0.05
+
+
+class HogDetectorConfig(Section):
+    """OpenCV's built-in pretrained HOG+SVM pedestrian detector (persons only)."""
+
+    type: Literal["hog"]
+    confidence: float = Field(default=0.5, ge=0)
+    scale: float = Field(default=1.05, gt=1.0, le=2.0)
+    max_width: int = Field(default=640, ge=64)
+    max_batch: int = Field(default=4, ge=1, le=64)
+    max_wait: Duration = 0.05
+
+
+ObjectDetectorConfig = Annotated[
+    YoloDetectorConfig | HogDetectorConfig, Field(discriminator="type")
+]
+
+
+class FasterWhisperConfig(Section):
+    """Whisper via CTranslate2 (faster-whisper) with a model directory from a package."""
+
+    type: Literal["faster-whisper"]
+    model: str = "tiny.en"
+    model_dir: str | None = None
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    compute_type: str = "auto"
+    cpu_threads: int = Field(default=2, ge=1, le=64)
+    beam_size: int = Field(default=1, ge=1, le=10)
+    language: str | None = None
+    keywords: list[str] = Field(default_factory=list)
+    segment_overlap: Duration = 1.0
+    max_segment: Duration = 15.0
+
+
+TranscriberConfig = Annotated[FasterWhisperConfig, Field(discriminator="type")]
+
+
+class LoudnessVadConfig(Section):
+    """Loudness in dBFS and voice activity, per window."""
+
+    type: Literal["loudness-vad"]
+    sample_rate: Literal[16000] = 16000
+    vad_threshold: float = Field(default=0.5, ge=0, le=1)
+
+
+AudioAnalyzerConfig = Annotated[LoudnessVadConfig, Field(discriminator="type")]
+
+
+class DetectorsConfig(Section):
+    """Which implementation runs for each modality, selected by `type:`."""
+
+    objects: ObjectDetectorConfig = Field(
+        default_factory=lambda: HogDetectorConfig(type="hog")
+    )
+    transcriber: TranscriberConfig | None = Field(
+        default_factory=lambda: FasterWhisperConfig(type="faster-whisper")
+    )
+    audio: AudioAnalyzerConfig = Field(
+        default_factory=lambda: LoudnessVadConfig(type="loudness-vad")
+    )
+    frame_queue: int = Field(default=32, ge=1, le=10_000)
+
+
+# --------------------------------------------------------------------------- windows
+
+
+class WindowsConfig(Section):
+    """Tumbling windows aligned to stream wallclock (DESIGN §4)."""
+
+    size: Duration = 2.0
+    grace: Duration = 4.0
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, size: float) -> float:
+        if size <= 0:
+            raise PydanticCustomError("duration", "must be > 0, got {got}", {"got": size})
+        return size
+
+
+# --------------------------------------------------------------------------- events
+
+SIGNAL_PATTERN = (
+    r"^(video\.[A-Za-z0-9_ -]+\.(count|max_count|mean_count|confidence|new_tracks)"
+    r"|video\.zone\.[A-Za-z0-9_.-]+\.(entered|occupancy|dwell)"
+    r"|audio\.(loudness_dbfs|peak_dbfs|speech_ratio)"
+    r"|speech\.(keywords|text_matches|words))$"
+)
+
+
+class Ramp(Section):
+    """Linear map of a signal to [0, 1]: `low` gives 0, `high` gives 1."""
+
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Ramp:
+        if self.low == self.high:
+            raise PydanticCustomError(
+                "ramp", "ramp low and high must differ, both are {v}", {"v": self.low}
+            )
+        return self
+
+
+class Predicate(Section):
+    """A comparison that gives 1 when true and 0 otherwise."""
+
+    op: Literal[">", ">=", "<", "<=", "==", "!="]
+    value: float
+
+
+class Term(Section):
+    """One weighted piece of evidence of an event: g(signal) in [0, 1], weight alpha."""
+
+    signal: str = Field(pattern=SIGNAL_PATTERN)
+    weight: float = Field(gt=0)
+    when: Predicate | None = None
+    ramp: Ramp | None = None
+    match: list[str] = Field(default_factory=list)
+    streams: list[Identifier] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_mapping(self) -> Term:
+        text_signal = self.signal in ("speech.keywords", "speech.text_matches")
+        if text_signal:
+            if not self.match:
+                raise PydanticCustomError(
+                    "term", "{signal} needs `match:` (words or phrases)", {"signal": self.signal}
+                )
+            if self.when is not None or self.ramp is not None:
+                raise PydanticCustomError(
+                    "term", "{signal} takes `match:`, not when/ramp", {"signal": self.signal}
+                )
+        elif (self.when is None) == (self.ramp is None):
+            raise PydanticCustomError(
+                "term", "a term needs exactly one of `when:` or `ramp:`", {"at": ("signal",)}
+            )
+        return self
+
+
+class EventConfig(Section):
+    """An alert rule: weighted late fusion (or a learned model) over window signals."""
+
+    name: Identifier
+    description: str = ""
+    sites: list[Identifier] = Field(default_factory=list)
+    fusion: Literal["weighted", "learned"] = "weighted"
+    model: str | None = None
+    terms: list[Term] = Field(default_factory=list)
+    threshold: float = Field(gt=0)
+    for_windows: int = Field(default=1, ge=1, alias="for")
+    cooldown: Duration = 30.0
+    severity: Literal["info", "low", "medium", "high", "critical"] = "medium"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EventConfig:
+        if self.fusion == "weighted":
+            if not self.terms:
+                raise PydanticCustomError(
+                    "event", "a weighted event needs at least one term", {"at": ("terms",)}
+                )
+            total = sum(term.weight for term in self.terms)
+            if self.threshold > total + 1e-9:
+                raise PydanticCustomError(
+                    "event",
+                    "threshold {t} can never be reached: the weights sum to {total}",
+                    {"t": self.threshold, "total": total, "at": ("threshold",)},
+                )
+        elif self.model is None:
+            raise PydanticCustomError(
+                "event", "fusion: learned needs `model:` (a file from `fusewatch fusion train`)",
+                {"at": ("fusion",)},
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- outputs, web
+
+
+class OutputsConfig(Section):
+    """Where alerts and summaries go."""
+
+    redis: bool = True
+    kafka: bool = True
+    snapshots_dir: str = ".cache/snapshots"
+
+
+class WebConfig(Section):
+    """Dashboard, SSE feed, /metrics and health endpoints."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8686, ge=0, le=65535)
+    token: SecretStr | None = None
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+# --------------------------------------------------------------------------- root
+
+
+class FusewatchConfig(Section):
+    """The whole site file."""
+
+    site: Identifier = "default"
+    kafka: KafkaConfig = KafkaConfig()
+    redis: RedisConfig = RedisConfig()
+    sources: list[SourceConfig] = Field(default_factory=list)
+    detectors: DetectorsConfig = DetectorsConfig()
+    windows: WindowsConfig = WindowsConfig()
+    events: list[EventConfig] = Field(default_factory=list)
+    outputs: OutputsConfig = OutputsConfig()
+    web: WebConfig = WebConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> FusewatchConfig:
+        for index, name in _duplicates([source.id for source in self.sources]):
+            raise PydanticCustomError(
+                "duplicate", "duplicate source id {name}", {"name": repr(name), "at": ("sources", index, "id")}
+            )
+        for index, name in _duplicates([event.name for event in self.events]):
+            raise PydanticCustomError(
+                "duplicate", "duplicate event name {name}", {"name": repr(name), "at": ("events", index, "name")}
+            )
+        known = {source.id for source in self.sources}
+        for e_index, event in enumerate(self.events):
+            for t_index, term in enumerate(event.terms):
+                for s_index, stream in enumerate(term.streams):
+                    if known and stream not in known:
+                        raise PydanticCustomError(
+                            "unknown_stream",
+                            "unknown stream {stream} (sources are: {known})",
+                            {
+                                "stream": repr(stream),
+                                "known": ", ".join(sorted(known)),
+                                "at": ("events", e_index, "terms", t_index, "streams", s_index),
+                            },
+                        )
+        return self
+
+    def source(self, stream_id: str) -> SourceConfig:
+        """The source with this id; KeyError names the known ids."""
+        for source in self.sources:
+            if source.id == stream_id:
+                return source
+        raise KeyError(f"no source {stream_id!r} in config (have: {[s.id for s in self.sources]})")
+
+    def site_of(self, source: SourceConfig) -> str:
+        """A source's site, defaulting to the file's `site:`."""
+        return source.site or self.site

@@ -1,0 +1,137 @@
+"""`fusewatch` command line: config checks, schemas, embedded services, ingest, replay, decode.
+
+Each sub-command is a thin shell over the library: it parses arguments, loads the config
+(the embedded demo config when none is given), runs one coroutine and maps failures to a
+clear message and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from rich.console import Console
+
+from config import ConfigError, FusewatchConfig, load_config
+from daemon.errors import UserError
+
+console = Console(stderr=True)
+
+
+def default_config_path() -> Path:
+    """The embedded defaults: `config/examples/demo.yaml` shipped with the package."""
+    return Path(str(resources.files("config") / "examples" / "demo.yaml"))
+
+
+def _load(path: str | None) -> FusewatchConfig:
+    return load_config(path or default_config_path())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fusewatch", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    config_cmd = commands.add_parser("config", help="work with config files")
+    config_sub = config_cmd.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a config file")
+    check.add_argument("file")
+
+    schema = commands.add_parser("schema", help="print JSON Schemas of the config and wire messages")
+    schema.add_argument("name", nargs="?", default="all",
+                        help="config, init, features, alert, summary or all (default)")
+
+    services = commands.add_parser("services", help="embedded Kafka-protocol broker and Redis")
+    services.add_argument("action", choices=["up", "down", "status"])
+    services.add_argument("--config", help="config whose kafka/redis addresses to serve")
+    services.add_argument("--state-dir", default=".cache/services")
+
+    replay = commands.add_parser("replay", help="replay a recording into fw.media")
+    replay.add_argument("file")
+    replay.add_argument("--stream-id", required=True)
+    replay.add_argument("--site")
+    replay.add_argument("--speed", default="1.0", help="1.0 = the recording's own timing; max = as fast as possible")
+    replay.add_argument("--loop", type=int, default=1, help="play the file N times")
+    replay.add_argument("--config")
+
+    ingest = commands.add_parser("ingest", help="ingest a configured source into fw.media")
+    ingest.add_argument("--source", required=True, help="source id from the config")
+    ingest.add_argument("--config")
+
+    decode = commands.add_parser("decode", help="consume fw.media, decode, print counts per stream")
+    decode.add_argument("--config")
+    decode.add_argument("--group", default=None, help="consumer group (default: read all, commit nothing)")
+    decode.add_argument("--idle", type=float, default=5.0, help="stop after this many idle seconds")
+
+    demo = commands.add_parser("demo", help="services + sample media + replay + decode, on embedded defaults")
+    demo.add_argument("--config")
+    demo.add_argument("--media-dir", default=".cache/media")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `fusewatch` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    except UserError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from daemon import commands
+
+    if args.command == "config":
+        config = load_config(args.file)
+        console.print(
+            f"[green]ok[/] {args.file}: {len(config.sources)} sources, {len(config.events)} events"
+        )
+        return 0
+    if args.command == "schema":
+        print(json.dumps(commands.schemas(args.name), indent=2))
+        return 0
+    if args.command == "services":
+        return commands.services(args.action, _load(args.config), Path(args.state_dir))
+    if args.command == "replay":
+        speed = None if args.speed == "max" else _positive_float(args.speed, "--speed")
+        return asyncio.run(commands.replay(
+            _load(args.config), args.file, args.stream_id, args.site, speed, args.loop
+        ))
+    if args.command == "ingest":
+        return asyncio.run(commands.ingest(_load(args.config), args.source))
+    if args.command == "decode":
+        return asyncio.run(commands.decode(_load(args.config), args.group, args.idle))
+    if args.command == "demo":
+        return asyncio.run(commands.demo(_load(args.config), Path(args.media_dir)))
+    raise UserError(f"unknown command {args.command}")
+
+
+def _positive_float(raw: str, flag: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UserError(f"{flag}: expected a number or 'max', got {raw!r}") from None
+    if value <= 0:
+        raise UserError(f"{flag}: must be > 0, got {raw}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

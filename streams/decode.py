@@ -1,0 +1,321 @@
+"""Decode `fw.media` back into frames and audio with PyAV.
+
+`StreamDecoder` rebuilds a stream's decoders from its `init` message and turns packets into
+`Frame` (RGB24 numpy) and `AudioChunk` (float32 PCM) objects. `MediaDecoder` keeps one per
+stream and skips what came before a stream's first `init` (a consumer that joins
+mid-stream starts at the next init + keyframe). `MediaConsumer` reads the topic with
+aiokafka, decodes in a worker thread (never on the event loop) and sends what cannot be
+decoded to the dead-letter topic with its reason; the stream goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+import numpy.typing as npt
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from streams.kafka import DeadLetters, SourcePosition
+from streams.models import (
+    AudioChunk,
+    EndOfStream,
+    Frame,
+    MediaMessage,
+    Packet,
+    StreamInit,
+    TrackInfo,
+)
+from streams.wire import WireError, WireRecord, decode_media
+
+log = logging.getLogger(__name__)
+FrameFilter = Callable[[str, int], bool]
+"""(stream id, wallclock ns) -> whether this decoded video frame is wanted as RGB."""
+
+
+class DecodeError(ValueError):
+    """A message that reached a decoder but could not be decoded; the reason is the message."""
+
+
+@dataclass
+class DecodeCounters:
+    """Per-consumer counts, exported as metrics."""
+
+    messages: int = 0
+    packets: int = 0
+    frames_decoded: int = 0
+    frames_emitted: int = 0
+    audio_samples: int = 0
+    skipped_before_init: int = 0
+    corrupt_packets: int = 0
+    dead_letters: int = 0
+    streams_ended: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """The end of a stream: everything before it has been emitted."""
+
+    stream: str
+    wall_ns: int
+
+
+Decoded = Frame | AudioChunk | StreamEnded
+
+_SCALE = {"s16": 32768.0, "s16p": 32768.0, "s32": 2147483648.0, "s32p": 2147483648.0,
+          "u8": 128.0, "u8p": 128.0}
+
+
+def audio_to_float(frame: av.AudioFrame) -> npt.NDArray[np.float32]:
+    """PCM of an audio frame as float32, shape (channels, samples), any sample format."""
+    array = frame.to_ndarray()
+    fmt = frame.format.name
+    channels = len(frame.layout.channels)
+    if not frame.format.is_planar:
+        array = array.reshape(-1, channels).T
+    if fmt in ("u8", "u8p"):
+        array = array.astype(np.float32) - 128.0
+    scale = _SCALE.get(fmt)
+    out = array.astype(np.float32, copy=False)
+    if scale is not None:
+        out = out / np.float32(scale)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+CodecContext = av.VideoCodecContext | av.AudioCodecContext
+
+
+def _codec_context(track: TrackInfo) -> CodecContext:
+    try:
+        ctx = av.CodecContext.create(track.codec, "r")
+    except (av.FFmpegError, ValueError) as exc:
+        raise DecodeError(f"no decoder for codec {track.codec!r}: {exc}") from exc
+    if track.extradata:
+        ctx.extradata = track.extradata
+    if isinstance(ctx, av.VideoCodecContext) and track.kind == "video":
+        ctx.width, ctx.height = track.width, track.height
+        ctx.thread_type = "AUTO"
+        return ctx
+    if isinstance(ctx, av.AudioCodecContext) and track.kind == "audio":
+        if track.sample_rate:
+            ctx.sample_rate = track.sample_rate
+        if track.layout:
+            ctx.layout = track.layout
+        return ctx
+    raise DecodeError(f"codec {track.codec!r} is not a {track.kind} codec")
+
+
+class StreamDecoder:
+    """Decoders for one stream, built from its init message."""
+
+    def __init__(self, init: StreamInit, counters: DecodeCounters,
+                 frame_filter: FrameFilter | None = None) -> None:
+        self.init = init
+        self._counters = counters
+        self._filter = frame_filter
+        self._contexts: dict[str, CodecContext] = {
+            track.kind: _codec_context(track) for track in init.tracks
+        }
+        self._walls: OrderedDict[tuple[str, int], int] = OrderedDict()
+        self._last_wall = init.wall_ns
+
+    def decode(self, packet: Packet) -> list[Frame | AudioChunk]:
+        ctx = self._contexts.get(packet.kind)
+        if ctx is None:
+            raise DecodeError(f"{packet.kind} packet but the init of {packet.stream!r} has no {packet.kind} track")
+        av_packet = av.Packet(packet.data)
+        av_packet.pts = packet.pts
+        av_packet.dts = packet.dts
+        av_packet.time_base = packet.time_base
+        if packet.pts is not None:
+            self._walls[(packet.kind, packet.pts)] = packet.wall_ns
+            while len(self._walls) > 512:
+                self._walls.popitem(last=False)
+        self._last_wall = packet.wall_ns
+        try:
+            frames = ctx.decode(av_packet)
+        except av.FFmpegError as exc:
+            raise DecodeError(f"{packet.kind} packet seq {packet.seq} does not decode: {exc}") from exc
+        return self._convert(packet.kind, frames)
+
+    def flush(self) -> list[Frame | AudioChunk]:
+        out: list[Frame | AudioChunk] = []
+        for kind, ctx in self._contexts.items():
+            try:
+                out += self._convert(kind, ctx.decode(None))
+            except av.FFmpegError as exc:
+                log.warning("flush of %s/%s failed: %s", self.init.stream, kind, exc)
+        return out
+
+    def _wall(self, kind: str, pts: int | None) -> int:
+        if pts is None:
+            return self._last_wall
+        return self._walls.pop((kind, pts), self._last_wall)
+
+    def _convert(self, kind: str, frames: Iterable[Any]) -> list[Frame | AudioChunk]:
+        out: list[Frame | AudioChunk] = []
+        stream, site = self.init.stream, self.init.site
+        for frame in frames:
+            wall = self._wall(kind, frame.pts)
+            if kind == "video":
+                self._counters.frames_decoded += 1
+                if self._filter is not None and not self._filter(stream, wall):
+                    continue
+                self._counters.frames_emitted += 1
+                out.append(Frame(stream, site, frame.pts, frame.time_base, wall,
+                                 frame.to_ndarray(format="rgb24"), bool(frame.key_frame)))
+            else:
+                samples = audio_to_float(frame)
+                self._counters.audio_samples += samples.shape[1]
+                out.append(AudioChunk(stream, site, frame.pts, frame.time_base, wall, samples,
+                                      frame.sample_rate))
+        return out
+
+
+class MediaDecoder:
+    """Routes wire messages to one `StreamDecoder` per stream (synchronous, thread-safe per call)."""
+
+    def __init__(self, frame_filter: FrameFilter | None = None) -> None:
+        self.counters = DecodeCounters()
+        self._filter = frame_filter
+        self._streams: dict[str, StreamDecoder] = {}
+
+    @property
+    def streams(self) -> dict[str, StreamDecoder]:
+        return self._streams
+
+    def handle(self, message: MediaMessage) -> list[Decoded]:
+        """Decode one message; raise DecodeError if it cannot be used."""
+        self.counters.messages += 1
+        if isinstance(message, StreamInit):
+            current = self._streams.get(message.stream)
+            if current is not None and current.init.tracks == message.tracks:
+                current.init = message
+                return []
+            flushed: list[Decoded] = list(current.flush()) if current is not None else []
+            self._streams[message.stream] = StreamDecoder(message, self.counters, self._filter)
+            return flushed
+        if isinstance(message, EndOfStream):
+            decoder = self._streams.pop(message.stream, None)
+            out: list[Decoded] = list(decoder.flush()) if decoder is not None else []
+            self.counters.streams_ended += 1
+            out.append(StreamEnded(message.stream, message.wall_ns))
+            return out
+        decoder = self._streams.get(message.stream)
+        if decoder is None:
+            self.counters.skipped_before_init += 1
+            return []
+        self.counters.packets += 1
+        try:
+            return list(decoder.decode(message))
+        except DecodeError:
+            self.counters.corrupt_packets += 1
+            raise
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedItem:
+    """A decoded item, where its message came from, and where decoding could restart for it."""
+
+    item: Decoded
+    position: SourcePosition
+    restart: SourcePosition | None
+
+
+@dataclass
+class _Failure:
+    record: WireRecord
+    position: SourcePosition
+    reason: str
+
+
+@dataclass
+class _BatchResult:
+    items: list[DecodedItem] = field(default_factory=list)
+    failures: list[_Failure] = field(default_factory=list)
+
+
+class MediaConsumer:
+    """Reads `fw.media` (as a group member or from explicit offsets) and yields decoded items.
+
+    Offsets are never committed automatically: the caller commits with `commit()` once what
+    it built from the items is safely stored (DESIGN §6).
+    """
+
+    def __init__(
+        self, consumer: AIOKafkaConsumer, dead_letter_producer: AIOKafkaProducer,
+        dead_letter_topic: str, frame_filter: FrameFilter | None = None,
+        batch_records: int = 256,
+    ) -> None:
+        self._consumer = consumer
+        self._dead = DeadLetters(dead_letter_producer, dead_letter_topic, stage="decode")
+        self._decoder = MediaDecoder(frame_filter)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fw-decode")
+        self._restart: dict[str, SourcePosition] = {}
+        self._batch_records = batch_records
+
+    @property
+    def counters(self) -> DecodeCounters:
+        return self._decoder.counters
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        return self._consumer
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    async def items(self, idle_timeout: float | None = None) -> AsyncIterator[DecodedItem]:
+        """Decoded items in partition order; ends after `idle_timeout` s without records."""
+        loop = asyncio.get_running_loop()
+        idle = 0.0
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=self._batch_records)
+            records = [record for batch in batches.values() for record in batch]
+            if not records:
+                idle += 0.2
+                if idle_timeout is not None and idle >= idle_timeout:
+                    return
+                continue
+            idle = 0.0
+            result = await loop.run_in_executor(self._executor, self._decode_batch, records)
+            for failure in result.failures:
+                await self._dead.send(failure.record, failure.position, failure.reason)
+                self.counters.dead_letters += 1
+            for item in result.items:
+                yield item
+
+    def _decode_batch(self, records: list[Any]) -> _BatchResult:
+        result = _BatchResult()
+        for record in records:
+            position = SourcePosition(record.topic, record.partition, record.offset)
+            wire = WireRecord(record.key, record.value, list(record.headers or ()))
+            try:
+                message = decode_media(wire)
+                if isinstance(message, StreamInit):
+                    self._restart[message.stream] = position
+                decoded = self._decoder.handle(message)
+            except (WireError, DecodeError) as exc:
+                result.failures.append(_Failure(wire, position, str(exc)))
+                continue
+            restart = self._restart.get(message.stream)
+            result.items += [DecodedItem(item, position, restart) for item in decoded]
+            if isinstance(message, EndOfStream):
+                self._restart.pop(message.stream, None)
+        return result
+
+    async def commit(self, positions: Iterable[SourcePosition]) -> None:
+        """Commit, per partition, the next offset after the highest given position."""
+        offsets: dict[TopicPartition, int] = {}
+        for position in positions:
+            tp = TopicPartition(position.topic, position.partition)
+            offsets[tp] = max(offsets.get(tp, 0), position.offset + 1)
+        if offsets:
+            await self._consumer.commit(offsets)

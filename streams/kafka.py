@@ -1,0 +1,183 @@
+"""aiokafka producers and consumers built from the `kafka:` config section.
+
+One place turns `KafkaConfig` into client arguments (bootstrap, SASL/TLS, sizes), creates
+the topics of the wire format, and sends to the dead-letter topic. Secrets are read from
+the config's `SecretStr`s here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from config.schema import KafkaConfig
+from streams.models import MediaMessage
+from streams.wire import WireRecord, encode_media
+
+log = logging.getLogger(__name__)
+
+
+def client_options(config: KafkaConfig) -> dict[str, Any]:
+    """Connection arguments shared by every aiokafka client."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": list(config.bootstrap_servers),
+        "client_id": config.client_id,
+        "security_protocol": config.security_protocol,
+    }
+    if config.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=config.ssl_cafile)
+        if config.ssl_certfile:
+            context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile)
+        options["ssl_context"] = context
+    if config.security_protocol.startswith("SASL"):
+        assert config.sasl_password is not None
+        options["sasl_mechanism"] = config.sasl_mechanism
+        options["sasl_plain_username"] = config.sasl_username
+        options["sasl_plain_password"] = config.sasl_password.get_secret_value()
+    return options
+
+
+def make_producer(config: KafkaConfig, **overrides: Any) -> AIOKafkaProducer:
+    """A producer sized for media packets; ordering per partition is kept by aiokafka."""
+    options = client_options(config) | {
+        "acks": "all",
+        "max_request_size": config.max_request_size,
+        "linger_ms": 5,
+        "request_timeout_ms": 30_000,
+    }
+    return AIOKafkaProducer(**(options | overrides))
+
+
+def make_consumer(config: KafkaConfig, *topics: str, group: str | None, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer with manual commits: fusewatch commits only after outputs are acknowledged."""
+    options = client_options(config) | {
+        "group_id": group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_partition_fetch_bytes": config.max_request_size,
+        "fetch_max_bytes": max(config.max_request_size * 4, 52_428_800),
+        "session_timeout_ms": int(config.session_timeout * 1000),
+        "heartbeat_interval_ms": max(int(config.session_timeout * 1000) // 4, 100),
+        "rebalance_timeout_ms": int(config.session_timeout * 1000) * 2,
+    }
+    return AIOKafkaConsumer(*topics, **(options | overrides))
+
+
+def topic_partitions(config: KafkaConfig) -> dict[str, int]:
+    """Every topic of the wire format and its partition count."""
+    t = config.topics
+    return {t.media: config.media_partitions, t.features: config.media_partitions,
+            t.alerts: 1, t.summaries: config.media_partitions, t.dead_letter: 1}
+
+
+async def ensure_topics(config: KafkaConfig, wait: float = 30.0) -> None:
+    """Create the wire-format topics that do not exist yet; retry while the broker starts."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        admin = AIOKafkaAdminClient(**client_options(config))
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [
+                NewTopic(name, num_partitions=count, replication_factor=config.replication_factor)
+                for name, count in topic_partitions(config).items() if name not in existing
+            ]
+            if missing:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(missing)
+            return
+        except KafkaConnectionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+
+
+class MediaPublisher:
+    """Sends wire-format media messages to `fw.media`, keyed by stream id."""
+
+    def __init__(self, config: KafkaConfig, producer: AIOKafkaProducer | None = None) -> None:
+        self._topic = config.topics.media
+        self._producer = producer or make_producer(config)
+        self._owns = producer is None
+        self.sent = 0
+
+    async def start(self) -> None:
+        if self._owns:
+            await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._owns:
+            await self._producer.stop()
+
+    async def __aenter__(self) -> MediaPublisher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def publish(self, message: MediaMessage) -> asyncio.Future[Any]:
+        """Queue one message; the returned future resolves when the broker acknowledged it."""
+        record = encode_media(message)
+        future: asyncio.Future[Any] = await self._producer.send(
+            self._topic, value=record.value, key=record.key, headers=record.headers
+        )
+        self.sent += 1
+        return future
+
+    async def flush(self) -> None:
+        await self._producer.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePosition:
+    """Where a record came from, for dead letters and commits."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class DeadLetters:
+    """Sends records that could not be processed to the dead-letter topic, losing nothing.
+
+    The original key, value and headers are kept as they were; the reason and origin are
+    added as `dl-*` headers (the same idea as Kafka Connect's error headers).
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, stage: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._stage = stage
+        self.count = 0
+
+    async def send(self, record: WireRecord, origin: SourcePosition, reason: str) -> None:
+        headers = [
+            *_safe_headers(record.headers),
+            ("dl-reason", reason.encode()[:1000]),
+            ("dl-stage", self._stage.encode()),
+            ("dl-topic", origin.topic.encode()),
+            ("dl-partition", str(origin.partition).encode()),
+            ("dl-offset", str(origin.offset).encode()),
+        ]
+        await self._producer.send_and_wait(
+            self._topic, value=record.value, key=record.key, headers=headers
+        )
+        self.count += 1
+        log.warning("dead letter %s[%d]@%d: %s", origin.topic, origin.partition, origin.offset, reason)
+
+
+def _safe_headers(headers: Iterable[tuple[str, bytes]] | None) -> Iterable[tuple[str, bytes]]:
+    for name, value in headers or ():
+        yield str(name), value if isinstance(value, bytes) else b""

@@ -1,0 +1,280 @@
+"""The data that flows between fusewatch stages.
+
+Media-side objects (packets, decoded frames and audio) are frozen dataclasses: they carry
+bytes and numpy arrays and never leave a process except through `streams.wire`. The JSON
+messages on `fw.features`, `fw.alerts` and `fw.summaries` are frozen pydantic models, so
+their JSON Schema is published (`fusewatch schema`) and incoming records are validated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+WIRE_VERSION = 1
+MediaKind = Literal["video", "audio"]
+
+
+# --------------------------------------------------------------------------- media
+
+
+@dataclass(frozen=True, slots=True)
+class TrackInfo:
+    """Everything a decoder needs about one elementary stream, sent in `init` messages."""
+
+    kind: MediaKind
+    codec: str
+    time_base: Fraction
+    extradata: bytes = b""
+    width: int = 0
+    height: int = 0
+    pix_fmt: str = ""
+    sample_rate: int = 0
+    channels: int = 0
+    layout: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInit:
+    """Decoder set-up of a stream; sent before the first packet and every video keyframe."""
+
+    stream: str
+    site: str
+    tracks: tuple[TrackInfo, ...]
+    wall_ns: int
+    seq: int
+
+    def track(self, kind: MediaKind) -> TrackInfo | None:
+        """The first track of this kind, if the stream has one."""
+        return next((track for track in self.tracks if track.kind == kind), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """One encoded packet, untouched, with its timing in its own time base."""
+
+    stream: str
+    kind: MediaKind
+    data: bytes
+    pts: int | None
+    dts: int | None
+    time_base: Fraction
+    keyframe: bool
+    wall_ns: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfStream:
+    """The source ended (end of file, or ingest stopped for good)."""
+
+    stream: str
+    wall_ns: int
+    seq: int
+
+
+MediaMessage = StreamInit | Packet | EndOfStream
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A decoded video frame as RGB24 (height, width, 3) uint8."""
+
+    stream: str
+    site: str
+    pts: int | None
+    time_base: Fraction
+    wall_ns: int
+    image: npt.NDArray[np.uint8] = field(repr=False)
+    keyframe: bool = False
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """Decoded audio as float32 PCM, shape (channels, samples), at `sample_rate`."""
+
+    stream: str
+    site: str
+    pts: int | None
+    time_base: Fraction
+    wall_ns: int
+    samples: npt.NDArray[np.float32] = field(repr=False)
+    sample_rate: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.shape[1] / self.sample_rate if self.sample_rate else 0.0
+
+
+# --------------------------------------------------------------------------- JSON messages
+
+
+class WireModel(BaseModel):
+    """Base of the JSON wire messages: frozen, unknown fields rejected, versioned."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Detection(WireModel):
+    """One detected object in a frame; box in normalised (x1, y1, x2, y2)."""
+
+    label: str
+    confidence: float = Field(ge=0, le=1)
+    box: tuple[float, float, float, float]
+    track_id: int | None = None
+
+
+class ClassStats(WireModel):
+    """Per-class counts over the frames of a window."""
+
+    max_count: int = Field(ge=0)
+    mean_count: float = Field(ge=0)
+    max_confidence: float = Field(ge=0, le=1)
+    new_tracks: list[int] = Field(default_factory=list)
+
+
+class ZoneStats(WireModel):
+    """What happened in one zone during a window."""
+
+    entered: int = Field(default=0, ge=0)
+    occupancy: float = Field(default=0, ge=0)
+    dwell_s: float = Field(default=0, ge=0)
+
+
+class VideoFeatures(WireModel):
+    """Video features of one window."""
+
+    frames: int = Field(ge=0)
+    dropped_frames: int = Field(default=0, ge=0)
+    classes: dict[str, ClassStats] = Field(default_factory=dict)
+    zones: dict[str, ZoneStats] = Field(default_factory=dict)
+    detections: list[Detection] = Field(default_factory=list)
+    snapshot: str | None = None
+
+
+class AudioFeatures(WireModel):
+    """Audio features of one window."""
+
+    loudness_dbfs: float
+    peak_dbfs: float
+    speech_ratio: float = Field(ge=0, le=1)
+
+
+class Word(WireModel):
+    """A transcribed word with its wallclock time (ms) and probability."""
+
+    text: str
+    start_ms: int
+    end_ms: int
+    probability: float = Field(ge=0, le=1)
+
+
+class SpeechFeatures(WireModel):
+    """Speech of one window."""
+
+    text: str
+    words: list[Word] = Field(default_factory=list)
+    language: str | None = None
+    confidence: float | None = None
+    keywords: list[str] = Field(default_factory=list)
+
+
+class WindowFeatures(WireModel):
+    """One (stream, modality, window) on `fw.features`, keyed by site."""
+
+    v: Literal[1] = 1
+    stream: str
+    site: str
+    modality: Literal["video", "audio", "speech"]
+    window_start: int = Field(description="stream wallclock, ms since epoch")
+    window_end: int
+    video: VideoFeatures | None = None
+    audio: AudioFeatures | None = None
+    speech: SpeechFeatures | None = None
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class TermContribution(WireModel):
+    """How much one term of an event contributed: weight x g(signal)."""
+
+    signal: str
+    weight: float
+    value: float | None
+    g: float = Field(ge=0, le=1)
+    contribution: float
+
+
+class Evidence(WireModel):
+    """What an operator needs to judge an alert."""
+
+    transcript: str = ""
+    detections: list[Detection] = Field(default_factory=list)
+    snapshot: str | None = None
+
+
+class Alert(WireModel):
+    """An event that fired; `id` is a hash of (event, site, window_start) so it is idempotent."""
+
+    v: Literal[1] = 1
+    id: str
+    event: str
+    site: str
+    streams: list[str]
+    window_start: int
+    window_end: int
+    score: float
+    threshold: float
+    terms: list[TermContribution]
+    severity: Literal["info", "low", "medium", "high", "critical"]
+    evidence: Evidence = Evidence()
+    published_ns: int | None = None
+
+
+class Summary(WireModel):
+    """What one stream saw and heard in one window."""
+
+    v: Literal[1] = 1
+    stream: str
+    site: str
+    window_start: int
+    window_end: int
+    objects: dict[str, int] = Field(default_factory=dict)
+    loudness_dbfs: float | None = None
+    speech_ratio: float | None = None
+    transcript: str = ""
+
+
+class InitTrack(WireModel):
+    """JSON shape of one track inside an `init` message."""
+
+    kind: MediaKind
+    codec: str
+    tb: str = Field(pattern=r"^\d+/\d+$")
+    extradata: str = Field(default="", description="base64")
+    width: int = Field(default=0, ge=0)
+    height: int = Field(default=0, ge=0)
+    pix_fmt: str = ""
+    sample_rate: int = Field(default=0, ge=0)
+    channels: int = Field(default=0, ge=0)
+    layout: str = ""
+
+
+class InitMessage(WireModel):
+    """JSON value of an `init` message on `fw.media`."""
+
+    stream: str
+    site: str
+    tracks: list[InitTrack] = Field(min_length=1)
