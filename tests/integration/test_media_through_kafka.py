@@ -217,11 +217,13 @@ def _malformed(n: int, rng: random.Random) -> tuple[bytes | None, bytes | None, 
     if kind == "empty-packet":
         return key, b"", base, kind
     if kind == "unknown-codec":
-        value = b'{"stream": "%s", "site": "s", "tracks": [{"kind": "video", "codec": "nope264", "tb": "1/90000"}]}' % key
+        value = (b'{"stream": "%s", "site": "s", "tracks": '
+                 b'[{"kind": "video", "codec": "nope264", "tb": "1/90000"}]}' % key)
         return key, value, init_base, kind
     if kind == "no-key":
         return None, garbage, base, kind
-    value = b'{"stream": "%s", "site": "s", "tracks": [{"kind": "audio", "codec": "aac", "tb": "1/90000", "extradata": "!!"}]}' % key
+    value = (b'{"stream": "%s", "site": "s", "tracks": '
+             b'[{"kind": "audio", "codec": "aac", "tb": "1/90000", "extradata": "!!"}]}' % key)
     return key, value, init_base, kind
 
 
