@@ -76,7 +76,7 @@ async def test_missing_file_is_a_source_error(tmp_path: Path) -> None:
 async def test_unreadable_file_is_a_source_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.ts"
     bad.write_bytes(b"\x00" * 100)
-    with pytest.raises(SourceError, match="cannot open|neither video nor audio"):
+    with pytest.raises(SourceError, match=r"cannot open|neither video nor audio"):
         await replay(str(bad), "x", "hq", ListSink())
 
 
