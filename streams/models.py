@@ -119,6 +119,45 @@ class AudioChunk:
         return self.samples.shape[1] / self.sample_rate if self.sample_rate else 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class WordTiming:
+    """A transcribed word, times in seconds from the start of the transcribed audio."""
+
+    text: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptSegment:
+    """One decoded segment with its confidence figures."""
+
+    start: float
+    end: float
+    text: str
+    words: tuple[WordTiming, ...]
+    avg_logprob: float
+    no_speech_prob: float
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """What a transcriber heard in one piece of audio."""
+
+    segments: tuple[TranscriptSegment, ...]
+    language: str | None
+    language_probability: float | None
+
+    @property
+    def text(self) -> str:
+        return " ".join(segment.text.strip() for segment in self.segments).strip()
+
+    @property
+    def words(self) -> tuple[WordTiming, ...]:
+        return tuple(word for segment in self.segments for word in segment.words)
+
+
 # --------------------------------------------------------------------------- JSON messages
 
 

@@ -35,3 +35,26 @@ def decode_directly(path: Path) -> DirectDecode:
     with av.open(str(path)) as container:
         result.audio_samples = sum(frame.samples for frame in container.decode(audio=0))
     return result
+
+
+def load_audio_16k(path: Path) -> npt.NDArray[np.float32]:
+    """A file's audio as 16 kHz mono float32, resampled with PyAV."""
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+    chunks = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
+        chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def video_frames(path: Path, every: int = 1, limit: int | None = None) -> list[npt.NDArray[np.uint8]]:
+    """RGB frames of a file, every `every`-th, at most `limit`."""
+    frames = []
+    with av.open(str(path)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index % every == 0:
+                frames.append(frame.to_ndarray(format="rgb24"))
+            if limit is not None and len(frames) >= limit:
+                break
+    return frames

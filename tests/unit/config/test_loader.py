@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from config import ConfigError, load_config, load_config_text
-from config.schema import HogDetectorConfig, YoloDetectorConfig
+from config.schema import DarknetDetectorConfig, YoloDetectorConfig
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "config" / "examples"
 
@@ -63,7 +63,7 @@ CASES: list[tuple[str, str, str]] = [
      "(use ${FW_TEST_UNDEFINED_SECRET:-default} for an optional value)"),
     ("unknown detector type",
      "detectors:\n  objects:\n    type: yolov99\n",
-     "site.yaml:3: detectors.objects.type: unknown type 'yolov99' (expected 'yolo', 'hog')"),
+     "site.yaml:3: detectors.objects.type: unknown type 'yolov99' (expected 'yolo', 'darknet')"),
     ("detector without type",
      "detectors:\n  objects:\n    weights: x.pt\n",
      "site.yaml:2: detectors.objects: needs `type:` to choose the implementation"),
@@ -142,7 +142,7 @@ def test_examples_are_valid() -> None:
     assert site.events[1].for_windows == 2
     assert site.events[1].cooldown == 300.0
     demo = load_config(EXAMPLES / "demo.yaml", env={})
-    assert isinstance(demo.detectors.objects, HogDetectorConfig)
+    assert isinstance(demo.detectors.objects, DarknetDetectorConfig)
     assert demo.kafka.bootstrap_servers == ["127.0.0.1:19092"]
 
 

