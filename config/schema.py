@@ -275,7 +275,8 @@ class FasterWhisperConfig(Section):
     beam_size: int = Field(default=1, ge=1, le=10)
     language: str | None = None
     keywords: list[str] = Field(default_factory=list)
-    segment_overlap: Duration = 1.0
+    segment_overlap: Duration = 0.5
+    min_silence: Duration = 1.5
     max_segment: Duration = 15.0
 
 

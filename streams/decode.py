@@ -118,6 +118,7 @@ class StreamDecoder:
     def __init__(self, init: StreamInit, counters: DecodeCounters,
                  frame_filter: FrameFilter | None = None) -> None:
         self.init = init
+        self.origin = init
         self._counters = counters
         self._filter = frame_filter
         self._contexts: dict[str, CodecContext] = {
@@ -200,7 +201,10 @@ class MediaDecoder:
                 current.init = message
                 return []
             flushed: list[Decoded] = list(current.flush()) if current is not None else []
-            self._streams[message.stream] = StreamDecoder(message, self.counters, self._filter)
+            fresh = StreamDecoder(message, self.counters, self._filter)
+            if current is not None:
+                fresh.origin = current.origin
+            self._streams[message.stream] = fresh
             return flushed
         if isinstance(message, EndOfStream):
             decoder = self._streams.pop(message.stream, None)
@@ -222,11 +226,17 @@ class MediaDecoder:
 
 @dataclass(frozen=True, slots=True)
 class DecodedItem:
-    """A decoded item, where its message came from, and where decoding could restart for it."""
+    """A decoded item, where its message came from, and where decoding could restart for it.
+
+    `origin_seq`/`origin_wall_ns` are those of the init this consumer started the stream
+    from: seq 0 means it saw the stream from its very beginning.
+    """
 
     item: Decoded
     position: SourcePosition
     restart: SourcePosition | None
+    origin_seq: int = 0
+    origin_wall_ns: int = 0
 
 
 @dataclass
@@ -272,11 +282,12 @@ class MediaConsumer:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
-    async def items(self, idle_timeout: float | None = None) -> AsyncIterator[DecodedItem]:
-        """Decoded items in partition order; ends after `idle_timeout` s without records."""
+    async def items(self, idle_timeout: float | None = None,
+                    stop: asyncio.Event | None = None) -> AsyncIterator[DecodedItem]:
+        """Decoded items in partition order; ends after `idle_timeout` s without records or on `stop`."""
         loop = asyncio.get_running_loop()
         idle = 0.0
-        while True:
+        while stop is None or not stop.is_set():
             batches = await self._consumer.getmany(timeout_ms=200, max_records=self._batch_records)
             records = [record for batch in batches.values() for record in batch]
             if not records:
@@ -306,7 +317,12 @@ class MediaConsumer:
                 result.failures.append(_Failure(wire, position, str(exc)))
                 continue
             restart = self._restart.get(message.stream)
-            result.items += [DecodedItem(item, position, restart) for item in decoded]
+            stream_decoder = self._decoder.streams.get(message.stream)
+            origin = stream_decoder.origin if stream_decoder is not None else None
+            result.items += [
+                DecodedItem(item, position, restart, origin.seq if origin else 0, origin.wall_ns if origin else 0)
+                for item in decoded
+            ]
             if isinstance(message, EndOfStream):
                 self._restart.pop(message.stream, None)
         return result

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from streams.models import MediaMessage, Packet, StreamInit
+from streams.models import MediaMessage, Packet, StreamInit, WindowFeatures
 
 
 class ListSink:
@@ -51,3 +51,20 @@ class ManualClock:
         self.slept.append(seconds)
         self.advance(max(seconds, 0.0))
         await asyncio.sleep(0)
+
+
+class ListFeatureSink:
+    """A feature sink (see `daemon.analyze.FeatureSink`) that keeps every window it is given."""
+
+    def __init__(self) -> None:
+        self.features: list[WindowFeatures] = []
+        self.flushes = 0
+
+    async def emit(self, features: WindowFeatures) -> None:
+        self.features.append(features)
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+    def of(self, modality: str, stream: str | None = None) -> list[WindowFeatures]:
+        return [f for f in self.features if f.modality == modality and stream in (None, f.stream)]

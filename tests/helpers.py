@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 import numpy as np
 import numpy.typing as npt
+
+from streams.decode import DecodedItem, FrameFilter, MediaDecoder
+from streams.kafka import SourcePosition
+from streams.models import MediaMessage, StreamInit
 
 
 @dataclass
@@ -58,3 +63,20 @@ def video_frames(path: Path, every: int = 1, limit: int | None = None) -> list[n
             if limit is not None and len(frames) >= limit:
                 break
     return frames
+
+
+async def decoded_items(
+    messages: list[MediaMessage], frame_filter: FrameFilter | None = None, topic: str = "fw.media", partition: int = 0,
+    start: int = 0,
+) -> AsyncIterator[DecodedItem]:
+    """Decode wire messages in-process as if they were records at offsets `start`… of one partition."""
+    decoder = MediaDecoder(frame_filter)
+    restart: SourcePosition | None = None
+    for offset, message in enumerate(messages, start):
+        position = SourcePosition(topic, partition, offset)
+        if isinstance(message, StreamInit):
+            restart = position
+        for item in decoder.handle(message):
+            stream = decoder.streams.get(message.stream)
+            origin = stream.origin if stream is not None else None
+            yield DecodedItem(item, position, restart, origin.seq if origin else 0, origin.wall_ns if origin else 0)

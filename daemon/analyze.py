@@ -1,0 +1,437 @@
+"""The analyze stage: decoded media in, one `WindowFeatures` per (stream, modality, window) out.
+
+`AnalyzeWorker` holds the per-stream state (video windows waiting for detections, audio
+cut into windows, the speech segmenter) and emits features in window order per stream and
+modality. Detection is batched across streams (`DetectionBatcher`); loudness, VAD and
+Whisper run per stream in order. All inference runs in worker threads.
+
+Delivery (DESIGN §6): every window remembers the position of the `init` record its first
+item was decoded from. `commit_offsets()` gives, per partition, the oldest such position
+among windows not yet emitted (or the next offset when nothing is pending), so a worker
+restarted from committed offsets decodes from a keyframe and emits the same windows again.
+Windows that start before the point a worker began reading a stream are incomplete and
+never emitted.
+
+`run_analyze` wires the worker to Kafka: a consumer-group member on `fw.media`, features to
+`fw.features` keyed by site, offsets committed only after the broker acknowledged them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from config.schema import FusewatchConfig, SourceConfig
+from daemon.batcher import DetectionBatcher
+from daemon.speech import SpeechSegmenter
+from daemon.video_windows import VideoFeatureBuilder, VideoWindowState
+from detectors import registry
+from detectors.base import AudioAnalyzer, ObjectDetector, Transcriber
+from detectors.keywords import KeywordSpotter
+from streams.decode import DecodedItem, MediaConsumer, StreamEnded
+from streams.kafka import SourcePosition, ensure_topics, make_consumer, make_producer
+from streams.models import (
+    AudioChunk,
+    AudioFeatures,
+    Detection,
+    Frame,
+    SpeechFeatures,
+    WindowFeatures,
+    Word,
+)
+from streams.windows import AudioWindow, AudioWindower, FrameSampler, window_size_ms, window_start
+
+log = logging.getLogger(__name__)
+NS_PER_MS = 1_000_000
+
+
+class FeatureSink(Protocol):
+    """Where window features go; `flush` returns once everything emitted is acknowledged."""
+
+    async def emit(self, features: WindowFeatures) -> None: ...
+
+    async def flush(self) -> None: ...
+
+
+@dataclass
+class AnalyzeCounters:
+    """What the worker did, exported as metrics."""
+
+    windows: Counter[str] = field(default_factory=Counter)
+    frames_analysed: int = 0
+    frames_dropped: int = 0
+    incomplete_windows_skipped: int = 0
+    segments_transcribed: int = 0
+    inference_seconds: float = 0.0
+
+
+@dataclass
+class _SpeechWindow:
+    start_ms: int
+    end_ms: int
+    words: list[Word] = field(default_factory=list)
+    language: str | None = None
+    probabilities: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _PendingFrame:
+    future: asyncio.Future[list[Detection] | None]
+    frame: Frame
+    window: int
+
+
+class _StreamState:
+    """Everything the worker keeps for one stream between items."""
+
+    def __init__(self, stream: str, site: str, source: SourceConfig | None, worker: AnalyzeWorker,
+                 coverage_ns: int) -> None:
+        self.stream = stream
+        self.site = site
+        self.video_enabled = source.video.enabled if source else True
+        self.audio_enabled = source.audio.enabled if source else True
+        zones = {zone.name: list(zone.polygon) for zone in source.video.zones} if source else {}
+        fps = source.video.sample_fps if source else worker.default_fps
+        self.video = VideoFeatureBuilder(worker.labels, zones, fps, worker.snapshot_dir)
+        self.video_windows: OrderedDict[int, VideoWindowState] = OrderedDict()
+        self.pending: deque[_PendingFrame] = deque()
+        self.video_frontier = -1
+        self.audio = AudioWindower(worker.size_ms)
+        self.audio_queue: asyncio.Queue[AudioWindow | None] = asyncio.Queue(maxsize=8)
+        self.audio_task: asyncio.Task[None] | None = None
+        self.segmenter = SpeechSegmenter(pad_s=worker.segment_pad_s, max_segment_s=worker.max_segment_s,
+                                         min_silence_s=worker.min_silence_s)
+        self.speech_windows: OrderedDict[int, _SpeechWindow] = OrderedDict()
+        self.coverage_ns = coverage_ns
+        self.unfinished: dict[tuple[str, int], SourcePosition] = {}
+        self.partition: tuple[str, int] | None = None
+
+    def covered(self, start_ms: int) -> bool:
+        return start_ms * NS_PER_MS >= self.coverage_ns
+
+    def oldest_unfinished(self) -> SourcePosition | None:
+        return min(self.unfinished.values(), key=lambda p: p.offset, default=None)
+
+
+class AnalyzeWorker:
+    """Turns decoded items into window features (transport-independent; see `run_analyze`)."""
+
+    def __init__(
+        self, config: FusewatchConfig, detector: ObjectDetector, analyzer: AudioAnalyzer,
+        transcriber: Transcriber | None, sink: FeatureSink, snapshot_dir: Path | None = None,
+    ) -> None:
+        self.config = config
+        self.size_ms = window_size_ms(config.windows.size)
+        self.default_fps = 5.0
+        self.labels = list(detector.labels)
+        self.snapshot_dir = snapshot_dir
+        self.segment_pad_s = 0.5
+        self.min_silence_s = 1.5
+        self.max_segment_s = 15.0
+        keywords: list[str] = []
+        if config.detectors.transcriber is not None:
+            keywords = list(config.detectors.transcriber.keywords)
+            self.segment_pad_s = config.detectors.transcriber.segment_overlap
+            self.max_segment_s = config.detectors.transcriber.max_segment
+            self.min_silence_s = config.detectors.transcriber.min_silence
+        self._spotter = KeywordSpotter(keywords)
+        self._analyzer = analyzer
+        self._transcriber = transcriber
+        self._sink = sink
+        self.counters = AnalyzeCounters()
+        self._detect_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fw-detect")
+        self._audio_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fw-audio")
+        objects = config.detectors.objects
+        self.batcher = DetectionBatcher(
+            detector, self._detect_executor, objects.max_batch, objects.max_wait, config.detectors.frame_queue,
+            config.detectors.when_behind, on_inference=self._on_inference,
+        )
+        self._results = asyncio.Event()
+        self._streams: dict[str, _StreamState] = {}
+        self._last_position: dict[tuple[str, int], int] = {}
+        self._sources = {source.id: source for source in config.sources}
+        self._tasks: asyncio.TaskGroup | None = None
+
+    def sample_rates(self) -> dict[str, float]:
+        """Frames per second to analyse, per configured stream (others get the default)."""
+        return {s.id: (s.video.sample_fps if s.video.enabled else 0.0) for s in self.config.sources}
+
+    def _on_inference(self, seconds: float, frames: int) -> None:
+        self.counters.inference_seconds += seconds
+        self._results.set()
+
+    # ------------------------------------------------------------------ driving
+
+    async def run(self, items: AsyncIterator[DecodedItem], on_item: Callable[[DecodedItem], Awaitable[None]]
+                  | None = None) -> None:
+        """Process `items` until they end, then finish every stream that has not ended."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                batcher = tasks.create_task(self.batcher.run())
+                drainer = tasks.create_task(self._drain_loop())
+                async for decoded in items:
+                    await self.handle(decoded)
+                    if on_item is not None:
+                        await on_item(decoded)
+                for stream in list(self._streams):
+                    await self._end_stream(stream)
+                batcher.cancel()
+                drainer.cancel()
+        finally:
+            self._tasks = None
+            self._detect_executor.shutdown(wait=False, cancel_futures=True)
+            self._audio_executor.shutdown(wait=False, cancel_futures=True)
+
+    async def handle(self, decoded: DecodedItem) -> None:
+        item = decoded.item
+        self._last_position[(decoded.position.topic, decoded.position.partition)] = decoded.position.offset
+        if isinstance(item, StreamEnded):
+            if item.stream in self._streams:
+                await self._end_stream(item.stream)
+            return
+        state = self._state(decoded, item)
+        if isinstance(item, Frame):
+            if state.video_enabled:
+                await self._on_frame(state, item, decoded.restart)
+        elif isinstance(item, AudioChunk) and state.audio_enabled:
+            await self._on_audio(state, item, decoded.restart)
+
+    def _state(self, decoded: DecodedItem, item: Frame | AudioChunk) -> _StreamState:
+        state = self._streams.get(item.stream)
+        if state is None:
+            coverage = 0 if decoded.origin_seq == 0 else decoded.origin_wall_ns
+            state = _StreamState(item.stream, item.site, self._sources.get(item.stream), self, coverage)
+            state.partition = (decoded.position.topic, decoded.position.partition)
+            self._streams[item.stream] = state
+            assert self._tasks is not None, "AnalyzeWorker.handle runs inside run()"
+            state.audio_task = self._tasks.create_task(self._audio_loop(state))
+        return state
+
+    # ------------------------------------------------------------------ video
+
+    async def _on_frame(self, state: _StreamState, frame: Frame, restart: SourcePosition | None) -> None:
+        start = window_start(frame.wall_ns, self.size_ms)
+        if not state.covered(start):
+            self.counters.incomplete_windows_skipped += start not in state.video_windows
+            return
+        if start not in state.video_windows:
+            state.video_windows[start] = VideoWindowState(start, start + self.size_ms)
+            if restart is not None:
+                state.unfinished[("video", start)] = restart
+        state.video_frontier = max(state.video_frontier, start)
+        future = await self.batcher.submit(frame)
+        state.pending.append(_PendingFrame(future, frame, start))
+        await self._drain_video(state)
+
+    async def _drain_loop(self) -> None:
+        while True:
+            await self._results.wait()
+            self._results.clear()
+            for state in list(self._streams.values()):
+                await self._drain_video(state)
+
+    async def _drain_video(self, state: _StreamState, final: bool = False) -> None:
+        while state.pending and state.pending[0].future.done():
+            job = state.pending.popleft()
+            detections = job.future.result()
+            window = state.video_windows.get(job.window)
+            if window is None:
+                continue
+            if detections is None:
+                self.counters.frames_dropped += 1
+            else:
+                self.counters.frames_analysed += 1
+            state.video.add(window, detections, job.frame.image, job.frame.wall_ns)
+        waiting = {job.window for job in state.pending}
+        for start in list(state.video_windows):
+            if (start < state.video_frontier or final) and start not in waiting:
+                window = state.video_windows.pop(start)
+                features = state.video.close(window, state.stream, state.site)
+                await self._emit(state, "video", start, WindowFeatures(
+                    stream=state.stream, site=state.site, modality="video", window_start=start,
+                    window_end=window.end_ms, video=features, latency_ms=self._latency(window.end_ms),
+                ))
+            else:
+                break
+
+    # ------------------------------------------------------------------ audio and speech
+
+    async def _on_audio(self, state: _StreamState, chunk: AudioChunk, restart: SourcePosition | None) -> None:
+        start = window_start(chunk.wall_ns, self.size_ms)
+        if state.covered(start) and restart is not None:
+            state.unfinished.setdefault(("audio", start), restart)
+            if self._transcriber is not None:
+                state.unfinished.setdefault(("speech", start), restart)
+        for window in state.audio.feed(chunk):
+            await self._queue_audio(state, window)
+
+    async def _queue_audio(self, state: _StreamState, window: AudioWindow) -> None:
+        if state.covered(window.start_ms):
+            await state.audio_queue.put(window)
+        else:
+            self.counters.incomplete_windows_skipped += 1
+
+    async def _audio_loop(self, state: _StreamState) -> None:
+        loop = asyncio.get_running_loop()
+        while (window := await state.audio_queue.get()) is not None:
+            pcm = window.pcm()
+            stats = await loop.run_in_executor(self._audio_executor, self._analyzer.analyze, pcm)
+            await self._emit(state, "audio", window.start_ms, WindowFeatures(
+                stream=state.stream, site=state.site, modality="audio", window_start=window.start_ms,
+                window_end=window.end_ms, latency_ms=self._latency(window.end_ms),
+                audio=AudioFeatures(loudness_dbfs=stats.loudness_dbfs, peak_dbfs=stats.peak_dbfs,
+                                    speech_ratio=stats.speech_ratio),
+            ))
+            if self._transcriber is None:
+                continue
+            state.speech_windows[window.start_ms] = _SpeechWindow(window.start_ms, window.end_ms)
+            for segment in state.segmenter.feed(window, stats.speech_probabilities, stats.frame_seconds):
+                await self._transcribe(state, segment.audio, segment.audio_start_ns, segment.own_start_ns,
+                                       segment.own_end_ns)
+            safe = state.segmenter.open_since_ns
+            await self._emit_speech(state, window.end_ms * NS_PER_MS if safe is None else safe)
+        if self._transcriber is not None:
+            for segment in state.segmenter.flush():
+                await self._transcribe(state, segment.audio, segment.audio_start_ns, segment.own_start_ns,
+                                       segment.own_end_ns)
+            await self._emit_speech(state, None)
+
+    async def _transcribe(self, state: _StreamState, audio: Any, audio_start_ns: int, own_start: int,
+                          own_end: int) -> None:
+        assert self._transcriber is not None
+        loop = asyncio.get_running_loop()
+        transcript = await loop.run_in_executor(self._audio_executor, self._transcriber.transcribe, audio)
+        self.counters.segments_transcribed += 1
+        for word in transcript.words:
+            start_ns = audio_start_ns + round(word.start * 1e9)
+            end_ns = audio_start_ns + round(word.end * 1e9)
+            middle = (start_ns + end_ns) // 2
+            if not own_start <= middle < own_end:
+                continue
+            target = state.speech_windows.get(window_start(middle, self.size_ms))
+            if target is None:
+                continue
+            target.words.append(Word(text=word.text, start_ms=start_ns // NS_PER_MS, end_ms=end_ns // NS_PER_MS,
+                                     probability=min(max(word.probability, 0.0), 1.0)))
+            target.language = transcript.language
+
+    async def _emit_speech(self, state: _StreamState, safe_ns: int | None) -> None:
+        for start in list(state.speech_windows):
+            window = state.speech_windows[start]
+            if safe_ns is not None and window.end_ms * NS_PER_MS > safe_ns:
+                break
+            del state.speech_windows[start]
+            words = sorted(window.words, key=lambda w: w.start_ms)
+            text = " ".join(word.text for word in words)
+            confidence = round(sum(w.probability for w in words) / len(words), 4) if words else None
+            await self._emit(state, "speech", start, WindowFeatures(
+                stream=state.stream, site=state.site, modality="speech", window_start=start,
+                window_end=window.end_ms, latency_ms=self._latency(window.end_ms),
+                speech=SpeechFeatures(text=text, words=words, language=window.language, confidence=confidence,
+                                      keywords=self._spotter.find(text)),
+            ))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def _end_stream(self, stream: str) -> None:
+        state = self._streams[stream]
+        if state.pending:
+            await asyncio.gather(*(job.future for job in state.pending))
+        await self._drain_video(state, final=True)
+        for window in state.audio.flush():
+            await self._queue_audio(state, window)
+        await state.audio_queue.put(None)
+        if state.audio_task is not None:
+            await state.audio_task
+        state.unfinished.clear()
+        del self._streams[stream]
+
+    async def _emit(self, state: _StreamState, modality: str, start: int, features: WindowFeatures) -> None:
+        await self._sink.emit(features)
+        self.counters.windows[modality] += 1
+        state.unfinished.pop((modality, start), None)
+
+    def _latency(self, window_end_ms: int) -> dict[str, float]:
+        return {"window_end_to_emit": round(time.time() * 1000 - window_end_ms, 1)}
+
+    def commit_offsets(self) -> dict[TopicPartition, int]:
+        """Per partition: the init of the oldest unfinished window, else the next unread offset."""
+        offsets = {TopicPartition(topic, part): offset + 1 for (topic, part), offset in self._last_position.items()}
+        for state in self._streams.values():
+            oldest = state.oldest_unfinished()
+            if oldest is not None:
+                tp = TopicPartition(oldest.topic, oldest.partition)
+                offsets[tp] = min(offsets.get(tp, oldest.offset), oldest.offset)
+        return offsets
+
+
+class KafkaFeatureSink:
+    """`FeatureSink` on `fw.features`, keyed by site; `flush` waits for the broker's acks."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._inflight: list[asyncio.Future[Any]] = []
+
+    async def emit(self, features: WindowFeatures) -> None:
+        future = await self._producer.send(self._topic, key=features.site.encode(),
+                                           value=features.model_dump_json().encode())
+        self._inflight.append(future)
+
+    async def flush(self) -> None:
+        inflight, self._inflight = self._inflight, []
+        if inflight:
+            await asyncio.gather(*inflight)
+
+
+async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None,
+                      idle_timeout: float | None = None, commit_every: float = 1.0) -> AnalyzeCounters:
+    """A consumer-group worker on `fw.media` producing `fw.features`, until `stop` or idle."""
+    await ensure_topics(config.kafka)
+    detector = registry.object_detector(config.detectors.objects)
+    analyzer = registry.audio_analyzer(config.detectors.audio)
+    transcriber = (registry.transcriber(config.detectors.transcriber)
+                   if config.detectors.transcriber is not None else None)
+    producer = make_producer(config.kafka)
+    consumer = make_consumer(config.kafka, config.kafka.topics.media, group=f"{config.kafka.group_prefix}-analyze")
+    await producer.start()
+    await consumer.start()
+    sink = KafkaFeatureSink(producer, config.kafka.topics.features)
+    worker = AnalyzeWorker(config, detector, analyzer, transcriber, sink,
+                           Path(config.outputs.snapshots_dir) if config.outputs.snapshots_dir else None)
+    sampler = FrameSampler(worker.sample_rates(), worker.default_fps)
+    media = MediaConsumer(consumer, producer, config.kafka.topics.dead_letter, frame_filter=sampler)
+    last_commit = time.monotonic()
+
+    async def commit() -> None:
+        await sink.flush()
+        offsets = worker.commit_offsets()
+        if offsets:
+            with contextlib.suppress(Exception):
+                await consumer.commit(offsets)
+
+    async def maybe_commit(_: DecodedItem) -> None:
+        nonlocal last_commit
+        if time.monotonic() - last_commit >= commit_every:
+            last_commit = time.monotonic()
+            await commit()
+
+    try:
+        await worker.run(media.items(idle_timeout=idle_timeout, stop=stop), on_item=maybe_commit)
+        await commit()
+    finally:
+        media.close()
+        await consumer.stop()
+        await producer.stop()
+    return worker.counters
