@@ -13,6 +13,9 @@ missing=()
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+# A real RTSP camera for the ingest tests: Debian's gst-rtsp-server, driven by the system Python.
+/usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null \
+  || missing+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
 [ -e /usr/lib/x86_64-linux-gnu/libGL.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libGL.so.1 ] || missing+=(libgl1)
 [ -e /usr/lib/x86_64-linux-gnu/libglib-2.0.so.0 ] || [ -e /usr/lib/aarch64-linux-gnu/libglib-2.0.so.0 ] || missing+=(libglib2.0-0)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -333,6 +333,7 @@ class IngestState:
     failures: int = 0
     messages: int = 0
     last_error: str = ""
+    connect_seqs: list[int] = field(default_factory=list)
 
 
 async def ingest_live(
@@ -369,6 +370,7 @@ async def ingest_live(
             delay = min(delay * reconnect.factor, reconnect.maximum)
             continue
         state.connects += 1
+        state.connect_seqs.append(seq)
         try:
             iterator = demuxer.messages(CaptureWall(clock))
             while not stop.is_set() and (batch := await _pull(iterator, 1)):
