@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,7 +39,8 @@ class RtspCamera:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("READY"):
-            raise RuntimeError(f"RTSP test server did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
+            error = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"RTSP test server did not start: {line!r} {error}")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -58,11 +59,11 @@ def camera(media_dir: Path) -> Iterator[RtspCamera]:
         cam.kill()
 
 
-async def _until(predicate: object, timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():  # type: ignore[operator]
+async def _until(predicate: Callable[[], bool], within: float) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not predicate():
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s")
+            raise AssertionError(f"timed out after {within}s")
         await asyncio.sleep(0.1)
 
 
