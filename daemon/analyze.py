@@ -173,8 +173,12 @@ class AnalyzeWorker:
     # ------------------------------------------------------------------ driving
 
     async def run(self, items: AsyncIterator[DecodedItem], on_item: Callable[[DecodedItem], Awaitable[None]]
-                  | None = None) -> None:
-        """Process `items` until they end, then finish every stream that has not ended."""
+                  | None = None, finish: Callable[[], bool] = lambda: True) -> None:
+        """Process `items` until they end; then, if `finish()`, close every stream that has not ended.
+
+        A shutdown passes `finish` returning False: open windows stay unfinished, so the
+        committed offsets make the next worker redo them from their keyframe.
+        """
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
@@ -184,8 +188,13 @@ class AnalyzeWorker:
                     await self.handle(decoded)
                     if on_item is not None:
                         await on_item(decoded)
-                for stream in list(self._streams):
-                    await self._end_stream(stream)
+                if finish():
+                    for stream in list(self._streams):
+                        await self._end_stream(stream)
+                else:
+                    for state in self._streams.values():
+                        if state.audio_task is not None:
+                            state.audio_task.cancel()
                 batcher.cancel()
                 drainer.cancel()
         finally:
@@ -428,7 +437,8 @@ async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None
             await commit()
 
     try:
-        await worker.run(media.items(idle_timeout=idle_timeout, stop=stop), on_item=maybe_commit)
+        await worker.run(media.items(idle_timeout=idle_timeout, stop=stop), on_item=maybe_commit,
+                         finish=lambda: stop is None or not stop.is_set())
         await commit()
     finally:
         media.close()

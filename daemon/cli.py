@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     decode.add_argument("--group", default=None, help="consumer group (default: read all, commit nothing)")
     decode.add_argument("--idle", type=float, default=5.0, help="stop after this many idle seconds")
 
+    analyze = commands.add_parser("analyze", help="analyze worker: fw.media → detection, speech → fw.features")
+    analyze.add_argument("--config")
+    analyze.add_argument("--idle", type=float, default=None, help="exit after this many idle seconds")
+
     demo = commands.add_parser("demo", help="services + sample media + replay + decode, on embedded defaults")
     demo.add_argument("--config")
     demo.add_argument("--media-dir", default=".cache/media")
@@ -118,6 +122,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(commands.ingest(_load(args.config), args.source))
     if args.command == "decode":
         return asyncio.run(commands.decode(_load(args.config), args.group, args.idle))
+    if args.command == "analyze":
+        return asyncio.run(commands.analyze(_load(args.config), args.idle))
     if args.command == "demo":
         return asyncio.run(commands.demo(_load(args.config), Path(args.media_dir)))
     raise UserError(f"unknown command {args.command}")

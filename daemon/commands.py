@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import subprocess
 from collections import defaultdict
 from collections.abc import Iterator
@@ -291,6 +292,26 @@ def _print_tallies(tallies: dict[str, StreamTally], counters: DecodeCounters) ->
         f"corrupt {counters.corrupt_packets}, dead letters {counters.dead_letters}, "
         f"skipped before init {counters.skipped_before_init}"
     )
+
+
+# --------------------------------------------------------------------------- analyze
+
+
+async def analyze(config: FusewatchConfig, idle: float | None) -> int:
+    """`fusewatch analyze`: one worker of the analyze consumer group, until SIGTERM/SIGINT."""
+    from daemon.analyze import run_analyze
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await _ensure_topics(config)
+    counters = await run_analyze(config, stop=stop, idle_timeout=idle)
+    console.print(
+        f"analyze: {dict(counters.windows)} windows, {counters.frames_analysed} frames analysed, "
+        f"{counters.frames_dropped} dropped, {counters.segments_transcribed} speech segments"
+    )
+    return 0
 
 
 # --------------------------------------------------------------------------- demo
