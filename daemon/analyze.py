@@ -300,7 +300,7 @@ class AnalyzeWorker:
                 stream=state.stream, site=state.site, modality="audio", window_start=window.start_ms,
                 window_end=window.end_ms, latency_ms=self._latency(window.end_ms),
                 audio=AudioFeatures(loudness_dbfs=stats.loudness_dbfs, peak_dbfs=stats.peak_dbfs,
-                                    speech_ratio=stats.speech_ratio),
+                                    speech_ratio=stats.speech_ratio, loudness_lufs=stats.loudness_lufs),
             ))
             if self._transcriber is None:
                 continue

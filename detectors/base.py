@@ -43,6 +43,7 @@ class AudioStats:
     speech_ratio: float
     speech_probabilities: npt.NDArray[np.float32]
     frame_seconds: float
+    loudness_lufs: float | None = None
 
 
 class AudioAnalyzer(Protocol):

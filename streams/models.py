@@ -210,6 +210,7 @@ class AudioFeatures(WireModel):
     loudness_dbfs: float
     peak_dbfs: float
     speech_ratio: float = Field(ge=0, le=1)
+    loudness_lufs: float | None = Field(default=None, description="EBU R128 integrated loudness")
 
 
 class Word(WireModel):

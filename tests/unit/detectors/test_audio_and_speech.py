@@ -84,6 +84,10 @@ def test_loudness_and_voice_activity(analyzer: LoudnessVad, media_dir: Path) -> 
     tone = np.sin(np.linspace(0, 2 * np.pi * 440, 16000, dtype=np.float32)) * np.float32(0.5)
     assert analyzer.analyze(tone).peak_dbfs == pytest.approx(dbfs(0.5), abs=0.01)
     assert analyzer.analyze(tone).loudness_dbfs == pytest.approx(dbfs(0.5 / np.sqrt(2)), abs=0.05)
+    assert speech.loudness_lufs is not None and -30 < speech.loudness_lufs < -10
+    # A full-scale 1 kHz sine reads -3.01 LUFS by the BS.1770 definition (K-weighting is ~0 dB there).
+    sine = np.sin(2 * np.pi * 1000 * np.arange(32000) / 16000).astype(np.float32)
+    assert analyzer.analyze(sine).loudness_lufs == pytest.approx(-3.01, abs=0.2)
     silence = analyzer.analyze(np.zeros(16000, dtype=np.float32))
     assert silence.loudness_dbfs == silence.peak_dbfs == SILENCE_DBFS and silence.speech_ratio == 0
     assert analyzer.analyze(np.zeros(0, dtype=np.float32)).speech_ratio == 0

@@ -1,0 +1,85 @@
+"""Detection batching across streams, and backpressure: drop (live) or wait (replay)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+
+import numpy as np
+
+from daemon.batcher import DetectionBatcher
+from detectors.base import RgbImage
+from streams.models import Detection, Frame
+
+
+class CountingDetector:
+    """Answers one detection per image after `delay` seconds per batch, recording batch sizes."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.batches: list[int] = []
+
+    @property
+    def labels(self) -> Sequence[str]:
+        return ("person",)
+
+    def detect(self, images: Sequence[RgbImage]) -> list[list[Detection]]:
+        time.sleep(self.delay)
+        self.batches.append(len(images))
+        return [[Detection(label="person", confidence=float(image[0, 0, 0]) / 255, box=(0, 0, 1, 1))]
+                for image in images]
+
+
+def _frame(stream: str, n: int) -> Frame:
+    image = np.full((8, 8, 3), n % 256, dtype=np.uint8)
+    return Frame(stream, "hq", n, Fraction(1, 10), n * 100_000_000, image)
+
+
+async def _run(batcher: DetectionBatcher, frames: list[Frame]) -> list[list[Detection] | None]:
+    task = asyncio.create_task(batcher.run())
+    try:
+        futures = [await batcher.submit(frame) for frame in frames]
+        return list(await asyncio.gather(*futures))
+    finally:
+        task.cancel()
+
+
+async def test_frames_of_all_streams_share_batches_and_results_keep_order() -> None:
+    detector = CountingDetector(delay=0.02)
+    with ThreadPoolExecutor(1) as pool:
+        batcher = DetectionBatcher(detector, pool, max_batch=8, max_wait=0.05, capacity=64, when_behind="wait")
+        frames = [_frame(f"cam{n % 4}", n) for n in range(64)]
+        results = await _run(batcher, frames)
+    assert all(r is not None and abs(r[0].confidence - (n % 256) / 255) < 1e-6 for n, r in enumerate(results))
+    assert max(detector.batches) == 8 and sum(detector.batches) == 64
+    assert len(detector.batches) <= 16, "frames were batched, not detected one by one"
+    assert batcher.stats.dropped == 0
+
+
+async def test_slow_detector_drops_oldest_frames_and_memory_stays_bounded() -> None:
+    detector = CountingDetector(delay=0.05)
+    with ThreadPoolExecutor(1) as pool:
+        batcher = DetectionBatcher(detector, pool, max_batch=2, max_wait=0.0, capacity=4, when_behind="drop")
+        task = asyncio.create_task(batcher.run())
+        futures = []
+        for n in range(100):
+            futures.append(await batcher.submit(_frame("cam", n)))
+            assert batcher.waiting <= 4
+            await asyncio.sleep(0.002)
+        results = await asyncio.gather(*futures)
+        task.cancel()
+    dropped = sum(r is None for r in results)
+    assert dropped == batcher.stats.dropped > 50
+    assert batcher.stats.frames + dropped == 100
+    assert results[-1] is not None, "the newest frame is analysed, the oldest are dropped"
+
+
+async def test_wait_policy_applies_backpressure_instead_of_dropping() -> None:
+    detector = CountingDetector(delay=0.01)
+    with ThreadPoolExecutor(1) as pool:
+        batcher = DetectionBatcher(detector, pool, max_batch=2, max_wait=0.0, capacity=2, when_behind="wait")
+        results = await _run(batcher, [_frame("cam", n) for n in range(30)])
+    assert all(r is not None for r in results) and batcher.stats.dropped == 0
