@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from daemon.speech import SpeechSegmenter
@@ -46,7 +48,7 @@ def test_long_speech_is_cut_and_each_cut_owns_its_own_span() -> None:
     segmenter = SpeechSegmenter(min_silence_s=0.6, max_segment_s=3.0, pad_s=0.3)
     segments = _feed(segmenter, [1] * 248 + [0] * 62)   # ~8 s of speech
     assert len(segments) == 3
-    for first, second in zip(segments, segments[1:], strict=False):
+    for first, second in itertools.pairwise(segments):
         assert first.own_end_ns == second.own_start_ns, "no gap and no overlap in ownership"
         assert second.audio_start_ns < second.own_start_ns, "audio overlaps the cut for context"
 
