@@ -345,4 +345,45 @@ async def demo(config: FusewatchConfig, media_dir: Path) -> int:
                       f"({res.stats.video_packets} video, {res.stats.audio_packets} audio)")
         tallies, counters = await decode_topic(config, group=None, idle=3.0)
         _print_tallies(tallies, counters)
+        from daemon.analyze import run_analyze
+
+        console.print("analysing (object detection, loudness, voice activity, Whisper) …")
+        analysed = await run_analyze(config.model_copy(update={"detectors": config.detectors.model_copy(
+            update={"when_behind": "wait"})}), idle_timeout=5.0)
+        console.print(f"windows emitted: {dict(analysed.windows)}, frames analysed {analysed.frames_analysed}")
+        _print_features(await read_features(config))
     return 0
+
+
+async def read_features(config: FusewatchConfig) -> list[models.WindowFeatures]:
+    """Every record on `fw.features`, from the beginning."""
+    consumer = make_consumer(config.kafka, group=None)
+    await consumer.start()
+    try:
+        await assign_all(consumer, config.kafka.topics.features)
+        found: list[models.WindowFeatures] = []
+        while batch := await consumer.getmany(timeout_ms=2000):
+            found += [models.WindowFeatures.model_validate_json(r.value) for rs in batch.values() for r in rs]
+        return found
+    finally:
+        await consumer.stop()
+
+
+def _print_features(features: list[models.WindowFeatures]) -> None:
+    """One row per (stream, window): what was seen, how loud, what was said."""
+    rows: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
+    first = {f.stream: min(g.window_start for g in features if g.stream == f.stream) for f in features}
+    for f in features:
+        row = rows[(f.stream, f.window_start)]
+        if f.video is not None:
+            row["seen"] = ", ".join(f"{c.max_count} {label}" for label, c in sorted(f.video.classes.items()))
+        if f.audio is not None:
+            row["loud"] = f"{f.audio.loudness_dbfs:.0f} dBFS, speech {f.audio.speech_ratio:.0%}"
+        if f.speech is not None and f.speech.text:
+            keywords = f" [bold red]{', '.join(f.speech.keywords)}[/]" if f.speech.keywords else ""
+            row["said"] = f.speech.text + keywords
+    table = Table("stream", "window", "seen", "loudness", "said", title="window features (fw.features)")
+    for (stream, start), row in sorted(rows.items()):
+        table.add_row(stream, f"{(start - first[stream]) / 1000:5.0f} s", row.get("seen", ""), row.get("loud", ""),
+                      row.get("said", ""))
+    out.print(table)
