@@ -19,7 +19,9 @@ from streams.models import (
 W = 2000
 
 
-def video(stream: str, start: int, persons: int, door_occupancy: float = 0, snapshot: str | None = None) -> WindowFeatures:
+def video(
+    stream: str, start: int, persons: int, door_occupancy: float = 0, snapshot: str | None = None
+) -> WindowFeatures:
     classes = {"person": ClassStats(max_count=persons, mean_count=persons, max_confidence=0.9, new_tracks=[1])} \
         if persons else {}
     detections = [Detection(label="person", confidence=0.9, box=(0.1, 0.1, 0.2, 0.5))] * persons
