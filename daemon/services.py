@@ -108,6 +108,7 @@ class EmbeddedService:
         self.name: ServiceName = name
         self.port = port or free_port()
         self.log_path = log_dir / f"{name}.log"
+        self.data_dir = log_dir / f"{name}-data"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self.pid: int | None = None
@@ -117,8 +118,9 @@ class EmbeddedService:
             url = f"tcp://127.0.0.1:{self.port}"
             return [str(tansu_binary()), "broker", "--listener-url", url,
                     "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
-        return [str(redis_binary()), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--protected-mode", "yes"]
+        # Append-only file in the state dir: a restarted Redis keeps its alerts and dedupe ids.
+        return [str(redis_binary()), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+                "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "yes"]
 
     @property
     def address(self) -> str:
@@ -134,6 +136,7 @@ class EmbeddedService:
         if port_open(self.port):
             raise ServiceError(f"{self.name}: port {self.port} on 127.0.0.1 is already in use")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn"}
         self._proc = subprocess.Popen(

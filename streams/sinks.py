@@ -1,0 +1,207 @@
+"""Where alerts and summaries go: Redis (operators) and Kafka (downstream consumers).
+
+Redis writes are idempotent: one Lua script sets the alert id with NX and only then
+appends the alert to the `…:alerts` stream and publishes it on `…:alerts:live`, so a window
+processed twice never shows twice. When Redis is unreachable, outputs wait in a bounded
+buffer (counted; the oldest is dropped only when the buffer is full) and are written, in
+order, as soon as it answers again. Kafka alerts are keyed by alert id so downstream
+consumers can deduplicate too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from config.schema import KafkaConfig, RedisConfig
+from streams.models import Alert, Summary
+
+log = logging.getLogger(__name__)
+
+# KEYS: alert id key, alerts stream, live channel. ARGV: alert JSON, MAXLEN, id TTL seconds.
+_PUBLISH_ALERT = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[3])) then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'alert', ARGV[1])
+  redis.call('PUBLISH', KEYS[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+# KEYS: latest-summary hash. ARGV: stream, window_start, summary JSON. Only newer windows replace.
+_LATEST_SUMMARY = """
+local current = redis.call('HGET', KEYS[1], ARGV[1] .. ':start')
+if (not current) or tonumber(current) <= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3], ARGV[1] .. ':start', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+@dataclass
+class OutputCounters:
+    """Exported as metrics."""
+
+    alerts_published: int = 0
+    alerts_duplicate: int = 0
+    summaries: int = 0
+    buffered: int = 0
+    buffer_dropped: int = 0
+    redis_errors: int = 0
+
+
+class RedisKeys:
+    """Key names under the configured prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.alerts = f"{prefix}:alerts"
+        self.live = f"{prefix}:alerts:live"
+        self.latest = f"{prefix}:summary:latest"
+        self.acks = f"{prefix}:acks"
+        self.rules = f"{prefix}:rules"
+
+    def alert_id(self, alert_id: str) -> str:
+        return f"{self.alerts}:id:{alert_id}"
+
+
+def redis_client(config: RedisConfig) -> aioredis.Redis:
+    """An asyncio Redis client from the config (TLS with rediss://, ACL user and password)."""
+    password = config.password.get_secret_value() if config.password else None
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        config.url, username=config.username, password=password, socket_timeout=2.0,
+        socket_connect_timeout=2.0, decode_responses=False,
+    )
+    return client
+
+
+class RedisOutputs:
+    """Alerts, latest summaries and rule state in Redis, buffered while Redis is down."""
+
+    def __init__(self, config: RedisConfig, client: aioredis.Redis | None = None,
+                 id_ttl_s: int = 30 * 24 * 3600) -> None:
+        self._config = config
+        self._client = client or redis_client(config)
+        self.keys = RedisKeys(config.key_prefix)
+        self._id_ttl = id_ttl_s
+        self._buffer: deque[tuple[str, tuple[Any, ...]]] = deque()
+        self._alert_script = self._client.register_script(_PUBLISH_ALERT)
+        self._summary_script = self._client.register_script(_LATEST_SUMMARY)
+        self.counters = OutputCounters()
+        self.new_alerts: list[Alert] = []
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._client
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def publish_alert(self, alert: Alert) -> None:
+        self._enqueue("alert", (alert,))
+        await self.flush(raise_on_error=False)
+
+    async def publish_summary(self, summary: Summary) -> None:
+        self._enqueue("summary", (summary,))
+        await self.flush(raise_on_error=False)
+
+    async def save_rule_state(self, site: str, event: str, state_json: str) -> None:
+        self._enqueue("rule", (site, event, state_json))
+        await self.flush(raise_on_error=False)
+
+    async def load_rule_states(self, site: str) -> dict[str, str]:
+        raw = await self._client.hgetall(f"{self.keys.rules}:{site}")
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    def _enqueue(self, kind: str, args: tuple[Any, ...]) -> None:
+        if len(self._buffer) >= self._config.buffer_max:
+            self._buffer.popleft()
+            self.counters.buffer_dropped += 1
+            log.error("redis output buffer full (%d): dropped the oldest output", self._config.buffer_max)
+        self._buffer.append((kind, args))
+
+    async def flush(self, raise_on_error: bool = True) -> bool:
+        """Write everything buffered, in order; False (or raise) if Redis is still unreachable."""
+        while self._buffer:
+            kind, args = self._buffer[0]
+            try:
+                await self._write(kind, args)
+            except REDIS_DOWN as exc:
+                self.counters.redis_errors += 1
+                self.counters.buffered = len(self._buffer)
+                if raise_on_error:
+                    raise
+                log.warning("redis unavailable (%s): %d outputs buffered", exc, len(self._buffer))
+                return False
+            self._buffer.popleft()
+        self.counters.buffered = 0
+        return True
+
+    async def flush_with_retry(self, stop: asyncio.Event | None = None, initial: float = 0.2,
+                               maximum: float = 5.0) -> None:
+        """Retry with exponential backoff until the buffer is written (or `stop` is set)."""
+        delay = initial
+        while not await self.flush(raise_on_error=False):
+            if stop is not None and stop.is_set():
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, maximum)
+
+    async def _write(self, kind: str, args: tuple[Any, ...]) -> None:
+        if kind == "alert":
+            alert: Alert = args[0]
+            payload = alert.model_dump_json()
+            added = await self._alert_script(keys=[self.keys.alert_id(alert.id), self.keys.alerts, self.keys.live],
+                                             args=[payload, self._config.alerts_maxlen, self._id_ttl])
+            if added:
+                self.counters.alerts_published += 1
+                self.new_alerts.append(alert)
+            else:
+                self.counters.alerts_duplicate += 1
+        elif kind == "summary":
+            summary: Summary = args[0]
+            await self._summary_script(keys=[self.keys.latest],
+                                       args=[summary.stream, summary.window_start, summary.model_dump_json()])
+            self.counters.summaries += 1
+        else:
+            site, event, state_json = args
+            await self._client.hset(f"{self.keys.rules}:{site}", event, state_json)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class KafkaOutputs:
+    """`fw.alerts` keyed by alert id and `fw.summaries` keyed by stream; `flush` awaits the acks."""
+
+    def __init__(self, config: KafkaConfig, producer: AIOKafkaProducer) -> None:
+        self._topics = config.topics
+        self._producer = producer
+        self._inflight: list[asyncio.Future[Any]] = []
+
+    async def publish_alert(self, alert: Alert) -> None:
+        self._inflight.append(await self._producer.send(
+            self._topics.alerts, key=alert.id.encode(), value=alert.model_dump_json().encode()))
+
+    async def publish_summary(self, summary: Summary) -> None:
+        self._inflight.append(await self._producer.send(
+            self._topics.summaries, key=summary.stream.encode(), value=summary.model_dump_json().encode()))
+
+    async def flush(self) -> None:
+        inflight, self._inflight = self._inflight, []
+        if inflight:
+            await asyncio.gather(*inflight)
