@@ -1,0 +1,251 @@
+"""The fuse stage: join every stream and modality of a site per window, score events, publish.
+
+`WindowJoiner` collects `WindowFeatures` per (site, window). Each (stream, modality) is an
+input with a watermark (the end of the latest window it delivered). A window closes when
+every expected input has delivered it or moved past it — inputs that have been silent for
+`windows.grace` seconds are not waited for (a camera that is down must not stop the site)
+— and windows of a site close in order, so rules see them in order. Records for a window
+that is already closed are counted as late.
+
+`FuseWorker` evaluates the events on each closed window, publishes alerts and summaries
+(Redis and Kafka) and keeps each rule's small state (streak, cooldown) in Redis, so a
+restarted worker continues where the last one stopped. Offsets are committed only up to
+the first record of the oldest open window, after the outputs are acknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from config.schema import FusewatchConfig
+from daemon.rules import EventRule, JoinedWindow, RuleState, summaries
+from streams.kafka import SourcePosition
+from streams.models import Alert, Summary, WindowFeatures
+from streams.windows import window_size_ms
+
+log = logging.getLogger(__name__)
+Input = tuple[str, str]
+"""(stream, modality)"""
+
+
+class Outputs(Protocol):
+    """Where alerts and summaries go (Redis, Kafka, or a list in tests)."""
+
+    async def publish_alert(self, alert: Alert) -> None: ...
+
+    async def publish_summary(self, summary: Summary) -> None: ...
+
+
+class RuleStore(Protocol):
+    """Keeps rule states and the last closed window per site across restarts."""
+
+    async def load_rule_states(self, site: str) -> dict[str, str]: ...
+
+    async def save_rule_state(self, site: str, event: str, state_json: str) -> None: ...
+
+
+@dataclass
+class _OpenWindow:
+    start: int
+    end: int
+    features: dict[Input, WindowFeatures] = field(default_factory=dict)
+    first: SourcePosition | None = None
+
+
+@dataclass
+class _Site:
+    windows: dict[int, _OpenWindow] = field(default_factory=dict)
+    watermarks: dict[Input, int] = field(default_factory=dict)
+    last_seen: dict[Input, float] = field(default_factory=dict)
+    closed_upto: int = -1
+    first_seen: float = 0.0
+
+
+@dataclass
+class JoinCounters:
+    """Exported as metrics."""
+
+    records: int = 0
+    windows_closed: int = 0
+    late: int = 0
+    duplicates: int = 0
+
+
+class WindowJoiner:
+    """Per-site window join with per-input watermarks and idle inputs (see module doc)."""
+
+    def __init__(self, config: FusewatchConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self._size = window_size_ms(config.windows.size)
+        self._grace = config.windows.grace
+        self._clock = clock
+        self._sites: dict[str, _Site] = defaultdict(_Site)
+        self._expected: dict[str, set[Input]] = defaultdict(set)
+        speech = config.detectors.transcriber is not None
+        for source in config.sources:
+            site = config.site_of(source)
+            if source.video.enabled:
+                self._expected[site].add((source.id, "video"))
+            if source.audio.enabled:
+                self._expected[site].add((source.id, "audio"))
+                if speech:
+                    self._expected[site].add((source.id, "speech"))
+        self.counters = JoinCounters()
+
+    def resume(self, site: str, closed_upto: int) -> None:
+        """Windows up to `closed_upto` were closed by a previous worker: don't close them again."""
+        state = self._sites[site]
+        state.closed_upto = max(state.closed_upto, closed_upto)
+
+    def add(self, features: WindowFeatures, position: SourcePosition | None = None) -> list[JoinedWindow]:
+        """Take one record; return the windows of its site that are now complete, oldest first."""
+        self.counters.records += 1
+        site = self._sites[features.site]
+        now = self._clock()
+        if not site.last_seen:
+            site.first_seen = now
+        key: Input = (features.stream, features.modality)
+        site.last_seen[key] = now
+        site.watermarks[key] = max(site.watermarks.get(key, 0), features.window_end)
+        self._expected[features.site].add(key)
+        if features.window_start <= site.closed_upto:
+            self.counters.late += 1
+            return self._close_ready(features.site)
+        window = site.windows.get(features.window_start)
+        if window is None:
+            window = site.windows[features.window_start] = _OpenWindow(features.window_start, features.window_end)
+        if key in window.features:
+            self.counters.duplicates += 1
+        else:
+            window.features[key] = features
+            if window.first is None or (position is not None and position.offset < window.first.offset):
+                window.first = position
+        return self._close_ready(features.site)
+
+    def tick(self) -> list[JoinedWindow]:
+        """Close windows that only waited for inputs gone idle (call periodically)."""
+        return [w for site in list(self._sites) for w in self._close_ready(site)]
+
+    def close_all(self) -> list[JoinedWindow]:
+        """Close every open window (end of input)."""
+        closed = []
+        for name, site in self._sites.items():
+            for start in sorted(site.windows):
+                closed.append(self._close(name, site, start))
+        return closed
+
+    def _close_ready(self, name: str) -> list[JoinedWindow]:
+        site = self._sites[name]
+        closed = []
+        now = self._clock()
+        while site.windows:
+            start = min(site.windows)
+            window = site.windows[start]
+            waiting = [key for key in self._expected[name]
+                       if site.watermarks.get(key, 0) < window.end and not self._idle(site, key, now)]
+            if waiting:
+                break
+            closed.append(self._close(name, site, start))
+        return closed
+
+    def _idle(self, site: _Site, key: Input, now: float) -> bool:
+        return now - site.last_seen.get(key, site.first_seen) >= self._grace
+
+    def _close(self, name: str, site: _Site, start: int) -> JoinedWindow:
+        window = site.windows.pop(start)
+        site.closed_upto = max(site.closed_upto, start)
+        self.counters.windows_closed += 1
+        ordered = tuple(window.features[key] for key in sorted(window.features))
+        return JoinedWindow(name, window.start, window.end, ordered)
+
+    def oldest_open(self) -> dict[tuple[str, int], int]:
+        """Per (topic, partition): the offset of the first record of the oldest open window."""
+        oldest: dict[tuple[str, int], int] = {}
+        for site in self._sites.values():
+            for window in site.windows.values():
+                if window.first is not None:
+                    key = (window.first.topic, window.first.partition)
+                    oldest[key] = min(oldest.get(key, window.first.offset), window.first.offset)
+        return oldest
+
+    def watermark(self, site: str) -> int:
+        return max(self._sites[site].watermarks.values(), default=0)
+
+
+@dataclass
+class FuseCounters:
+    """Exported as metrics."""
+
+    alerts: int = 0
+    evaluations: int = 0
+    summaries: int = 0
+
+
+class FuseWorker:
+    """Closed windows → event evaluations → alerts and summaries, with rule state kept in a store."""
+
+    CLOSED_KEY = "__closed_upto__"
+
+    def __init__(self, config: FusewatchConfig, outputs: list[Outputs], store: RuleStore | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._size = window_size_ms(config.windows.size)
+        self.joiner = WindowJoiner(config, clock)
+        self._rules = [EventRule(event, self._size) for event in config.events if event.fusion == "weighted"]
+        self._outputs = outputs
+        self._store = store
+        self._states: dict[tuple[str, str], RuleState] = {}
+        self._loaded: set[str] = set()
+        self.counters = FuseCounters()
+        self.alerts: list[Alert] = []
+
+    async def handle(self, features: WindowFeatures, position: SourcePosition | None = None) -> None:
+        await self._load(features.site)
+        for window in self.joiner.add(features, position):
+            await self._on_closed(window)
+
+    async def tick(self) -> None:
+        for window in self.joiner.tick():
+            await self._on_closed(window)
+
+    async def finish(self) -> None:
+        for window in self.joiner.close_all():
+            await self._on_closed(window)
+
+    async def _load(self, site: str) -> None:
+        if site in self._loaded or self._store is None:
+            self._loaded.add(site)
+            return
+        self._loaded.add(site)
+        saved = await self._store.load_rule_states(site)
+        for rule in self._rules:
+            if rule.event.name in saved:
+                self._states[(rule.event.name, site)] = RuleState(**json.loads(saved[rule.event.name]))
+        if self.CLOSED_KEY in saved:
+            self.joiner.resume(site, int(saved[self.CLOSED_KEY]))
+
+    async def _on_closed(self, window: JoinedWindow) -> None:
+        for rule in self._rules:
+            if not rule.applies_to(window.site):
+                continue
+            state = self._states.setdefault((rule.event.name, window.site), RuleState())
+            evaluation = rule.evaluate(window, state)
+            self.counters.evaluations += 1
+            if evaluation.fired:
+                alert = rule.alert(window, evaluation).model_copy(update={"published_ns": time.time_ns()})
+                self.alerts.append(alert)
+                self.counters.alerts += 1
+                for output in self._outputs:
+                    await output.publish_alert(alert)
+            if self._store is not None:
+                await self._store.save_rule_state(window.site, rule.event.name, json.dumps(state.to_dict()))
+        for summary in summaries(window):
+            self.counters.summaries += 1
+            for output in self._outputs:
+                await output.publish_summary(summary)
+        if self._store is not None:
+            await self._store.save_rule_state(window.site, self.CLOSED_KEY, str(window.window_start))
