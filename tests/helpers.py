@@ -10,9 +10,21 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from config.schema import EventConfig
+from daemon.rules import JoinedWindow
 from streams.decode import DecodedItem, FrameFilter, MediaDecoder
 from streams.kafka import SourcePosition
-from streams.models import MediaMessage, StreamInit
+from streams.models import (
+    AudioFeatures,
+    ClassStats,
+    Detection,
+    MediaMessage,
+    SpeechFeatures,
+    StreamInit,
+    VideoFeatures,
+    WindowFeatures,
+    ZoneStats,
+)
 
 
 @dataclass
@@ -80,3 +92,43 @@ async def decoded_items(
             stream = decoder.streams.get(message.stream)
             origin = stream.origin if stream is not None else None
             yield DecodedItem(item, position, restart, origin.seq if origin else 0, origin.wall_ns if origin else 0)
+
+
+# --------------------------------------------------------------------------- hand-built window features
+
+W = 2000
+
+
+def video(
+    stream: str, start: int, persons: int, door_occupancy: float = 0, snapshot: str | None = None
+) -> WindowFeatures:
+    classes = {"person": ClassStats(max_count=persons, mean_count=persons, max_confidence=0.9, new_tracks=[1])} \
+        if persons else {}
+    detections = [Detection(label="person", confidence=0.9, box=(0.1, 0.1, 0.2, 0.5))] * persons
+    return WindowFeatures(stream=stream, site="hq", modality="video", window_start=start, window_end=start + W,
+                          video=VideoFeatures(frames=10, classes=classes, zones={"door": ZoneStats(
+                              occupancy=door_occupancy)}, detections=detections, snapshot=snapshot))
+
+
+def audio(stream: str, start: int, dbfs: float) -> WindowFeatures:
+    return WindowFeatures(stream=stream, site="hq", modality="audio", window_start=start, window_end=start + W,
+                          audio=AudioFeatures(loudness_dbfs=dbfs, peak_dbfs=dbfs + 10, speech_ratio=0.5))
+
+
+def speech(stream: str, start: int, text: str) -> WindowFeatures:
+    return WindowFeatures(stream=stream, site="hq", modality="speech", window_start=start, window_end=start + W,
+                          speech=SpeechFeatures(text=text))
+
+
+def joined(start: int, *features: WindowFeatures) -> JoinedWindow:
+    return JoinedWindow("hq", start, start + W, features)
+
+
+DISTRESS = EventConfig.model_validate({
+    "name": "distress", "threshold": 0.8, "for": 1, "cooldown": 10, "severity": "high",
+    "terms": [
+        {"signal": "video.person.count", "weight": 0.4, "when": {"op": ">=", "value": 1}, "streams": ["cam"]},
+        {"signal": "speech.keywords", "weight": 0.4, "match": ["help", "police"]},
+        {"signal": "audio.loudness_dbfs", "weight": 0.2, "ramp": {"low": -40, "high": -20}},
+    ],
+})

@@ -19,25 +19,14 @@ from daemon.analyze import AnalyzeWorker
 from daemon.cli import default_config_path
 from daemon.fuse import FuseWorker
 from detectors import registry
-from streams.models import Alert, Summary, WindowFeatures
+from streams.models import WindowFeatures
 from streams.sources import ReplayOptions, replay
-from streams.testing import ListFeatureSink, ListSink, ManualClock
+from streams.testing import ListFeatureSink, ListOutputs, ListSink, ManualClock
 from streams.windows import FrameSampler
 from tests.helpers import decoded_items
 
 pytestmark = pytest.mark.e2e
 
-
-class Collected:
-    def __init__(self) -> None:
-        self.alerts: list[Alert] = []
-        self.summaries: list[Summary] = []
-
-    async def publish_alert(self, alert: Alert) -> None:
-        self.alerts.append(alert)
-
-    async def publish_summary(self, summary: Summary) -> None:
-        self.summaries.append(summary)
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +47,8 @@ async def _features(config: FusewatchConfig, path: Path, stream: str) -> tuple[l
     return sink.features, result.wall_start_ns // 1_000_000
 
 
-async def _fuse(config: FusewatchConfig, features: list[WindowFeatures]) -> Collected:
-    out = Collected()
+async def _fuse(config: FusewatchConfig, features: list[WindowFeatures]) -> ListOutputs:
+    out = ListOutputs()
     worker = FuseWorker(config, [out])
     for record in features:
         await worker.handle(record)

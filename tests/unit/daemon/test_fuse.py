@@ -14,39 +14,8 @@ from config.schema import (
 )
 from daemon.fuse import FuseWorker, WindowJoiner
 from streams.kafka import SourcePosition
-from streams.models import Alert, Summary
-from tests.unit.daemon.test_rules import DISTRESS, audio, speech, video
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Collected:
-    def __init__(self) -> None:
-        self.alerts: list[Alert] = []
-        self.summaries: list[Summary] = []
-
-    async def publish_alert(self, alert: Alert) -> None:
-        self.alerts.append(alert)
-
-    async def publish_summary(self, summary: Summary) -> None:
-        self.summaries.append(summary)
-
-
-class MemoryStore:
-    def __init__(self) -> None:
-        self.data: dict[str, dict[str, str]] = {}
-
-    async def load_rule_states(self, site: str) -> dict[str, str]:
-        return dict(self.data.get(site, {}))
-
-    async def save_rule_state(self, site: str, event: str, state_json: str) -> None:
-        self.data.setdefault(site, {})[event] = state_json
+from streams.testing import ListOutputs, ManualClock, MemoryRuleStore
+from tests.helpers import DISTRESS, audio, speech, video
 
 
 def _config(events: list[EventConfig] | None = None) -> FusewatchConfig:
@@ -61,7 +30,7 @@ def _config(events: list[EventConfig] | None = None) -> FusewatchConfig:
 
 
 def test_a_window_closes_when_every_input_delivered_it() -> None:
-    joiner = WindowJoiner(_config(), Clock())
+    joiner = WindowJoiner(_config(), ManualClock().monotonic)
     assert joiner.add(video("cam", 0, 1)) == []
     assert joiner.add(audio("mic", 0, -30)) == []
     closed = joiner.add(speech("mic", 0, "hi"))
@@ -71,7 +40,7 @@ def test_a_window_closes_when_every_input_delivered_it() -> None:
 
 
 def test_windows_close_in_order_and_wait_for_a_lagging_modality() -> None:
-    joiner = WindowJoiner(_config(), Clock())
+    joiner = WindowJoiner(_config(), ManualClock().monotonic)
     for start in (0, 2000, 4000):
         assert joiner.add(video("cam", start, 1)) == []
         assert joiner.add(audio("mic", start, -30)) == []
@@ -81,19 +50,19 @@ def test_windows_close_in_order_and_wait_for_a_lagging_modality() -> None:
 
 
 def test_an_idle_input_is_not_waited_for_and_late_records_are_counted() -> None:
-    clock = Clock()
-    joiner = WindowJoiner(_config(), clock)
+    clock = ManualClock()
+    joiner = WindowJoiner(_config(), clock.monotonic)
     joiner.add(video("cam", 0, 1))
     joiner.add(audio("mic", 0, -30))
     assert joiner.tick() == []
-    clock.now += 6.0  # the speech input has been silent longer than the grace
+    clock.advance(6.0)  # the speech input has been silent longer than the grace
     assert [w.window_start for w in joiner.tick()] == [0]
     joiner.add(speech("mic", 0, "too late"))
     assert joiner.counters.late == 1
 
 
 def test_duplicates_are_ignored_and_commit_points_at_the_oldest_open_window() -> None:
-    joiner = WindowJoiner(_config(), Clock())
+    joiner = WindowJoiner(_config(), ManualClock().monotonic)
     joiner.add(video("cam", 0, 1), SourcePosition("f", 0, 10))
     joiner.add(video("cam", 0, 1), SourcePosition("f", 0, 11))
     joiner.add(video("cam", 2000, 1), SourcePosition("f", 0, 12))
@@ -103,8 +72,8 @@ def test_duplicates_are_ignored_and_commit_points_at_the_oldest_open_window() ->
 
 async def test_fuse_worker_publishes_alerts_and_summaries_and_resumes_rule_state() -> None:
     config = _config([DISTRESS.model_copy(update={"cooldown": 10.0})])
-    out, store = Collected(), MemoryStore()
-    worker = FuseWorker(config, [out], store, Clock())
+    out, store = ListOutputs(), MemoryRuleStore()
+    worker = FuseWorker(config, [out], store, ManualClock().monotonic)
     for start in (0, 2000):
         await worker.handle(video("cam", start, 1))
         await worker.handle(audio("mic", start, -25))
@@ -112,7 +81,7 @@ async def test_fuse_worker_publishes_alerts_and_summaries_and_resumes_rule_state
     assert [a.window_start for a in out.alerts] == [0], "then the cooldown rests"
     assert len(out.summaries) == 4
     # A new worker (after a crash) picks the rule state up from the store: still resting.
-    again = FuseWorker(config, [out], store, Clock())
+    again = FuseWorker(config, [out], store, ManualClock().monotonic)
     for modality_features in (video("cam", 2000, 1), audio("mic", 2000, -25), speech("mic", 2000, "help")):
         await again.handle(modality_features)
     assert again.joiner.counters.late == 3, "window 2000 was already closed by the first worker"

@@ -4,54 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from config.schema import EventConfig, Predicate, Ramp, Term
+from config.schema import Predicate, Ramp, Term
 from daemon.rules import EventRule, JoinedWindow, RuleState, alert_id, signal_value, summaries, term_score
-from streams.models import (
-    AudioFeatures,
-    ClassStats,
-    Detection,
-    SpeechFeatures,
-    VideoFeatures,
-    WindowFeatures,
-    ZoneStats,
-)
-
-W = 2000
-
-
-def video(
-    stream: str, start: int, persons: int, door_occupancy: float = 0, snapshot: str | None = None
-) -> WindowFeatures:
-    classes = {"person": ClassStats(max_count=persons, mean_count=persons, max_confidence=0.9, new_tracks=[1])} \
-        if persons else {}
-    detections = [Detection(label="person", confidence=0.9, box=(0.1, 0.1, 0.2, 0.5))] * persons
-    return WindowFeatures(stream=stream, site="hq", modality="video", window_start=start, window_end=start + W,
-                          video=VideoFeatures(frames=10, classes=classes, zones={"door": ZoneStats(
-                              occupancy=door_occupancy)}, detections=detections, snapshot=snapshot))
-
-
-def audio(stream: str, start: int, dbfs: float) -> WindowFeatures:
-    return WindowFeatures(stream=stream, site="hq", modality="audio", window_start=start, window_end=start + W,
-                          audio=AudioFeatures(loudness_dbfs=dbfs, peak_dbfs=dbfs + 10, speech_ratio=0.5))
-
-
-def speech(stream: str, start: int, text: str) -> WindowFeatures:
-    return WindowFeatures(stream=stream, site="hq", modality="speech", window_start=start, window_end=start + W,
-                          speech=SpeechFeatures(text=text))
-
-
-def joined(start: int, *features: WindowFeatures) -> JoinedWindow:
-    return JoinedWindow("hq", start, start + W, features)
-
-
-DISTRESS = EventConfig.model_validate({
-    "name": "distress", "threshold": 0.8, "for": 1, "cooldown": 10, "severity": "high",
-    "terms": [
-        {"signal": "video.person.count", "weight": 0.4, "when": {"op": ">=", "value": 1}, "streams": ["cam"]},
-        {"signal": "speech.keywords", "weight": 0.4, "match": ["help", "police"]},
-        {"signal": "audio.loudness_dbfs", "weight": 0.2, "ramp": {"low": -40, "high": -20}},
-    ],
-})
+from tests.helpers import DISTRESS, W, audio, joined, speech, video
 
 
 def test_signals_take_the_max_over_the_terms_streams() -> None:
