@@ -73,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--config")
     analyze.add_argument("--idle", type=float, default=None, help="exit after this many idle seconds")
 
+    fuse = commands.add_parser("fuse", help="fuse worker: fw.features → events → alerts/summaries (Redis, Kafka)")
+    fuse.add_argument("--config")
+    fuse.add_argument("--idle", type=float, default=None, help="exit after this many idle seconds")
+
     demo = commands.add_parser("demo", help="services + sample media + replay + decode, on embedded defaults")
     demo.add_argument("--config")
     demo.add_argument("--media-dir", default=".cache/media")
@@ -124,6 +128,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(commands.decode(_load(args.config), args.group, args.idle))
     if args.command == "analyze":
         return asyncio.run(commands.analyze(_load(args.config), args.idle))
+    if args.command == "fuse":
+        return asyncio.run(commands.fuse(_load(args.config), args.idle))
     if args.command == "demo":
         return asyncio.run(commands.demo(_load(args.config), Path(args.media_dir)))
     raise UserError(f"unknown command {args.command}")

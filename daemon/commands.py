@@ -314,6 +314,21 @@ async def analyze(config: FusewatchConfig, idle: float | None) -> int:
     return 0
 
 
+async def fuse(config: FusewatchConfig, idle: float | None) -> int:
+    """`fusewatch fuse`: one worker of the fuse consumer group, until SIGTERM/SIGINT."""
+    from daemon.fuse import run_fuse
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await _ensure_topics(config)
+    worker = await run_fuse(config, stop=stop, idle_timeout=idle)
+    console.print(f"fuse: {worker.joiner.counters.windows_closed} windows, {worker.counters.alerts} alerts, "
+                  f"{worker.joiner.counters.late} late records")
+    return 0
+
+
 # --------------------------------------------------------------------------- demo
 
 

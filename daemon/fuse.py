@@ -15,19 +15,26 @@ the first record of the oldest open window, after the outputs are acknowledged.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from aiokafka import TopicPartition
+from pydantic import ValidationError
+
 from config.schema import FusewatchConfig
 from daemon.rules import EventRule, JoinedWindow, RuleState, summaries
-from streams.kafka import SourcePosition
+from streams.kafka import DeadLetters, SourcePosition, ensure_topics, make_consumer, make_producer
 from streams.models import Alert, Summary, WindowFeatures
+from streams.sinks import REDIS_DOWN, KafkaOutputs, RedisOutputs
 from streams.windows import window_size_ms
+from streams.wire import WireRecord
 
 log = logging.getLogger(__name__)
 Input = tuple[str, str]
@@ -218,10 +225,9 @@ class FuseWorker:
 
     async def _load(self, site: str) -> None:
         if site in self._loaded or self._store is None:
-            self._loaded.add(site)
             return
-        self._loaded.add(site)
         saved = await self._store.load_rule_states(site)
+        self._loaded.add(site)
         for rule in self._rules:
             if rule.event.name in saved:
                 self._states[(rule.event.name, site)] = RuleState(**json.loads(saved[rule.event.name]))
@@ -249,3 +255,84 @@ class FuseWorker:
                 await output.publish_summary(summary)
         if self._store is not None:
             await self._store.save_rule_state(window.site, self.CLOSED_KEY, str(window.window_start))
+
+
+async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, idle_timeout: float | None = None,
+                   commit_every: float = 0.5) -> FuseWorker:
+    """A consumer-group worker on `fw.features`: alerts and summaries to Redis and Kafka.
+
+    Offsets are committed only after Kafka acknowledged the outputs and Redis holds them
+    (nothing buffered), and only up to the first record of the oldest open window.
+    """
+    await ensure_topics(config.kafka)
+    producer = make_producer(config.kafka)
+    consumer = make_consumer(config.kafka, config.kafka.topics.features, group=f"{config.kafka.group_prefix}-fuse")
+    redis_outputs = RedisOutputs(config.redis)
+    await producer.start()
+    await consumer.start()
+    kafka_outputs = KafkaOutputs(config.kafka, producer)
+    outputs: list[Outputs] = []
+    if config.outputs.redis:
+        outputs.append(redis_outputs)
+    if config.outputs.kafka:
+        outputs.append(kafka_outputs)
+    worker = FuseWorker(config, outputs, redis_outputs)
+    dead = DeadLetters(producer, config.kafka.topics.dead_letter, stage="fuse")
+    last: dict[tuple[str, int], int] = {}
+
+    async def commit() -> None:
+        await kafka_outputs.flush()
+        if not await redis_outputs.flush(raise_on_error=False):
+            return  # Redis is down: keep the offsets where they are until it is back
+        offsets = {TopicPartition(t, p): o + 1 for (t, p), o in last.items()}
+        for (topic, part), offset in worker.joiner.oldest_open().items():
+            offsets[TopicPartition(topic, part)] = min(offsets.get(TopicPartition(topic, part), offset), offset)
+        if offsets:
+            await consumer.commit(offsets)
+
+    idle = 0.0
+    last_commit = time.monotonic()
+    try:
+        while stop is None or not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200, max_records=500)
+            records = [r for batch in batches.values() for r in batch]
+            idle = 0.0 if records else idle + 0.2
+            for record in records:
+                position = SourcePosition(record.topic, record.partition, record.offset)
+                last[(record.topic, record.partition)] = record.offset
+                try:
+                    features = WindowFeatures.model_validate_json(record.value or b"")
+                except ValidationError as exc:
+                    reason = f"invalid WindowFeatures: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+                    await dead.send(WireRecord(record.key, record.value, list(record.headers or ())), position, reason)
+                    continue
+                await _until_redis(functools.partial(worker.handle, features, position), stop)
+            await worker.tick()
+            if idle_timeout is not None and idle >= idle_timeout:
+                await worker.finish()
+                break
+            if time.monotonic() - last_commit >= commit_every:
+                last_commit = time.monotonic()
+                await commit()
+        await redis_outputs.flush_with_retry(stop=stop)
+        await commit()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await redis_outputs.close()
+    return worker
+
+
+async def _until_redis(step: Callable[[], Awaitable[None]], stop: asyncio.Event | None) -> None:
+    """Run a step that may need Redis (loading rule state); wait for Redis with backoff if it is down."""
+    delay = 0.2
+    while True:
+        try:
+            await step()
+            return
+        except REDIS_DOWN as exc:
+            if stop is not None and stop.is_set():
+                raise
+            log.warning("fuse: redis unavailable (%s), retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

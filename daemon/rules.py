@@ -162,8 +162,7 @@ class EventRule:
         best = max(video, key=lambda f: len(f.video.detections) if f.video else 0, default=None)
         detections: list[Detection] = list(best.video.detections) if best and best.video else []
         transcript = " ".join(f.speech.text for f in window.of("speech") if f.speech and f.speech.text).strip()
-        contributing = sorted({f.stream for f in window.features
-                               if any(c.g > 0 and f.modality == c.signal.split(".")[0] for c in evaluation.terms)})
+        contributing = sorted(self._contributing(window))
         return Alert(
             id=alert_id(self.event.name, window.site, window.window_start), event=self.event.name, site=window.site,
             streams=contributing or window.streams, window_start=window.window_start, window_end=window.window_end,
@@ -172,6 +171,18 @@ class EventRule:
             evidence=Evidence(transcript=transcript[:500], detections=detections,
                               snapshot=best.video.snapshot if best and best.video else None),
         )
+
+
+    def _contributing(self, window: JoinedWindow) -> set[str]:
+        """Streams that on their own give some term a g > 0."""
+        found: set[str] = set()
+        for term in self.event.terms:
+            modality = term.signal.split(".")[0]
+            for features in window.of(modality, term.streams):
+                alone = JoinedWindow(window.site, window.window_start, window.window_end, (features,))
+                if term_score(term, signal_value(term, alone)) > 0:
+                    found.add(features.stream)
+        return found
 
 
 def summaries(window: JoinedWindow) -> list[Summary]:
