@@ -206,6 +206,7 @@ class FuseWorker:
         self._outputs = outputs
         self._store = store
         self._states: dict[tuple[str, str], RuleState] = {}
+        self._dirty: dict[tuple[str, str], str] = {}
         self._loaded: set[str] = set()
         self.counters = FuseCounters()
         self.alerts: list[Alert] = []
@@ -247,14 +248,25 @@ class FuseWorker:
                 self.counters.alerts += 1
                 for output in self._outputs:
                     await output.publish_alert(alert)
-            if self._store is not None:
-                await self._store.save_rule_state(window.site, rule.event.name, json.dumps(state.to_dict()))
+            self._dirty[(window.site, rule.event.name)] = json.dumps(state.to_dict())
         for summary in summaries(window):
             self.counters.summaries += 1
             for output in self._outputs:
                 await output.publish_summary(summary)
-        if self._store is not None:
-            await self._store.save_rule_state(window.site, self.CLOSED_KEY, str(window.window_start))
+        self._dirty[(window.site, self.CLOSED_KEY)] = str(window.window_start)
+
+    async def persist(self) -> None:
+        """Store rule states and closed windows; call once the outputs before them are acknowledged.
+
+        Saved only then, a restarted worker that re-reads from the committed offsets re-evaluates
+        exactly the windows whose outputs may not have been delivered (duplicates are harmless:
+        alert ids are deterministic and Redis writes idempotent).
+        """
+        if self._store is None:
+            return
+        dirty, self._dirty = self._dirty, {}
+        for (site, key), value in dirty.items():
+            await self._store.save_rule_state(site, key, value)
 
 
 async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, idle_timeout: float | None = None,
@@ -282,6 +294,7 @@ async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, i
 
     async def commit() -> None:
         await kafka_outputs.flush()
+        await worker.persist()
         if not await redis_outputs.flush(raise_on_error=False):
             return  # Redis is down: keep the offsets where they are until it is back
         offsets = {TopicPartition(t, p): o + 1 for (t, p), o in last.items()}

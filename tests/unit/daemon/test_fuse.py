@@ -80,6 +80,8 @@ async def test_fuse_worker_publishes_alerts_and_summaries_and_resumes_rule_state
         await worker.handle(speech("mic", start, "help!"))
     assert [a.window_start for a in out.alerts] == [0], "then the cooldown rests"
     assert len(out.summaries) == 4
+    assert store.data == {}, "nothing is stored before the outputs are acknowledged"
+    await worker.persist()
     # A new worker (after a crash) picks the rule state up from the store: still resting.
     again = FuseWorker(config, [out], store, ManualClock().monotonic)
     for modality_features in (video("cam", 2000, 1), audio("mic", 2000, -25), speech("mic", 2000, "help")):
