@@ -147,7 +147,7 @@ async def _features_count(config: FusewatchConfig) -> int:
     try:
         parts = consumer.partitions_for_topic(config.kafka.topics.features) or set()
         if not parts:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
+            await consumer._client.force_metadata_update()
             parts = consumer.partitions_for_topic(config.kafka.topics.features) or set()
         ends = await consumer.end_offsets([TopicPartition(config.kafka.topics.features, p) for p in parts])
         return sum(ends.values())
