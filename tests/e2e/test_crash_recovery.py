@@ -176,6 +176,7 @@ async def reference(site: Site, media_dir: Path) -> tuple[list[tuple[str, int]],
 
 
 async def _disturbed_run(site: Site, media_dir: Path, prefix: str, victim: str) -> tuple[list, set]:
+    """Replay through worker processes; `victim` is a worker to SIGKILL and restart, or "redis" to stop for 10 s."""
     config = site.config(prefix)
     workers = {role: WorkerProcess(site, role, prefix) for role in ("analyze", "fuse")}
     for worker in workers.values():
@@ -184,17 +185,23 @@ async def _disturbed_run(site: Site, media_dir: Path, prefix: str, victim: str) 
         base = await _replay(config, media_dir / "lobby.ts")
         last_window = base + 78_000
         deadline = time.monotonic() + 240
-        # Let the pipeline get about half-way, then kill the victim without warning.
-        while await _features_count(config) < 60:
+        # Let the pipeline get a quarter (Redis: the outage then spans the call for help at 30 s)
+        # or half of the way, then strike without warning.
+        while await _features_count(config) < (30 if victim == "redis" else 60):
             assert time.monotonic() < deadline, "pipeline made no progress"
             await asyncio.sleep(0.5)
         if victim == "fuse":
             while await _last_summary(config) < base + 20_000:
                 assert time.monotonic() < deadline, "fuse made no progress"
                 await asyncio.sleep(0.5)
-        workers[victim].kill()
-        await asyncio.sleep(1.0)
-        workers[victim].start()
+        if victim == "redis":
+            site.services.redis.stop()
+            await asyncio.sleep(10.0)
+            site.services.redis.start()
+        else:
+            workers[victim].kill()
+            await asyncio.sleep(1.0)
+            workers[victim].start()
         while await _last_summary(config) < last_window:
             assert time.monotonic() < deadline, f"pipeline did not finish; see logs in {site.workdir}"
             await asyncio.sleep(0.5)
@@ -218,4 +225,12 @@ async def test_sigkill_of_the_fuse_worker_loses_and_duplicates_nothing(
 ) -> None:
     in_redis, on_kafka = await _disturbed_run(site, media_dir, "killfuse", "fuse")
     assert in_redis == reference[0], "same alerts in Redis, none twice"
+    assert on_kafka == reference[1]
+
+
+async def test_redis_down_for_ten_seconds_loses_no_alert(
+    site: Site, media_dir: Path, reference: tuple[list[tuple[str, int]], set[tuple[str, int]]]
+) -> None:
+    in_redis, on_kafka = await _disturbed_run(site, media_dir, "redisdown", "redis")
+    assert in_redis == reference[0], "the alert waited in the buffer and was written when Redis came back"
     assert on_kafka == reference[1]
