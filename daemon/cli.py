@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     fuse.add_argument("--config")
     fuse.add_argument("--idle", type=float, default=None, help="exit after this many idle seconds")
 
+    evaluate = commands.add_parser("eval", help="precision/recall/F1 per event on labelled recordings")
+    evaluate.add_argument("config")
+    evaluate.add_argument("media", nargs="+")
+    evaluate.add_argument("--labels", nargs="*", default=[], help="labels JSON per media (default: NAME.labels.json)")
+    evaluate.add_argument("--tolerance", type=float, default=2.0, help="seconds around a label that still match")
+    evaluate.add_argument("--json", dest="json_out", help="write the report as JSON to this file ('-': stdout)")
+
     demo = commands.add_parser("demo", help="services + sample media + replay + decode, on embedded defaults")
     demo.add_argument("--config")
     demo.add_argument("--media-dir", default=".cache/media")
@@ -130,6 +137,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(commands.analyze(_load(args.config), args.idle))
     if args.command == "fuse":
         return asyncio.run(commands.fuse(_load(args.config), args.idle))
+    if args.command == "eval":
+        return asyncio.run(commands.evaluate(load_config(args.config), args.media, args.labels, args.tolerance,
+                                             args.json_out))
     if args.command == "demo":
         return asyncio.run(commands.demo(_load(args.config), Path(args.media_dir)))
     raise UserError(f"unknown command {args.command}")

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import subprocess
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from config import FusewatchConfig
+from config.schema import KafkaTopics
 from daemon.errors import UserError
 from daemon.services import ServiceError, ServiceSet, port_open
 from streams import models
@@ -327,6 +330,60 @@ async def fuse(config: FusewatchConfig, idle: float | None) -> int:
     console.print(f"fuse: {worker.joiner.counters.windows_closed} windows, {worker.counters.alerts} alerts, "
                   f"{worker.joiner.counters.late} late records")
     return 0
+
+
+# --------------------------------------------------------------------------- eval
+
+
+async def evaluate(config: FusewatchConfig, media: list[str], labels: list[str], tolerance: float,
+                   json_out: str | None) -> int:
+    """`fusewatch eval`: replay → analyze on the embedded services, fuse, precision/recall/F1 per event."""
+    from daemon.analyze import run_analyze
+    from daemon.evaluation import Recording, load_labels
+    from daemon.evaluation import evaluate as score_events
+
+    pairs = _media_with_labels(media, labels)
+    run = f"eval-{int(time.time())}"
+    topics = KafkaTopics(**{k: f"{run}.{v}" for k, v in config.kafka.topics.model_dump().items()})
+    config = config.model_copy(update={
+        "kafka": config.kafka.model_copy(update={"topics": topics, "group_prefix": run}),
+        "detectors": config.detectors.model_copy(update={"when_behind": "wait"}),
+    })
+    with embedded_services(config, Path(".cache/services/eval")):
+        results = await _replay_many(config, [(str(p), p.stem, config.site) for p, _ in pairs], None, 1)
+        with console.status("analysing (detection, loudness, VAD, Whisper) …"):
+            await run_analyze(config, idle_timeout=5.0)
+        features = await read_features(config)
+    recordings = [Recording(p.stem, [f for f in features if f.stream == p.stem], load_labels(lp),
+                            results[p.stem].wall_start_ns // 1_000_000) for p, lp in pairs]
+    scores = await score_events(config, recordings, tolerance)
+    table = Table("event", "variant", "TP", "FP", "FN", "precision", "recall", "F1",
+                  title=f"fusewatch eval (tolerance ±{tolerance:g} s)")
+    for score in scores:
+        table.add_row(score.event, score.variant, str(score.true_positives), str(score.false_positives),
+                      str(score.false_negatives), f"{score.precision:.2f}", f"{score.recall:.2f}", f"{score.f1:.2f}")
+    out.print(table)
+    report = {"tolerance_s": tolerance, "media": [str(p) for p, _ in pairs],
+              "scores": [score.as_dict() for score in scores]}
+    if json_out == "-":
+        print(json.dumps(report, indent=2))
+    elif json_out:
+        await asyncio.to_thread(Path(json_out).write_text, json.dumps(report, indent=2))
+    return 0
+
+
+def _media_with_labels(media: list[str], labels: list[str]) -> list[tuple[Path, Path]]:
+    if labels and len(labels) != len(media):
+        raise UserError(f"--labels: give one labels file per media file ({len(media)}), got {len(labels)}")
+    pairs = []
+    for index, file in enumerate(media):
+        path = Path(file)
+        label_path = Path(labels[index]) if labels else path.with_name(f"{path.stem}.labels.json")
+        for needed in (path, label_path):
+            if not needed.is_file():
+                raise UserError(f"no such file: {needed}")
+        pairs.append((path, label_path))
+    return pairs
 
 
 # --------------------------------------------------------------------------- demo
