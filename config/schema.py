@@ -424,6 +424,11 @@ class EventConfig(Section):
                 "event", "fusion: learned needs `model:` (a file from `fusewatch fusion train`)",
                 {"at": ("fusion",)},
             )
+        elif self.threshold > 1:
+            raise PydanticCustomError(
+                "event", "a learned event's threshold is a probability (0..1], got {t}",
+                {"t": self.threshold, "at": ("threshold",)},
+            )
         return self
 
 

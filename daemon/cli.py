@@ -84,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tolerance", type=float, default=2.0, help="seconds around a label that still match")
     evaluate.add_argument("--json", dest="json_out", help="write the report as JSON to this file ('-': stdout)")
 
+    fusion = commands.add_parser("fusion", help="learned fusion models")
+    fusion_sub = fusion.add_subparsers(dest="fusion_command", required=True)
+    fit = fusion_sub.add_parser("train", help="fit a logistic fusion model for one event on labelled recordings")
+    fit.add_argument("config")
+    fit.add_argument("media", nargs="+")
+    fit.add_argument("--event", required=True)
+    fit.add_argument("--labels", nargs="*", default=[], help="labels JSON per media (default: NAME.labels.json)")
+    fit.add_argument("--out", required=True, help="model file to write (JSON)")
+
     demo = commands.add_parser("demo", help="services + sample media + replay + decode, on embedded defaults")
     demo.add_argument("--config")
     demo.add_argument("--media-dir", default=".cache/media")
@@ -140,6 +149,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "eval":
         return asyncio.run(commands.evaluate(load_config(args.config), args.media, args.labels, args.tolerance,
                                              args.json_out))
+    if args.command == "fusion":
+        return asyncio.run(commands.train_fusion(load_config(args.config), args.event, args.media, args.labels,
+                                                 args.out))
     if args.command == "demo":
         return asyncio.run(commands.demo(_load(args.config), Path(args.media_dir)))
     raise UserError(f"unknown command {args.command}")

@@ -27,6 +27,7 @@ from rich.table import Table
 from config import FusewatchConfig
 from config.schema import KafkaTopics
 from daemon.errors import UserError
+from daemon.evaluation import Recording, load_labels
 from daemon.services import ServiceError, ServiceSet, port_open
 from streams import models
 from streams.decode import DecodeCounters, MediaConsumer, StreamEnded
@@ -335,12 +336,9 @@ async def fuse(config: FusewatchConfig, idle: float | None) -> int:
 # --------------------------------------------------------------------------- eval
 
 
-async def evaluate(config: FusewatchConfig, media: list[str], labels: list[str], tolerance: float,
-                   json_out: str | None) -> int:
-    """`fusewatch eval`: replay → analyze on the embedded services, fuse, precision/recall/F1 per event."""
+async def _recordings(config: FusewatchConfig, media: list[str], labels: list[str]) -> list[Recording]:
+    """Replay → analyze on the embedded services; each recording's window features and labels."""
     from daemon.analyze import run_analyze
-    from daemon.evaluation import Recording, load_labels
-    from daemon.evaluation import evaluate as score_events
 
     pairs = _media_with_labels(media, labels)
     run = f"eval-{int(time.time())}"
@@ -354,8 +352,16 @@ async def evaluate(config: FusewatchConfig, media: list[str], labels: list[str],
         with console.status("analysing (detection, loudness, VAD, Whisper) …"):
             await run_analyze(config, idle_timeout=5.0)
         features = await read_features(config)
-    recordings = [Recording(p.stem, [f for f in features if f.stream == p.stem], load_labels(lp),
-                            results[p.stem].wall_start_ns // 1_000_000) for p, lp in pairs]
+    return [Recording(p.stem, [f for f in features if f.stream == p.stem], load_labels(lp),
+                      results[p.stem].wall_start_ns // 1_000_000) for p, lp in pairs]
+
+
+async def evaluate(config: FusewatchConfig, media: list[str], labels: list[str], tolerance: float,
+                   json_out: str | None) -> int:
+    """`fusewatch eval`: replay → analyze on the embedded services, fuse, precision/recall/F1 per event."""
+    from daemon.evaluation import evaluate as score_events
+
+    recordings = await _recordings(config, media, labels)
     scores = await score_events(config, recordings, tolerance)
     table = Table("event", "variant", "TP", "FP", "FN", "precision", "recall", "F1",
                   title=f"fusewatch eval (tolerance ±{tolerance:g} s)")
@@ -363,12 +369,40 @@ async def evaluate(config: FusewatchConfig, media: list[str], labels: list[str],
         table.add_row(score.event, score.variant, str(score.true_positives), str(score.false_positives),
                       str(score.false_negatives), f"{score.precision:.2f}", f"{score.recall:.2f}", f"{score.f1:.2f}")
     out.print(table)
-    report = {"tolerance_s": tolerance, "media": [str(p) for p, _ in pairs],
+    report = {"tolerance_s": tolerance, "media": list(media),
               "scores": [score.as_dict() for score in scores]}
     if json_out == "-":
         print(json.dumps(report, indent=2))
     elif json_out:
         await asyncio.to_thread(Path(json_out).write_text, json.dumps(report, indent=2))
+    return 0
+
+
+async def train_fusion(config: FusewatchConfig, event_name: str, media: list[str], labels: list[str],
+                       output: str) -> int:
+    """`fusewatch fusion train`: fit a learned-fusion model for one event on labelled recordings."""
+    from daemon.evaluation import joined_windows, window_labels
+    from daemon.learned import FeatureSpec, train
+
+    if event_name not in {event.name for event in config.events}:
+        raise UserError(f"no event {event_name!r} in the config")
+    recordings = await _recordings(config, media, labels)
+    windows, truth = [], []
+    for recording in recordings:
+        joined = await joined_windows(config, recording.features)
+        windows += joined
+        truth += window_labels(joined, recording.labels, event_name, recording.base_ms)
+    try:
+        model = train(FeatureSpec.from_config(config), windows, truth)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    await asyncio.to_thread(model.save, Path(output))
+    ranked = sorted(zip(model.names, model.coef, strict=True), key=lambda pair: -abs(pair[1]))
+    table = Table("feature", "coefficient", title=f"{event_name}: {sum(truth)} of {len(truth)} windows positive")
+    for name, coef in ranked[:10]:
+        table.add_row(name, f"{coef:+.3f}")
+    out.print(table)
+    console.print(f"[green]model written[/] to {output}; use it with `fusion: learned` and `model: {output}`")
     return 0
 
 

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from config.schema import EventConfig, FusewatchConfig
-from daemon.fuse import FuseWorker
+from daemon.fuse import FuseWorker, WindowJoiner
+from daemon.rules import JoinedWindow
 from streams.models import Alert, WindowFeatures
 from streams.testing import ListOutputs
 
@@ -118,6 +119,20 @@ async def fuse_offline(config: FusewatchConfig, features: Sequence[WindowFeature
     return outputs.alerts
 
 
+async def joined_windows(config: FusewatchConfig, features: Sequence[WindowFeatures]) -> list[JoinedWindow]:
+    """The (site, window) joins that fusion sees for recorded features, in order."""
+    joiner = WindowJoiner(config)
+    closed = [w for record in sorted(features, key=lambda f: (f.window_start, f.stream, f.modality))
+              for w in joiner.add(record)]
+    return closed + joiner.close_all()
+
+
+def window_labels(windows: Sequence[JoinedWindow], labels: Sequence[Label], event: str, base_ms: int) -> list[bool]:
+    """For training: does each window overlap a labelled interval of `event`?"""
+    spans = [(base_ms + label.start * 1000, base_ms + label.end * 1000) for label in labels if label.event == event]
+    return [any(w.window_start < end and w.window_end > start for start, end in spans) for w in windows]
+
+
 @dataclass
 class Recording:
     """One evaluated recording: its window features, labels and replay start (ms)."""
@@ -132,10 +147,9 @@ async def evaluate(config: FusewatchConfig, recordings: Sequence[Recording], tol
     """Scores of every weighted event, fused and per single modality, over all recordings."""
     scores: list[Score] = []
     for event in config.events:
-        if event.fusion != "weighted":
-            continue
-        variants: list[tuple[str, EventConfig]] = [("fused", event)]
-        variants += [(m, v) for m in MODALITIES if (v := single_modality(event, m)) is not None]
+        variants: list[tuple[str, EventConfig]] = [("fused" if event.fusion == "weighted" else "learned", event)]
+        if event.fusion == "weighted":
+            variants += [(m, v) for m in MODALITIES if (v := single_modality(event, m)) is not None]
         for variant, rule in variants:
             score = Score(event.name, variant)
             variant_config = config.model_copy(update={"events": [rule]})

@@ -29,6 +29,7 @@ from aiokafka import TopicPartition
 from pydantic import ValidationError
 
 from config.schema import FusewatchConfig
+from daemon.learned import LearnedRule
 from daemon.rules import EventRule, JoinedWindow, RuleState, summaries
 from streams.kafka import DeadLetters, SourcePosition, ensure_topics, make_consumer, make_producer
 from streams.models import Alert, Summary, WindowFeatures
@@ -202,7 +203,8 @@ class FuseWorker:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._size = window_size_ms(config.windows.size)
         self.joiner = WindowJoiner(config, clock)
-        self._rules = [EventRule(event, self._size) for event in config.events if event.fusion == "weighted"]
+        self._rules = [EventRule(event, self._size) if event.fusion == "weighted" else LearnedRule(event, self._size)
+                       for event in config.events]
         self._outputs = outputs
         self._store = store
         self._states: dict[tuple[str, str], RuleState] = {}

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from config import load_config
-from config.schema import FusewatchConfig
+from config.schema import EventConfig, FusewatchConfig
 from daemon.analyze import AnalyzeWorker
 from daemon.cli import default_config_path
+from daemon.evaluation import joined_windows, load_labels, window_labels
 from daemon.fuse import FuseWorker
+from daemon.learned import FeatureSpec, train
 from detectors import registry
 from streams.models import WindowFeatures
 from streams.sources import ReplayOptions, replay
@@ -47,6 +49,16 @@ async def _features(config: FusewatchConfig, path: Path, stream: str) -> tuple[l
     return sink.features, result.wall_start_ns // 1_000_000
 
 
+@pytest.fixture(scope="module")
+async def lobby(demo_config: FusewatchConfig, media_dir: Path) -> tuple[list[WindowFeatures], int]:
+    return await _features(demo_config, media_dir / "lobby.ts", "lobby")
+
+
+@pytest.fixture(scope="module")
+async def street(demo_config: FusewatchConfig, media_dir: Path) -> tuple[list[WindowFeatures], int]:
+    return await _features(demo_config, media_dir / "street.ts", "street")
+
+
 async def _fuse(config: FusewatchConfig, features: list[WindowFeatures]) -> ListOutputs:
     out = ListOutputs()
     worker = FuseWorker(config, [out])
@@ -57,9 +69,10 @@ async def _fuse(config: FusewatchConfig, features: list[WindowFeatures]) -> List
     return out
 
 
-async def test_people_and_a_call_for_help_raise_one_distress_alert(demo_config: FusewatchConfig,
-                                                                    media_dir: Path) -> None:
-    features, base = await _features(demo_config, media_dir / "lobby.ts", "lobby")
+async def test_people_and_a_call_for_help_raise_one_distress_alert(
+    demo_config: FusewatchConfig, media_dir: Path, lobby: tuple[list[WindowFeatures], int]
+) -> None:
+    features, base = lobby
     out = await _fuse(demo_config, features)
     labels = json.loads((media_dir / "lobby.labels.json").read_text())
     (expected,) = labels["events"]
@@ -77,9 +90,32 @@ async def test_people_and_a_call_for_help_raise_one_distress_alert(demo_config: 
     assert {s.stream for s in out.summaries} == {"lobby"} and len(out.summaries) >= 40
 
 
-async def test_street_with_a_dog_and_an_alarm_raises_no_speech_alert(demo_config: FusewatchConfig,
-                                                                     media_dir: Path) -> None:
-    features, _ = await _features(demo_config, media_dir / "street.ts", "street")
+async def test_street_with_a_dog_and_an_alarm_raises_no_speech_alert(
+    demo_config: FusewatchConfig, street: tuple[list[WindowFeatures], int]
+) -> None:
+    features, _ = street
     out = await _fuse(demo_config, features)
     assert out.alerts == []
     assert any(s.objects.get("person") for s in out.summaries)
+
+
+async def test_learned_fusion_trained_on_the_labels_finds_the_call_for_help(
+    demo_config: FusewatchConfig, media_dir: Path, tmp_path: Path,
+    lobby: tuple[list[WindowFeatures], int], street: tuple[list[WindowFeatures], int],
+) -> None:
+    windows, truth = [], []
+    for (features, base), labels in ((lobby, load_labels(media_dir / "lobby.labels.json")),
+                                     (street, load_labels(media_dir / "street.labels.json"))):
+        joined = await joined_windows(demo_config, features)
+        windows += joined
+        truth += window_labels(joined, labels, "distress", base)
+    assert 1 <= sum(truth) <= 3 and len(truth) >= 55
+    model = train(FeatureSpec.from_config(demo_config), windows, truth)
+    path = tmp_path / "distress.json"
+    model.save(path)
+    learned = demo_config.model_copy(update={"events": [EventConfig.model_validate(
+        {"name": "distress", "fusion": "learned", "model": str(path), "threshold": 0.5, "cooldown": 10})]})
+    features, base = lobby
+    alerts = (await _fuse(learned, features)).alerts
+    assert [(a.window_start - base) // 1000 for a in alerts] in ([28], [30], [32])
+    assert (await _fuse(learned, street[0])).alerts == []
