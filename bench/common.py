@@ -1,0 +1,64 @@
+"""What every benchmark shares: the machine description, medians, and writing results."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, memory, GPU (if torch sees one) and library versions."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    versions = {}
+    for name in ("av", "aiokafka", "cv2", "faster_whisper", "ctranslate2", "ultralytics", "torch", "numpy"):
+        try:
+            module = __import__(name)
+            versions[name] = getattr(module, "__version__", "?")
+        except ImportError:
+            continue
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
+            "platform": platform.platform(), "versions": versions}
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(round(q / 100 * (len(ordered) - 1)), len(ordered) - 1)
+    return float(ordered[index])
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    """bench/results/NAME.json with the machine and the date added."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    document = {"benchmark": name, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "machine": machine()} | result
+    path.write_text(json.dumps(document, indent=2))
+    return path
