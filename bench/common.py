@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -16,21 +17,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def machine() -> dict[str, Any]:
     """CPU model, cores, memory, GPU (if torch sees one) and library versions."""
     cpu = "unknown"
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
     gpu = None
-    try:
+    with contextlib.suppress(ImportError):
         import torch
 
         if torch.cuda.is_available():
             gpu = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
     versions = {}
     for name in ("av", "aiokafka", "cv2", "faster_whisper", "ctranslate2", "ultralytics", "torch", "numpy"):
         try:

@@ -1,7 +1,8 @@
 """Peak memory of one analyze worker with 4 streams, against the same process idle with its models.
 
 Runs in a child process so nothing else counts: it loads the demo detectors (YOLOv3-tiny,
-Whisper tiny.en, Silero VAD), measures its RSS, then analyses four interleaved streams
+Whisper tiny.en, Silero VAD, the ByteTrack tracker with ultralytics/torch), measures its RSS,
+then analyses four interleaved streams
 (two copies each of the lobby and street recordings, 30 s of each) and samples RSS every
 50 ms. The difference is what streams cost; the bounded queues keep it flat.
 
@@ -26,6 +27,7 @@ from config.schema import DetectorsConfig, FusewatchConfig
 from daemon.analyze import AnalyzeWorker
 from daemon.commands import fetch_media
 from detectors import registry
+from detectors.tracking import ObjectTracker
 from streams.decode import DecodedItem, MediaDecoder
 from streams.kafka import SourcePosition
 from streams.models import MediaMessage, StreamInit
@@ -52,6 +54,7 @@ async def _child() -> dict[str, Any]:
     config = FusewatchConfig(detectors=DetectorsConfig(when_behind="wait"))
     detectors = (registry.object_detector(config.detectors.objects), registry.audio_analyzer(config.detectors.audio),
                  registry.transcriber(config.detectors.transcriber) if config.detectors.transcriber else None)
+    ObjectTracker(list(detectors[0].labels))  # the tracker brings ultralytics (and torch) in: count it as a model
     idle_rss = process.memory_info().rss
     media = fetch_media(Path(".cache/media"))
     streams: list[list[MediaMessage]] = []

@@ -44,11 +44,13 @@ def _rows(name: str, result: dict[str, Any]) -> list[tuple[str, str, str, str, s
                  f"models loaded, idle: {result['rss_models_loaded_mb']} MB",
                  f"+{result['added_by_streams_mb']} MB", "bounded")]
     if name == "latency":
-        alerts, summaries = result["alerts"], result["summaries"]
-        return [("latency window end → alert (real speed)", f"p50 {alerts['p50_ms']} ms, p95 {alerts['p95_ms']} ms",
-                 f"n = {alerts['n']}", "", ""),
-                ("latency window end → summary (real speed)",
-                 f"p50 {summaries['p50_ms']} ms, p95 {summaries['p95_ms']} ms", f"n = {summaries['n']}", "", "")]
+        alerts = result["alerts"]
+        rows = [("latency window end → alert (real speed)", f"p50 {alerts['p50_ms']} ms, p95 {alerts['p95_ms']} ms",
+                 f"n = {alerts['n']}", "", "")]
+        for modality, stats in result["features"].items():
+            rows.append((f"latency window end → {modality} features", f"p50 {stats['p50_ms']} ms, "
+                         f"p95 {stats['p95_ms']} ms", f"n = {stats['n']}", "", ""))
+        return rows
     return []
 
 

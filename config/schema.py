@@ -320,7 +320,9 @@ class WindowsConfig(Section):
     """Tumbling windows aligned to stream wallclock (DESIGN §4)."""
 
     size: Duration = 2.0
-    grace: Duration = 4.0
+    # How long fusion waits for an input that has gone quiet. Speech comes last (an utterance is
+    # transcribed when it ends, up to `max_segment` later), so this must exceed max_segment.
+    grace: Duration = 20.0
 
     @field_validator("size")
     @classmethod

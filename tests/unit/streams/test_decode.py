@@ -88,3 +88,19 @@ async def test_repeated_identical_init_keeps_the_decoder(media_dir: Path) -> Non
     repeat = replace(sink.inits()[1])
     decoder.handle(repeat)
     assert decoder.streams["cam"] is first
+
+
+async def test_four_interleaved_streams_decode_exactly(media_dir: Path) -> None:
+    recordings = []
+    for index, name in enumerate(("lobby", "street", "lobby", "street")):
+        sink = ListSink()
+        await replay(str(media_dir / f"{name}.ts"), f"s{index}", "hq", sink, ReplayOptions(speed=None), ManualClock())
+        recordings.append(sink.messages)
+    merged = sorted((m for r in recordings for m in r), key=lambda m: (m.wall_ns, m.stream, m.seq))
+    decoder = MediaDecoder()
+    frames: dict[str, int] = {}
+    for message in merged:
+        for item in decoder.handle(message):
+            if isinstance(item, Frame):
+                frames[item.stream] = frames.get(item.stream, 0) + 1
+    assert frames == {"s0": 795, "s1": 750, "s2": 795, "s3": 750}
