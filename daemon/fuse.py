@@ -10,7 +10,8 @@ that is already closed are counted as late.
 `FuseWorker` evaluates the events on each closed window, publishes alerts and summaries
 (Redis and Kafka) and keeps each rule's small state (streak, cooldown) in Redis, so a
 restarted worker continues where the last one stopped. Offsets are committed only up to
-the first record of the oldest open window, after the outputs are acknowledged.
+the first record of the oldest open window, after the outputs are acknowledged. Why this
+is not a faust-streaming agent with changelog tables: docs/fuse-without-faust.md.
 """
 
 from __future__ import annotations
