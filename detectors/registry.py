@@ -14,6 +14,7 @@ from config.schema import (
     DarknetDetectorConfig,
     FasterWhisperConfig,
     LoudnessVadConfig,
+    OpenAIWhisperConfig,
     YoloDetectorConfig,
 )
 from detectors.base import AudioAnalyzer, ObjectDetector, Transcriber
@@ -40,6 +41,12 @@ def _faster_whisper(config: FasterWhisperConfig) -> Transcriber:
                                     config.cpu_threads, config.beam_size, config.language)
 
 
+def _openai_whisper(config: OpenAIWhisperConfig) -> Transcriber:
+    from detectors.openai_whisper import OpenAIWhisperTranscriber
+
+    return OpenAIWhisperTranscriber(config.model, config.model_dir, config.device, config.beam_size, config.language)
+
+
 def _loudness_vad(config: LoudnessVadConfig) -> AudioAnalyzer:
     from detectors.audio import LoudnessVad
 
@@ -50,7 +57,10 @@ OBJECT_DETECTORS: dict[type[Any], Callable[[Any], ObjectDetector]] = {
     YoloDetectorConfig: _yolo,
     DarknetDetectorConfig: _darknet,
 }
-TRANSCRIBERS: dict[type[Any], Callable[[Any], Transcriber]] = {FasterWhisperConfig: _faster_whisper}
+TRANSCRIBERS: dict[type[Any], Callable[[Any], Transcriber]] = {
+    FasterWhisperConfig: _faster_whisper,
+    OpenAIWhisperConfig: _openai_whisper,
+}
 AUDIO_ANALYZERS: dict[type[Any], Callable[[Any], AudioAnalyzer]] = {LoudnessVadConfig: _loudness_vad}
 
 
@@ -66,7 +76,7 @@ def object_detector(config: YoloDetectorConfig | DarknetDetectorConfig) -> Objec
     return detector
 
 
-def transcriber(config: FasterWhisperConfig) -> Transcriber:
+def transcriber(config: FasterWhisperConfig | OpenAIWhisperConfig) -> Transcriber:
     built: Transcriber = _build(TRANSCRIBERS, config, "transcriber")
     return built
 

