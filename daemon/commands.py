@@ -301,14 +301,20 @@ def _print_tallies(tallies: dict[str, StreamTally], counters: DecodeCounters) ->
 # --------------------------------------------------------------------------- analyze
 
 
-async def analyze(config: FusewatchConfig, idle: float | None) -> int:
-    """`fusewatch analyze`: one worker of the analyze consumer group, until SIGTERM/SIGINT."""
-    from daemon.analyze import run_analyze
-
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT: the worker stops fetching, flushes and commits."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def analyze(config: FusewatchConfig, idle: float | None) -> int:
+    """`fusewatch analyze`: one worker of the analyze consumer group, until SIGTERM/SIGINT."""
+    from daemon.analyze import run_analyze
+
+    stop = _stop_on_signals()
     await _ensure_topics(config)
     counters = await run_analyze(config, stop=stop, idle_timeout=idle)
     console.print(
@@ -322,10 +328,7 @@ async def fuse(config: FusewatchConfig, idle: float | None) -> int:
     """`fusewatch fuse`: one worker of the fuse consumer group, until SIGTERM/SIGINT."""
     from daemon.fuse import run_fuse
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_on_signals()
     await _ensure_topics(config)
     worker = await run_fuse(config, stop=stop, idle_timeout=idle)
     console.print(f"fuse: {worker.joiner.counters.windows_closed} windows, {worker.counters.alerts} alerts, "

