@@ -193,6 +193,8 @@ class SourceConfig(Section):
     video: VideoInput = VideoInput()
     audio: AudioInput = AudioInput()
     reconnect: Reconnect = Reconnect()
+    loop: bool = Field(default=False, description="file sources: replay the recording again and again at its own "
+                       "speed (demo, rule tuning); live sources ignore it")
     options: dict[str, str] = Field(
         default_factory=dict, description="FFmpeg demuxer options, e.g. rtsp_transport: tcp"
     )

@@ -29,11 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from config.schema import FusewatchConfig, SourceConfig
 from daemon.batcher import DetectionBatcher
+from daemon.metrics import Telemetry
 from daemon.speech import SpeechSegmenter
+from daemon.status import StatusStore, StreamStatus, now_ms
 from daemon.video_windows import VideoFeatureBuilder, VideoWindowState
 from detectors import registry
 from detectors.base import AudioAnalyzer, ObjectDetector, Transcriber
@@ -49,6 +52,7 @@ from streams.models import (
     WindowFeatures,
     Word,
 )
+from streams.sinks import REDIS_DOWN, redis_client
 from streams.windows import AudioWindow, AudioWindower, FrameSampler, window_size_ms, window_start
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,10 @@ class AnalyzeCounters:
     incomplete_windows_skipped: int = 0
     segments_transcribed: int = 0
     inference_seconds: float = 0.0
+    analysed_by_stream: Counter[str] = field(default_factory=Counter)
+    dropped_by_stream: Counter[str] = field(default_factory=Counter)
+    windows_by_stream: Counter[tuple[str, str]] = field(default_factory=Counter)
+    last_window_end: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -161,6 +169,13 @@ class AnalyzeWorker:
         self._last_position: dict[tuple[str, int], int] = {}
         self._sources = {source.id: source for source in config.sources}
         self._tasks: asyncio.TaskGroup | None = None
+        self.observe_inference: Callable[[str, float], None] = lambda model, seconds: None
+
+    @property
+    def streams(self) -> dict[str, tuple[str, int | None]]:
+        """Streams open now: site and partition of each."""
+        return {name: (state.site, state.partition[1] if state.partition else None)
+                for name, state in self._streams.items()}
 
     def sample_rates(self) -> dict[str, float]:
         """Frames per second to analyse, per configured stream (others get the default)."""
@@ -168,6 +183,7 @@ class AnalyzeWorker:
 
     def _on_inference(self, seconds: float, frames: int) -> None:
         self.counters.inference_seconds += seconds
+        self.observe_inference("detector", seconds)
         self._results.set()
 
     # ------------------------------------------------------------------ driving
@@ -259,8 +275,10 @@ class AnalyzeWorker:
                 continue
             if detections is None:
                 self.counters.frames_dropped += 1
+                self.counters.dropped_by_stream[state.stream] += 1
             else:
                 self.counters.frames_analysed += 1
+                self.counters.analysed_by_stream[state.stream] += 1
             state.video.add(window, detections, job.frame.image, job.frame.wall_ns)
         waiting = {job.window for job in state.pending}
         for start in list(state.video_windows):
@@ -295,7 +313,9 @@ class AnalyzeWorker:
         loop = asyncio.get_running_loop()
         while (window := await state.audio_queue.get()) is not None:
             pcm = window.pcm()
+            began = time.perf_counter()
             stats = await loop.run_in_executor(self._audio_executor, self._analyzer.analyze, pcm)
+            self.observe_inference("audio", time.perf_counter() - began)
             await self._emit(state, "audio", window.start_ms, WindowFeatures(
                 stream=state.stream, site=state.site, modality="audio", window_start=window.start_ms,
                 window_end=window.end_ms, latency_ms=self._latency(window.end_ms),
@@ -320,7 +340,9 @@ class AnalyzeWorker:
                           own_end: int) -> None:
         assert self._transcriber is not None
         loop = asyncio.get_running_loop()
+        began = time.perf_counter()
         transcript = await loop.run_in_executor(self._audio_executor, self._transcriber.transcribe, audio)
+        self.observe_inference("transcriber", time.perf_counter() - began)
         self.counters.segments_transcribed += 1
         for word in transcript.words:
             start_ns = audio_start_ns + round(word.start * 1e9)
@@ -369,6 +391,9 @@ class AnalyzeWorker:
     async def _emit(self, state: _StreamState, modality: str, start: int, features: WindowFeatures) -> None:
         await self._sink.emit(features)
         self.counters.windows[modality] += 1
+        self.counters.windows_by_stream[(state.stream, modality)] += 1
+        self.counters.last_window_end[state.stream] = max(self.counters.last_window_end.get(state.stream, 0),
+                                                          features.window_end)
         state.unfinished.pop((modality, start), None)
 
     def _latency(self, window_end_ms: int) -> dict[str, float]:
@@ -405,15 +430,23 @@ class KafkaFeatureSink:
 
 
 async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None,
-                      idle_timeout: float | None = None, commit_every: float = 1.0) -> AnalyzeCounters:
-    """A consumer-group worker on `fw.media` producing `fw.features`, until `stop` or idle."""
+                      idle_timeout: float | None = None, commit_every: float = 1.0,
+                      telemetry: Telemetry | None = None, report_every: float = 2.0) -> AnalyzeCounters:
+    """A consumer-group worker on `fw.media` producing `fw.features`, until `stop` or idle.
+
+    With `telemetry`, it also exports metrics and writes per-stream status to Redis every
+    `report_every` seconds (best effort: Redis being down never stops the analysis).
+    """
+    telemetry = telemetry or Telemetry()
     await ensure_topics(config.kafka)
-    detector = registry.object_detector(config.detectors.objects)
-    analyzer = registry.audio_analyzer(config.detectors.audio)
-    transcriber = (registry.transcriber(config.detectors.transcriber)
+    # Loading weights takes seconds: off the event loop, so the other roles of the process go on.
+    detector = await asyncio.to_thread(registry.object_detector, config.detectors.objects)
+    analyzer = await asyncio.to_thread(registry.audio_analyzer, config.detectors.audio)
+    transcriber = (await asyncio.to_thread(registry.transcriber, config.detectors.transcriber)
                    if config.detectors.transcriber is not None else None)
+    group = f"{config.kafka.group_prefix}-analyze"
     producer = make_producer(config.kafka)
-    consumer = make_consumer(config.kafka, config.kafka.topics.media, group=f"{config.kafka.group_prefix}-analyze")
+    consumer = make_consumer(config.kafka, config.kafka.topics.media, group=group)
     await producer.start()
     await consumer.start()
     sink = KafkaFeatureSink(producer, config.kafka.topics.features)
@@ -421,6 +454,10 @@ async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None
                            Path(config.outputs.snapshots_dir) if config.outputs.snapshots_dir else None)
     sampler = FrameSampler(worker.sample_rates(), worker.default_fps)
     media = MediaConsumer(consumer, producer, config.kafka.topics.dead_letter, frame_filter=sampler)
+    reporter = _AnalyzeReporter(config, telemetry, worker, media, consumer, group)
+    worker.observe_inference = lambda model, seconds: telemetry.metrics.inference_seconds.labels(model).observe(
+        seconds)
+    telemetry.loaded.add("analyze")
     last_commit = time.monotonic()
 
     async def commit() -> None:
@@ -437,11 +474,91 @@ async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None
             await commit()
 
     try:
-        await worker.run(media.items(idle_timeout=idle_timeout, stop=stop), on_item=maybe_commit,
-                         finish=lambda: stop is None or not stop.is_set())
-        await commit()
+        async with asyncio.TaskGroup() as tasks:
+            reporting = tasks.create_task(reporter.run(report_every))
+            await worker.run(media.items(idle_timeout=idle_timeout, stop=stop), on_item=maybe_commit,
+                             finish=lambda: stop is None or not stop.is_set())
+            await commit()
+            reporting.cancel()
+        await reporter.report()
     finally:
+        telemetry.loaded.discard("analyze")
         media.close()
+        await reporter.close()
         await consumer.stop()
         await producer.stop()
     return worker.counters
+
+
+class _AnalyzeReporter:
+    """Mirrors the worker's counters into metrics and writes per-stream status to Redis."""
+
+    def __init__(self, config: FusewatchConfig, telemetry: Telemetry, worker: AnalyzeWorker,
+                 media: MediaConsumer, consumer: AIOKafkaConsumer, group: str) -> None:
+        self._metrics = telemetry.metrics
+        self._process = telemetry.process
+        self._mirror = self._metrics.mirror()
+        self._worker = worker
+        self._media = media
+        self._consumer = consumer
+        self._group = group
+        self._redis = redis_client(config.redis)
+        self._store = StatusStore(self._redis, config.redis.key_prefix)
+        self._previous: tuple[float, dict[str, int]] = (time.monotonic(), {})
+        self._known: dict[str, tuple[str, int | None]] = {}
+
+    async def run(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            await self.report()
+
+    async def report(self) -> None:
+        decoded = self._media.counters
+        counters = self._worker.counters
+        metrics, mirror = self._metrics, self._mirror
+        for stream, count in decoded.frames_by_stream.items():
+            mirror.sync(metrics.frames_decoded, count, stream)
+        for stream, count in counters.analysed_by_stream.items():
+            mirror.sync(metrics.frames_analysed, count, stream)
+        for stream, count in counters.dropped_by_stream.items():
+            mirror.sync(metrics.frames_dropped, count, stream)
+        for (stream, modality), count in counters.windows_by_stream.items():
+            mirror.sync(metrics.windows_emitted, count, stream, modality)
+        mirror.sync(metrics.dead_letters, decoded.dead_letters, "analyze")
+        lag = await self._lag()
+        now = time.monotonic()
+        then, before = self._previous
+        self._previous = (now, dict(decoded.frames_by_stream))
+        statuses = []
+        self._known.update(self._worker.streams)
+        for stream, (site, partition) in self._known.items():
+            frames = decoded.frames_by_stream.get(stream, 0)
+            fps = (frames - before.get(stream, 0)) / (now - then) if before and now > then else 0.0
+            statuses.append(StreamStatus(
+                stream=stream, site=site, worker=self._process, fps=round(fps, 2), frames_decoded=frames,
+                frames_analysed=counters.analysed_by_stream.get(stream, 0),
+                frames_dropped=counters.dropped_by_stream.get(stream, 0),
+                consumer_lag=lag.get(partition) if partition is not None else None,
+                last_window_end=counters.last_window_end.get(stream), updated_ms=now_ms(),
+            ))
+        try:
+            await self._store.write_streams(statuses)
+        except REDIS_DOWN as exc:
+            log.debug("analyze: status not written (redis: %s)", exc)
+
+    async def _lag(self) -> dict[int, int]:
+        lags: dict[int, int] = {}
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = await asyncio.wait_for(self._consumer.position(tp), 1.0)
+            except (TimeoutError, KafkaError):
+                continue
+            lags[tp.partition] = max(high - position, 0)
+            self._metrics.consumer_lag.labels(self._group, tp.topic, str(tp.partition)).set(lags[tp.partition])
+        return lags
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,4 +1,4 @@
-"""`fusewatch` command line: config checks, schemas, embedded services, ingest, replay, decode.
+"""`fusewatch` command line: config checks, schemas, services, replay/ingest, workers, `run`, feeds, demo.
 
 Each sub-command is a thin shell over the library: it parses arguments, loads the config
 (the embedded demo config when none is given), runs one coroutine and maps failures to a
@@ -20,6 +20,7 @@ from rich.console import Console
 
 from config import ConfigError, FusewatchConfig, load_config
 from daemon.errors import UserError
+from daemon.logs import configure_logging
 
 console = Console(stderr=True)
 
@@ -93,7 +94,27 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--labels", nargs="*", default=[], help="labels JSON per media (default: NAME.labels.json)")
     fit.add_argument("--out", required=True, help="model file to write (JSON)")
 
-    demo = commands.add_parser("demo", help="services + sample media + replay + decode, on embedded defaults")
+    run = commands.add_parser("run", help="run roles (ingest, analyze, fuse, web) supervised in one process")
+    run.add_argument("config", nargs="?", help="site file (default: the embedded demo config)")
+    run.add_argument("--role", action="append", default=[],
+                     help="all (default), ingest, analyze, fuse or web; repeat or comma-separate for several")
+    run.add_argument("--metrics-port", type=int, default=None,
+                     help="without the web role: serve /metrics, /healthz and /readyz on this port")
+
+    feed = commands.add_parser("alerts", help="the alert feed from Redis (JSON lines when piped)")
+    feed.add_argument("--config")
+    feed.add_argument("--follow", "-f", action="store_true", help="keep printing new alerts")
+    feed.add_argument("--site")
+    feed.add_argument("--event")
+    feed.add_argument("--since", help="only alerts of windows in the last DURATION, e.g. 10m, 2h")
+    feed.add_argument("--limit", "-n", type=int, default=20, help="how many recent alerts to show first")
+    feed.add_argument("--json", dest="json_lines", action="store_true", help="JSON lines even on a terminal")
+
+    status = commands.add_parser("status", help="per stream fps, dropped frames, lag, last window and alert")
+    status.add_argument("--config")
+    status.add_argument("--json", dest="json_out", action="store_true")
+
+    demo = commands.add_parser("demo", help="embedded services + sample media looping at real speed + every role")
     demo.add_argument("--config")
     demo.add_argument("--media-dir", default=".cache/media")
     return parser
@@ -102,10 +123,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fusewatch` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    daemonish = args.command in ("run", "demo")
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO if daemonish else logging.WARNING)
     try:
         return _dispatch(args)
     except ConfigError as exc:
@@ -115,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         console.print(f"[bold red]error:[/] {exc}")
         return exc.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
 
 
@@ -152,6 +171,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "fusion":
         return asyncio.run(commands.train_fusion(load_config(args.config), args.event, args.media, args.labels,
                                                  args.out))
+    if args.command == "run":
+        return asyncio.run(commands.run(_load(args.config), commands.parse_roles(args.role), args.metrics_port))
+    if args.command == "alerts":
+        return asyncio.run(commands.alerts(_load(args.config), args.site, args.event, args.since, args.limit,
+                                           args.follow, args.json_lines))
+    if args.command == "status":
+        return asyncio.run(commands.status(_load(args.config), args.json_out))
     if args.command == "demo":
         return asyncio.run(commands.demo(_load(args.config), Path(args.media_dir)))
     raise UserError(f"unknown command {args.command}")

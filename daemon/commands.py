@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from rich.table import Table
 
 from config import FusewatchConfig
 from config.schema import KafkaTopics
+from daemon.alerts import AlertFilter
 from daemon.errors import UserError
 from daemon.evaluation import Recording, load_labels
 from daemon.services import ServiceError, ServiceSet, port_open
@@ -33,6 +35,7 @@ from streams import models
 from streams.decode import DecodeCounters, MediaConsumer, StreamEnded
 from streams.kafka import MediaPublisher, ensure_topics, make_consumer, make_producer
 from streams.models import AudioChunk, Frame
+from streams.sinks import REDIS_DOWN
 from streams.sources import IngestState, ReplayOptions, ReplayResult, SourceError, ingest_live
 from streams.sources import replay as replay_file
 
@@ -121,7 +124,8 @@ def embedded_services(config: FusewatchConfig, state_dir: Path) -> Iterator[Serv
         return
     services = ServiceSet(state_dir, kafka_port, redis_port)
     try:
-        services.start()
+        # Own session: a Ctrl-C at the terminal reaches fusewatch, which drains and then stops them.
+        services.start(detach=True)
     except ServiceError as exc:
         raise UserError(str(exc)) from exc
     try:
@@ -423,6 +427,74 @@ def _media_with_labels(media: list[str], labels: list[str]) -> list[tuple[Path, 
     return pairs
 
 
+# --------------------------------------------------------------------------- run, alerts, status
+
+
+def parse_roles(raw: list[str]) -> tuple[str, ...]:
+    """`--role all`, `--role analyze --role fuse` or `--role analyze,fuse` → the roles in run order."""
+    from daemon.app import ROLES
+
+    names = {name.strip() for item in raw for name in item.split(",") if name.strip()} or {"all"}
+    if "all" in names:
+        return ROLES
+    unknown = names - set(ROLES)
+    if unknown:
+        raise UserError(f"--role: unknown role {', '.join(sorted(unknown))}; choose from all, {', '.join(ROLES)}")
+    return tuple(role for role in ROLES if role in names)
+
+
+async def run(config: FusewatchConfig, roles: tuple[str, ...], metrics_port: int | None) -> int:
+    """`fusewatch run`: the given roles, supervised, until SIGTERM/SIGINT (twice: at once)."""
+    from daemon.app import install_signal_handlers, run_app
+    from daemon.web import dashboard_url, resolve_token
+
+    token, generated = resolve_token(config)
+    stop = asyncio.Event()
+    main = asyncio.current_task()
+    assert main is not None
+    install_signal_handlers(stop, main)
+    if "web" in roles:
+        note = " (a fresh token: set web.token to keep one)" if generated else ""
+        console.print(f"dashboard: [link]{dashboard_url(config, token)}[/link]{note}")
+    await run_app(config, roles, token, stop=stop, metrics_port=metrics_port)
+    return 0
+
+
+async def alerts(config: FusewatchConfig, site: str | None, event: str | None, since: str | None, limit: int,
+                 follow: bool, json_lines: bool) -> int:
+    """`fusewatch alerts`: the alert feed from Redis, optionally followed."""
+    from config.durations import parse_duration
+    from daemon.feed import AlertPrinter, show_alerts, since_ms
+
+    try:
+        since_at = since_ms(parse_duration(since)) if since else None
+    except ValueError as exc:
+        raise UserError(f"--since: {exc}") from None
+    stop = _stop_on_signals()
+    where = AlertFilter(site=site, event=event, since_ms=since_at)
+    try:
+        await show_alerts(config, where, limit, follow, AlertPrinter(json_lines=True if json_lines else None), stop)
+    except REDIS_DOWN as exc:
+        raise UserError(f"cannot reach Redis at {config.redis.url}: {exc}") from exc
+    return 0
+
+
+async def status(config: FusewatchConfig, json_out: bool) -> int:
+    """`fusewatch status`: per stream fps, dropped frames, lag, last window and alert; every role."""
+    from daemon.feed import read_status, status_tables
+
+    try:
+        overview = await read_status(config)
+    except REDIS_DOWN as exc:
+        raise UserError(f"cannot reach Redis at {config.redis.url}: {exc}") from exc
+    if json_out or not out.is_terminal:
+        print(json.dumps(overview, indent=2))
+    else:
+        for table in status_tables(overview):
+            out.print(table)
+    return 0
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -440,27 +512,43 @@ def fetch_media(media_dir: Path) -> Path:
     return media_dir
 
 
+def demo_config(config: FusewatchConfig, media_dir: Path) -> FusewatchConfig:
+    """The config with its file sources taken from `media_dir` and replayed in a loop."""
+    sources = []
+    for source in config.sources:
+        if "://" not in source.url:
+            source = source.model_copy(update={"url": str(media_dir / Path(source.url).name), "loop": True})
+        sources.append(source)
+    return config.model_copy(update={"sources": sources})
+
+
 async def demo(config: FusewatchConfig, media_dir: Path) -> int:
-    """`fusewatch demo` at this stage: services, sample media, replay both streams, decode."""
-    media = fetch_media(media_dir)
+    """`fusewatch demo`: embedded services, sample media looping at real speed, every role, live alerts."""
+    from daemon.app import ROLES, install_signal_handlers, run_app
+    from daemon.feed import AlertPrinter, show_alerts
+    from daemon.web import dashboard_url, resolve_token
+
+    config = demo_config(config, await asyncio.to_thread(fetch_media, media_dir))
+    token, _ = resolve_token(config)
+    stop = asyncio.Event()
+    main = asyncio.current_task()
+    assert main is not None
     with embedded_services(config, Path(".cache/services/demo")) as started:
+        install_signal_handlers(stop, main,
+                                before_hard_exit=None if started is None else functools.partial(started.stop, 3.0))
         if started is not None:
             console.print(f"embedded broker on {started.kafka.address}, Redis on {started.redis.address}")
-        files = [(str(media / "lobby.ts"), "lobby", config.site),
-                 (str(media / "street.ts"), "street", config.site)]
-        results = await _replay_many(config, files, speed=None, loops=1)
-        for stream, res in results.items():
-            out.print(f"packets in  {stream}: {res.stats.packets} "
-                      f"({res.stats.video_packets} video, {res.stats.audio_packets} audio)")
-        tallies, counters = await decode_topic(config, group=None, idle=3.0)
-        _print_tallies(tallies, counters)
-        from daemon.analyze import run_analyze
+        console.print(f"replaying {', '.join(s.id for s in config.sources)} in a loop at real speed")
+        console.print(f"dashboard: [link]{dashboard_url(config, token)}[/link]")
+        console.print("alerts appear below as they fire (the lobby's call for help comes ~35 s in); "
+                      "Ctrl-C stops everything")
+        printer = AlertPrinter()
 
-        console.print("analysing (object detection, loudness, voice activity, Whisper) …")
-        analysed = await run_analyze(config.model_copy(update={"detectors": config.detectors.model_copy(
-            update={"when_behind": "wait"})}), idle_timeout=5.0)
-        console.print(f"windows emitted: {dict(analysed.windows)}, frames analysed {analysed.frames_analysed}")
-        _print_features(await read_features(config))
+        async def print_alerts(stop: asyncio.Event) -> None:
+            await show_alerts(config, AlertFilter(), 0, True, printer, stop)
+
+        await run_app(config, ROLES, token, stop=stop, extra={"alert-feed": print_alerts})
+    console.print("demo stopped")
     return 0
 
 
@@ -476,23 +564,3 @@ async def read_features(config: FusewatchConfig) -> list[models.WindowFeatures]:
         return found
     finally:
         await consumer.stop()
-
-
-def _print_features(features: list[models.WindowFeatures]) -> None:
-    """One row per (stream, window): what was seen, how loud, what was said."""
-    rows: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
-    first = {f.stream: min(g.window_start for g in features if g.stream == f.stream) for f in features}
-    for f in features:
-        row = rows[(f.stream, f.window_start)]
-        if f.video is not None:
-            row["seen"] = ", ".join(f"{c.max_count} {label}" for label, c in sorted(f.video.classes.items()))
-        if f.audio is not None:
-            row["loud"] = f"{f.audio.loudness_dbfs:.0f} dBFS, speech {f.audio.speech_ratio:.0%}"
-        if f.speech is not None and f.speech.text:
-            keywords = f" [bold red]{', '.join(f.speech.keywords)}[/]" if f.speech.keywords else ""
-            row["said"] = f.speech.text + keywords
-    table = Table("stream", "window", "seen", "loudness", "said", title="window features (fw.features)")
-    for (stream, start), row in sorted(rows.items()):
-        table.add_row(stream, f"{(start - first[stream]) / 1000:5.0f} s", row.get("seen", ""), row.get("loud", ""),
-                      row.get("said", ""))
-    out.print(table)

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from config.schema import FusewatchConfig
 from daemon.learned import LearnedRule
+from daemon.metrics import Metrics, Telemetry
 from daemon.rules import EventRule, JoinedWindow, RuleState, summaries
 from streams.kafka import DeadLetters, SourcePosition, ensure_topics, make_consumer, make_producer
 from streams.models import Alert, Summary, WindowFeatures
@@ -213,6 +214,7 @@ class FuseWorker:
         self._loaded: set[str] = set()
         self.counters = FuseCounters()
         self.alerts: list[Alert] = []
+        self.on_alert: Callable[[Alert], None] = lambda alert: None
 
     async def handle(self, features: WindowFeatures, position: SourcePosition | None = None) -> None:
         await self._load(features.site)
@@ -249,6 +251,7 @@ class FuseWorker:
                 alert = rule.alert(window, evaluation).model_copy(update={"published_ns": time.time_ns()})
                 self.alerts.append(alert)
                 self.counters.alerts += 1
+                self.on_alert(alert)
                 for output in self._outputs:
                     await output.publish_alert(alert)
             self._dirty[(window.site, rule.event.name)] = json.dumps(state.to_dict())
@@ -273,15 +276,19 @@ class FuseWorker:
 
 
 async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, idle_timeout: float | None = None,
-                   commit_every: float = 0.5) -> FuseWorker:
+                   commit_every: float = 0.5, telemetry: Telemetry | None = None) -> FuseWorker:
     """A consumer-group worker on `fw.features`: alerts and summaries to Redis and Kafka.
 
     Offsets are committed only after Kafka acknowledged the outputs and Redis holds them
     (nothing buffered), and only up to the first record of the oldest open window.
     """
+    telemetry = telemetry or Telemetry()
+    metrics = telemetry.metrics
+    mirror = metrics.mirror()
     await ensure_topics(config.kafka)
+    group = f"{config.kafka.group_prefix}-fuse"
     producer = make_producer(config.kafka)
-    consumer = make_consumer(config.kafka, config.kafka.topics.features, group=f"{config.kafka.group_prefix}-fuse")
+    consumer = make_consumer(config.kafka, config.kafka.topics.features, group=group)
     redis_outputs = RedisOutputs(config.redis)
     await producer.start()
     await consumer.start()
@@ -292,8 +299,20 @@ async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, i
     if config.outputs.kafka:
         outputs.append(kafka_outputs)
     worker = FuseWorker(config, outputs, redis_outputs)
+    worker.on_alert = functools.partial(_observe_alert, metrics)
     dead = DeadLetters(producer, config.kafka.topics.dead_letter, stage="fuse")
     last: dict[tuple[str, int], int] = {}
+    telemetry.loaded.add("fuse")
+
+    def export() -> None:
+        mirror.sync(metrics.late_records, worker.joiner.counters.late)
+        mirror.sync(metrics.dead_letters, dead.count, "fuse")
+        metrics.redis_buffer_depth.set(redis_outputs.pending)
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is not None:
+                done = last.get((tp.topic, tp.partition), -1) + 1
+                metrics.consumer_lag.labels(group, tp.topic, str(tp.partition)).set(max(high - done, 0))
 
     async def commit() -> None:
         await kafka_outputs.flush()
@@ -330,13 +349,21 @@ async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, i
             if time.monotonic() - last_commit >= commit_every:
                 last_commit = time.monotonic()
                 await commit()
+                export()
         await redis_outputs.flush_with_retry(stop=stop)
         await commit()
+        export()
     finally:
+        telemetry.loaded.discard("fuse")
         await consumer.stop()
         await producer.stop()
         await redis_outputs.close()
     return worker
+
+
+def _observe_alert(metrics: Metrics, alert: Alert) -> None:
+    metrics.alerts.labels(alert.event, alert.site).inc()
+    metrics.alert_latency.labels(alert.event).observe(max(time.time() - alert.window_end / 1000, 0.0))
 
 
 async def _until_redis(step: Callable[[], Awaitable[None]], stop: asyncio.Event | None) -> None:

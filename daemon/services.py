@@ -209,9 +209,9 @@ class ServiceSet:
             records = [asdict(self.kafka.record()), asdict(self.redis.record())]
             self.state_file.write_text(json.dumps(records, indent=2))
 
-    def stop(self) -> None:
-        self.redis.stop()
-        self.kafka.stop()
+    def stop(self, timeout: float = 10.0) -> None:
+        self.redis.stop(timeout)
+        self.kafka.stop(timeout)
         self.state_file.unlink(missing_ok=True)
 
     def __enter__(self) -> ServiceSet:

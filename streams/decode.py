@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,6 +52,7 @@ class DecodeCounters:
     packets: int = 0
     frames_decoded: int = 0
     frames_emitted: int = 0
+    frames_by_stream: Counter[str] = field(default_factory=Counter)
     audio_samples: int = 0
     skipped_before_init: int = 0
     corrupt_packets: int = 0
@@ -171,6 +172,7 @@ class StreamDecoder:
             wall = self._wall(kind, frame.pts)
             if kind == "video":
                 self._counters.frames_decoded += 1
+                self._counters.frames_by_stream[stream] += 1
                 if self._filter is not None and not self._filter(stream, wall):
                     continue
                 self._counters.frames_emitted += 1

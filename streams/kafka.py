@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,10 +106,12 @@ async def ensure_topics(config: KafkaConfig, wait: float = 30.0) -> None:
 class MediaPublisher:
     """Sends wire-format media messages to `fw.media`, keyed by stream id."""
 
-    def __init__(self, config: KafkaConfig, producer: AIOKafkaProducer | None = None) -> None:
+    def __init__(self, config: KafkaConfig, producer: AIOKafkaProducer | None = None,
+                 on_publish: Callable[[], object] | None = None) -> None:
         self._topic = config.topics.media
         self._producer = producer or make_producer(config)
         self._owns = producer is None
+        self._on_publish = on_publish
         self.sent = 0
 
     async def start(self) -> None:
@@ -134,6 +136,8 @@ class MediaPublisher:
             self._topic, value=record.value, key=record.key, headers=record.headers
         )
         self.sent += 1
+        if self._on_publish is not None:
+            self._on_publish()
         return future
 
     async def flush(self) -> None:

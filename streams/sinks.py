@@ -27,9 +27,11 @@ from streams.models import Alert, Summary
 log = logging.getLogger(__name__)
 
 # KEYS: alert id key, alerts stream, live channel. ARGV: alert JSON, MAXLEN, id TTL seconds.
+# The id key ends up holding the stream entry id, so an alert is found by id without a scan.
 _PUBLISH_ALERT = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[3])) then
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'alert', ARGV[1])
+if redis.call('SET', KEYS[1], '-', 'NX', 'EX', tonumber(ARGV[3])) then
+  local entry = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'alert', ARGV[1])
+  redis.call('SET', KEYS[1], entry, 'KEEPTTL')
   redis.call('PUBLISH', KEYS[3], ARGV[1])
   return 1
 end
@@ -68,17 +70,21 @@ class RedisKeys:
         self.live = f"{prefix}:alerts:live"
         self.latest = f"{prefix}:summary:latest"
         self.acks = f"{prefix}:acks"
+        self.acks_live = f"{prefix}:acks:live"
         self.rules = f"{prefix}:rules"
 
     def alert_id(self, alert_id: str) -> str:
         return f"{self.alerts}:id:{alert_id}"
 
 
-def redis_client(config: RedisConfig) -> aioredis.Redis:
-    """An asyncio Redis client from the config (TLS with rediss://, ACL user and password)."""
+def redis_client(config: RedisConfig, socket_timeout: float = 2.0) -> aioredis.Redis:
+    """An asyncio Redis client from the config (TLS with rediss://, ACL user and password).
+
+    `socket_timeout` bounds every reply; blocking reads (XREAD BLOCK) need it above their block time.
+    """
     password = config.password.get_secret_value() if config.password else None
     client: aioredis.Redis = aioredis.Redis.from_url(
-        config.url, username=config.username, password=password, socket_timeout=2.0,
+        config.url, username=config.username, password=password, socket_timeout=socket_timeout,
         socket_connect_timeout=2.0, decode_responses=False,
     )
     return client

@@ -1,0 +1,121 @@
+// fusewatch dashboard: the alert list (loaded once, then live over server-sent events),
+// the streams panel (polled) and acknowledgements shared by every operator.
+"use strict";
+
+const alerts = new Map();   // id -> alert JSON (with .ack)
+const tbody = document.querySelector("#alerts tbody");
+const operator = document.getElementById("operator");
+operator.value = localStorage.getItem("fusewatch.operator") || "operator";
+operator.addEventListener("change", () => localStorage.setItem("fusewatch.operator", operator.value));
+
+function text(value) { return value === null || value === undefined ? "" : String(value); }
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(text(child)));
+  return node;
+}
+function time(ms) { return new Date(ms).toLocaleString(); }
+function why(alert) {
+  return [...alert.terms].sort((a, b) => b.contribution - a.contribution).filter(t => t.contribution > 0)
+    .slice(0, 3).map(t => `${t.signal} +${t.contribution.toFixed(2)}`).join(", ");
+}
+function matches(alert) {
+  const query = document.getElementById("filter").value.trim().toLowerCase();
+  if (document.getElementById("unacked").checked && alert.ack) return false;
+  if (!query) return true;
+  const hay = [alert.event, alert.site, alert.severity, ...alert.streams, alert.evidence.transcript].join(" ").toLowerCase();
+  return query.split(/\s+/).every(word => hay.includes(word));
+}
+
+function row(alert) {
+  const ack = alert.ack
+    ? el("span", {class: "acked", title: time(alert.ack.at_ms)}, `✓ ${alert.ack.by}`)
+    : el("button", {class: "ack", "data-id": alert.id}, "acknowledge");
+  const tr = el("tr", {id: `alert-${alert.id}`, class: `alert sev-${alert.severity}${alert.ack ? " is-acked" : ""}`, "data-id": alert.id},
+    el("td", {}, el("a", {href: `/alerts/${alert.id}`}, time(alert.window_start))),
+    el("td", {}, alert.site),
+    el("td", {class: "event"}, el("a", {href: `/alerts/${alert.id}`}, alert.event)),
+    el("td", {class: "score"}, alert.score.toFixed(2)),
+    el("td", {class: "why"}, why(alert)),
+    el("td", {class: "said"}, text(alert.evidence.transcript).slice(0, 120)),
+    el("td", {}, ack));
+  return tr;
+}
+
+function render() {
+  const sorted = [...alerts.values()].sort((a, b) => b.window_start - a.window_start || (a.id < b.id ? 1 : -1));
+  tbody.replaceChildren(...sorted.filter(matches).map(row));
+  document.getElementById("no-alerts").hidden = alerts.size > 0;
+}
+
+tbody.addEventListener("click", async event => {
+  const button = event.target.closest("button.ack");
+  if (!button) return;
+  button.disabled = true;
+  const response = await fetch(`/api/alerts/${button.dataset.id}/ack`, {
+    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({by: operator.value || "operator"}),
+  });
+  if (!response.ok) button.disabled = false;
+});
+document.getElementById("filter").addEventListener("input", render);
+document.getElementById("unacked").addEventListener("change", render);
+
+async function loadAlerts() {
+  const response = await fetch("/api/alerts?limit=200");
+  if (!response.ok) return;
+  for (const alert of (await response.json()).alerts) alerts.set(alert.id, alert);
+  render();
+}
+
+function connect() {
+  const state = document.getElementById("feed-state");
+  const source = new EventSource("/api/events");
+  source.onopen = () => { state.textContent = "live"; state.className = "feed-state live"; loadAlerts(); };
+  source.onerror = () => { state.textContent = "reconnecting…"; state.className = "feed-state down"; };
+  source.addEventListener("alert", message => {
+    const alert = JSON.parse(message.data);
+    alert.ack = alerts.get(alert.id)?.ack || null;
+    alerts.set(alert.id, alert);
+    render();
+  });
+  source.addEventListener("ack", message => {
+    const {id, ack} = JSON.parse(message.data);
+    const alert = alerts.get(id);
+    if (alert) { alert.ack = ack; render(); }
+  });
+}
+
+function streamCard(row) {
+  const s = row.status;
+  const summary = row.summary;
+  const objects = summary ? Object.entries(summary.objects).map(([k, v]) => `${v} ${k}`).join(", ") : "";
+  return el("div", {class: `stream${row.stale ? " stale" : ""}`, id: `stream-${row.stream}`},
+    el("h3", {}, row.stream, row.stale ? el("span", {class: "muted"}, " (not reporting)") : ""),
+    el("dl", {},
+      el("dt", {}, "fps"), el("dd", {}, s ? s.fps.toFixed(1) : "–"),
+      el("dt", {}, "dropped"), el("dd", {}, s ? s.frames_dropped : "–"),
+      el("dt", {}, "lag"), el("dd", {}, s && s.consumer_lag !== null ? s.consumer_lag : "–"),
+      el("dt", {}, "last window"), el("dd", {}, s && s.last_window_end ? time(s.last_window_end) : "–"),
+      el("dt", {}, "seen"), el("dd", {}, objects || "–"),
+      el("dt", {}, "loudness"), el("dd", {}, summary && summary.loudness_dbfs !== null ? `${summary.loudness_dbfs.toFixed(0)} dBFS` : "–"),
+      el("dt", {}, "said"), el("dd", {class: "said"}, summary ? summary.transcript : ""),
+      el("dt", {}, "last alert"), el("dd", {}, row.last_alert ? el("a", {href: `/alerts/${row.last_alert.id}`}, `${row.last_alert.event} ${time(row.last_alert.window_start)}`) : "–")));
+}
+
+async function loadStreams() {
+  try {
+    const response = await fetch("/api/streams");
+    if (response.ok) {
+      const data = await response.json();
+      if (data.streams.length) document.getElementById("streams").replaceChildren(...data.streams.map(streamCard));
+      document.getElementById("roles").replaceChildren(...data.roles.map(r =>
+        el("li", {class: `role ${r.stale ? "stale" : r.state}`}, `${r.role} — ${r.state}${r.restarts ? `, ${r.restarts} restarts` : ""}`)));
+    }
+  } finally {
+    setTimeout(loadStreams, 2000);
+  }
+}
+
+connect();
+loadStreams();
