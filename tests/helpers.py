@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,18 +14,21 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from config.schema import EventConfig
-from daemon.rules import JoinedWindow
+from config.schema import EventConfig, FusewatchConfig
+from daemon.rules import JoinedWindow, alert_id
 from detectors.keywords import fold
 from streams.decode import DecodedItem, FrameFilter, MediaDecoder
 from streams.kafka import SourcePosition
 from streams.models import (
+    Alert,
     AudioFeatures,
     ClassStats,
     Detection,
+    Evidence,
     MediaMessage,
     SpeechFeatures,
     StreamInit,
+    TermContribution,
     VideoFeatures,
     WindowFeatures,
     ZoneStats,
@@ -151,3 +157,42 @@ def normalise(text: str) -> str:
     """Text as word error rates compare it: folded case and accents, no punctuation, 'mr' spelled out."""
     text = fold(text).replace("mr ", "mister ").replace("-", " ")
     return re.sub(r"\s+", " ", text).strip()
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def write_config(config: FusewatchConfig, path: Path, web_token: str | None = None) -> Path:
+    """Write `config` as a site file for a `fusewatch` child process (JSON is YAML), secrets included."""
+    data = config.model_dump(mode="json", by_alias=True)
+    data["web"]["token"] = web_token
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
+def make_alert(event: str = "distress", site: str = "test", window_start: int = 1_700_000_000_000,
+               snapshot: str | None = None, transcript: str = "help somebody call the police") -> Alert:
+    """An alert as the fuse stage makes it: deterministic id, two terms, evidence."""
+    return Alert(
+        id=alert_id(event, site, window_start), event=event, site=site, streams=["lobby"],
+        window_start=window_start, window_end=window_start + 2000, score=1.0, threshold=0.8, severity="high",
+        terms=[TermContribution(signal="video.person.count", weight=0.4, value=2.0, g=1.0, contribution=0.4),
+               TermContribution(signal="speech.keywords", weight=0.6, value=1.0, g=1.0, contribution=0.6)],
+        evidence=Evidence(transcript=transcript, snapshot=snapshot,
+                          detections=[Detection(label="person", confidence=0.91, box=(0.1, 0.2, 0.3, 0.9),
+                                                track_id=3)]),
+    )
+
+
+async def eventually(condition: Callable[[], bool], within: float = 5.0, every: float = 0.01) -> None:
+    """Wait until `condition()` holds; fail with a clear message after `within` seconds."""
+    for _ in range(max(int(within / every), 1)):
+        if condition():
+            return
+        await asyncio.sleep(every)
+    raise AssertionError(f"condition not met within {within} s")

@@ -1,0 +1,211 @@
+"""The dashboard's HTTP side against a real uvicorn server and the embedded Redis.
+
+Auth on every path, the alert API (list, filter, detail, acknowledge), the live feed over
+server-sent events, snapshots, /metrics and the health checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from config.schema import FusewatchConfig
+from daemon.metrics import Telemetry
+from daemon.web import COOKIE, serve
+from streams.sinks import RedisOutputs
+from tests.helpers import free_port, make_alert
+
+TOKEN = "s3cret-token"
+
+
+@dataclass
+class Web:
+    config: FusewatchConfig
+    url: str
+    telemetry: Telemetry
+    outputs: RedisOutputs
+    snapshots: Path
+
+    def client(self, token: str | None = TOKEN) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=10)
+
+
+@contextlib.asynccontextmanager
+async def running_web(config: FusewatchConfig, snapshots: Path, local_roles: tuple[str, ...] = ("web",),
+                      telemetry: Telemetry | None = None) -> AsyncIterator[Web]:
+    port = free_port()
+    config = config.model_copy(update={
+        "web": config.web.model_copy(update={"port": port}),
+        "outputs": config.outputs.model_copy(update={"snapshots_dir": str(snapshots)}),
+    })
+    telemetry = telemetry or Telemetry()
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve(config, telemetry, stop, token=TOKEN, local_roles=local_roles))
+    outputs = RedisOutputs(config.redis)
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as probe:
+        for _ in range(200):
+            with contextlib.suppress(httpx.TransportError):
+                await probe.get(f"{url}/healthz")
+                break
+            await asyncio.sleep(0.05)
+    try:
+        yield Web(config, url, telemetry, outputs, snapshots)
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, 10)
+        await outputs.close()
+
+
+@pytest.fixture
+async def web(fw_config: FusewatchConfig, tmp_path: Path) -> AsyncIterator[Web]:
+    async with running_web(fw_config, tmp_path / "snapshots") as running:
+        yield running
+
+
+def write_snapshot(root: Path, name: str) -> str:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.zeros((48, 64, 3), dtype=np.uint8)
+    pixels[:, :, 0] = 200
+    Image.fromarray(pixels).save(path, format="JPEG")
+    return name
+
+
+@pytest.mark.parametrize("path", ["/", "/alerts/abc", "/api/alerts", "/api/alerts/abc", "/api/streams",
+                                  "/api/events", "/metrics", "/healthz", "/readyz", "/snapshots/x.jpg",
+                                  "/static/dashboard.js"])
+async def test_every_page_and_api_answers_401_without_the_token(web: Web, path: str) -> None:
+    async with web.client(token=None) as anonymous, web.client(token="wrong") as wrong:
+        for client in (anonymous, wrong):
+            response = await client.get(path, headers={"Accept": "text/html"})
+            assert response.status_code == 401, path
+            assert response.headers["www-authenticate"].startswith("Bearer")
+            api = await client.get(path)
+            assert api.status_code == 401
+    async with httpx.AsyncClient(base_url=web.url, cookies={COOKIE: "0" * 64}) as forged:
+        assert (await forged.get(path)).status_code == 401
+    async with web.client(token=None) as anonymous:
+        post = await anonymous.post("/api/alerts/abc/ack", json={"by": "mallory"})
+        assert post.status_code == 401
+
+
+async def test_login_sets_a_session_cookie_that_opens_the_pages(web: Web) -> None:
+    async with web.client(token=None) as browser:
+        page = await browser.get("/", headers={"Accept": "text/html"})
+        assert page.status_code == 401 and 'name="token"' in page.text
+        wrong = await browser.post("/login", data={"token": "nope", "next": "/"})
+        assert wrong.status_code == 401 and "wrong token" in wrong.text
+        ok = await browser.post("/login", data={"token": TOKEN, "next": "/alerts/x"})
+        assert ok.status_code == 303 and ok.headers["location"] == "/alerts/x"
+        assert TOKEN not in ok.headers["set-cookie"]
+        browser.cookies.set(COOKIE, ok.cookies[COOKIE])
+        assert (await browser.get("/")).status_code == 200
+        assert (await browser.get("/api/alerts")).status_code == 200
+    async with web.client(token=None) as linked:
+        hop = await linked.get(f"/login?token={TOKEN}&next=//evil.example/")
+        assert hop.status_code == 303 and hop.headers["location"] == "/"
+
+
+async def test_alerts_are_listed_newest_first_filtered_found_by_id_and_acknowledged(web: Web) -> None:
+    base = int(time.time() * 1000) // 2000 * 2000
+    snapshot = write_snapshot(web.snapshots, "test/lobby/1.jpg")
+    alerts = [make_alert("distress", "test", base - 10_000, snapshot=snapshot),
+              make_alert("intrusion", "test", base - 8_000), make_alert("distress", "other", base - 6_000)]
+    for alert in alerts:
+        await web.outputs.publish_alert(alert)
+    async with web.client() as client:
+        listed = (await client.get("/api/alerts")).json()["alerts"]
+        assert [a["id"] for a in listed] == [a.id for a in reversed(alerts)]
+        only = (await client.get("/api/alerts", params={"event": "distress", "site": "test"})).json()["alerts"]
+        assert [a["id"] for a in only] == [alerts[0].id]
+        since = (await client.get("/api/alerts", params={"since_ms": base - 9_000})).json()["alerts"]
+        assert {a["id"] for a in since} == {alerts[1].id, alerts[2].id}
+        assert (await client.get("/api/alerts", params={"limit": "x"})).status_code == 400
+
+        detail = (await client.get(f"/api/alerts/{alerts[0].id}")).json()
+        assert detail["evidence"]["transcript"] == "help somebody call the police"
+        assert [t["contribution"] for t in detail["terms"]] == [0.4, 0.6] and detail["ack"] is None
+        image = await client.get(detail["snapshot_url"])
+        assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+        assert image.content[:2] == b"\xff\xd8"
+        assert (await client.get("/snapshots/../../etc/passwd.jpg")).status_code == 404
+        assert (await client.get("/api/alerts/unknown")).status_code == 404
+
+        acked = await client.post(f"/api/alerts/{alerts[0].id}/ack", json={"by": "dana", "note": "on my way"})
+        assert acked.status_code == 200 and acked.json()["ack"]["by"] == "dana"
+        assert (await client.post("/api/alerts/unknown/ack", json={})).status_code == 404
+        again = (await client.get(f"/api/alerts/{alerts[0].id}")).json()
+        assert again["ack"]["by"] == "dana" and again["ack"]["note"] == "on my way"
+    # Stored in Redis: any other dashboard process sees it.
+    raw = await web.outputs.client.hget(f"{web.config.redis.key_prefix}:acks", alerts[0].id)
+    assert raw is not None and json.loads(raw)["by"] == "dana"
+
+
+async def test_the_event_stream_delivers_new_alerts_and_acks_within_two_seconds(web: Web) -> None:
+    alert = make_alert("distress", "test", int(time.time() * 1000) // 2000 * 2000)
+    events: list[tuple[str, dict[str, object], float]] = []
+
+    async def listen(client: httpx.AsyncClient) -> None:
+        kind = ""
+        async with client.stream("GET", "/api/events") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    events.append((kind, json.loads(line[6:]), time.monotonic()))
+                    if len(events) == 2:
+                        return
+
+    async with web.client() as client:
+        listener = asyncio.create_task(listen(client))
+        await asyncio.sleep(0.5)
+        sent = time.monotonic()
+        await web.outputs.publish_alert(alert)
+        await client.post(f"/api/alerts/{alert.id}/ack", json={"by": "sam"})
+        await asyncio.wait_for(listener, 5)
+    (first, data, at), (second, ack, _) = events
+    assert first == "alert" and data["id"] == alert.id and at - sent < 2.0
+    assert second == "ack" and ack["id"] == alert.id and ack["ack"]["by"] == "sam"  # type: ignore[index]
+
+
+async def test_metrics_and_health(fw_config: FusewatchConfig, tmp_path: Path) -> None:
+    telemetry = Telemetry()
+    telemetry.metrics.frames_decoded.labels("lobby").inc(7)
+    async with running_web(fw_config, tmp_path, local_roles=("fuse", "web"), telemetry=telemetry) as web, \
+            web.client() as client:
+        metrics = await client.get("/metrics")
+        assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+        assert 'fusewatch_frames_decoded_total{stream="lobby"} 7.0' in metrics.text
+        assert (await client.get("/healthz")).json()["status"] == "ok"
+        not_ready = await client.get("/readyz")
+        assert not_ready.status_code == 503
+        assert not_ready.json()["checks"] == {"kafka": True, "redis": True, "fuse_loaded": False}
+        telemetry.loaded.add("fuse")
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
+async def test_readiness_fails_when_the_broker_and_redis_are_unreachable(fw_config: FusewatchConfig,
+                                                                         tmp_path: Path) -> None:
+    nowhere = fw_config.model_copy(update={
+        "kafka": fw_config.kafka.model_copy(update={"bootstrap_servers": [f"127.0.0.1:{free_port()}"]}),
+        "redis": fw_config.redis.model_copy(update={"url": f"redis://127.0.0.1:{free_port()}/0"}),
+    })
+    async with running_web(nowhere, tmp_path) as web, web.client() as client:
+        response = await client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json()["checks"] == {"kafka": False, "redis": False}
