@@ -7,80 +7,25 @@ server-sent events, snapshots, /metrics and the health checks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 from config.schema import FusewatchConfig
 from daemon.metrics import Telemetry
-from daemon.web import COOKIE, serve
-from streams.sinks import RedisOutputs
+from daemon.web import COOKIE
 from tests.helpers import free_port, make_alert
-
-TOKEN = "s3cret-token"
-
-
-@dataclass
-class Web:
-    config: FusewatchConfig
-    url: str
-    telemetry: Telemetry
-    outputs: RedisOutputs
-    snapshots: Path
-
-    def client(self, token: str | None = TOKEN) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=10)
-
-
-@contextlib.asynccontextmanager
-async def running_web(config: FusewatchConfig, snapshots: Path, local_roles: tuple[str, ...] = ("web",),
-                      telemetry: Telemetry | None = None) -> AsyncIterator[Web]:
-    port = free_port()
-    config = config.model_copy(update={
-        "web": config.web.model_copy(update={"port": port}),
-        "outputs": config.outputs.model_copy(update={"snapshots_dir": str(snapshots)}),
-    })
-    telemetry = telemetry or Telemetry()
-    stop = asyncio.Event()
-    server = asyncio.create_task(serve(config, telemetry, stop, token=TOKEN, local_roles=local_roles))
-    outputs = RedisOutputs(config.redis)
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient() as probe:
-        for _ in range(200):
-            with contextlib.suppress(httpx.TransportError):
-                await probe.get(f"{url}/healthz")
-                break
-            await asyncio.sleep(0.05)
-    try:
-        yield Web(config, url, telemetry, outputs, snapshots)
-    finally:
-        stop.set()
-        await asyncio.wait_for(server, 10)
-        await outputs.close()
+from tests.support.web import TOKEN, Web, running_web, write_snapshot
 
 
 @pytest.fixture
 async def web(fw_config: FusewatchConfig, tmp_path: Path) -> AsyncIterator[Web]:
     async with running_web(fw_config, tmp_path / "snapshots") as running:
         yield running
-
-
-def write_snapshot(root: Path, name: str) -> str:
-    path = root / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.zeros((48, 64, 3), dtype=np.uint8)
-    pixels[:, :, 0] = 200
-    Image.fromarray(pixels).save(path, format="JPEG")
-    return name
 
 
 @pytest.mark.parametrize("path", ["/", "/alerts/abc", "/api/alerts", "/api/alerts/abc", "/api/streams",
