@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 HERE = Path(__file__).resolve().parent
 ALL = ("decode", "detection", "transcription", "memory", "latency")
@@ -77,12 +78,24 @@ def write_readme() -> None:
 
 def main(names: list[str]) -> int:
     console = Console()
-    for name in names or ALL:
-        console.rule(f"bench.{name}")
-        done = subprocess.run([sys.executable, "-m", f"bench.{name}"], check=False)
-        if done.returncode != 0:
-            console.print(f"[red]bench.{name} failed ({done.returncode})[/]")
-            return done.returncode
+    chosen = names or list(ALL)
+    logs = HERE / "results" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=not console.is_terminal) as progress:
+        bar = progress.add_task("benchmarks", total=len(chosen))
+        for name in chosen:
+            progress.update(bar, description=f"bench.{name}")
+            log = logs / f"{name}.log"
+            with log.open("wb") as sink:
+                done = subprocess.run([sys.executable, "-m", f"bench.{name}"], stdout=sink, stderr=subprocess.STDOUT,
+                                      check=False)
+            if done.returncode != 0:
+                console.print(f"[red]bench.{name} failed ({done.returncode})[/]; last lines of {log}:")
+                console.print(log.read_text(errors="replace")[-3000:], markup=False)
+                return done.returncode
+            console.print(f"[green]bench.{name}[/] done (output in {log})")
+            progress.advance(bar)
     write_readme()
     console.print(f"table written to {HERE / 'README.md'}")
     return 0

@@ -345,8 +345,6 @@ async def fuse(config: FusewatchConfig, idle: float | None) -> int:
 
 async def _recordings(config: FusewatchConfig, media: list[str], labels: list[str]) -> list[Recording]:
     """Replay → analyze on the embedded services; each recording's window features and labels."""
-    from daemon.analyze import run_analyze
-
     pairs = _media_with_labels(media, labels)
     run = f"eval-{int(time.time())}"
     topics = KafkaTopics(**{k: f"{run}.{v}" for k, v in config.kafka.topics.model_dump().items()})
@@ -356,11 +354,36 @@ async def _recordings(config: FusewatchConfig, media: list[str], labels: list[st
     })
     with embedded_services(config, Path(".cache/services/eval")):
         results = await _replay_many(config, [(str(p), p.stem, config.site) for p, _ in pairs], None, 1)
-        with console.status("analysing (detection, loudness, VAD, Whisper) …"):
-            await run_analyze(config, idle_timeout=5.0)
+        await _analyze_with_progress(config, sum(r.stats.media_seconds for r in results.values()))
         features = await read_features(config)
     return [Recording(p.stem, [f for f in features if f.stream == p.stem], load_labels(lp),
                       results[p.stem].wall_start_ns // 1_000_000) for p, lp in pairs]
+
+
+async def _analyze_with_progress(config: FusewatchConfig, media_seconds: float) -> None:
+    """Analyze everything on `fw.media` until idle, with a bar of windows done out of those expected."""
+    from daemon.analyze import run_analyze
+    from daemon.metrics import Telemetry
+
+    telemetry = Telemetry()
+    modalities = 2 + (config.detectors.transcriber is not None)
+    expected = max(media_seconds / config.windows.size * modalities, 1.0)
+    done = telemetry.metrics.windows_emitted
+
+    def emitted() -> float:
+        return sum(sample.value for metric in done.collect() for sample in metric.samples
+                   if sample.name.endswith("_total"))
+
+    with Progress(TextColumn("[bold]analysing[/] (detection, loudness, VAD, Whisper)"), BarColumn(),
+                  TextColumn("{task.completed:.0f}/{task.total:.0f} windows"), TimeElapsedColumn(),
+                  console=console, disable=not console.is_terminal) as progress:
+        bar = progress.add_task("analyse", total=expected)
+        work = asyncio.ensure_future(run_analyze(config, idle_timeout=5.0, telemetry=telemetry, report_every=0.5))
+        while not work.done():
+            await asyncio.wait({work}, timeout=0.5)
+            progress.update(bar, completed=min(emitted(), expected))
+        work.result()
+        progress.update(bar, completed=expected)
 
 
 async def evaluate(config: FusewatchConfig, media: list[str], labels: list[str], tolerance: float,

@@ -27,7 +27,9 @@ from urllib.parse import parse_qs, quote
 import redis.asyncio as aioredis
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
+from redis.asyncio.client import PubSub
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -151,7 +153,7 @@ class Dashboard:
 
     async def static_file(self, request: Request) -> Response:
         name = request.path_params["name"]
-        if name not in ("dashboard.js", "alert.js", "style.css"):
+        if name not in ("common.js", "dashboard.js", "alert.js", "style.css"):
             return PlainTextResponse("not found", status_code=404)
         media = "text/css" if name.endswith(".css") else "text/javascript"
         return Response(_static(name), media_type=media)
@@ -203,12 +205,14 @@ class Dashboard:
 
     async def events(self, request: Request) -> Response:
         """Server-sent events: `alert` (the alert JSON) and `ack` ({id, ack}) as they happen."""
-        return StreamingResponse(self._event_stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-    async def _event_stream(self) -> AsyncIterator[str]:
+        # Subscribed before the headers go out: once the browser's EventSource is open, nothing is missed.
         pubsub = self.redis.pubsub()
         await pubsub.subscribe(self.keys.live, self.keys.acks_live)
+        return StreamingResponse(self._event_stream(pubsub), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                                 background=BackgroundTask(_close_quietly, pubsub))
+
+    async def _event_stream(self, pubsub: PubSub) -> AsyncIterator[str]:
         names = {self.keys.live: "alert", self.keys.acks_live: "ack"}
         try:
             yield "retry: 2000\n: connected\n\n"
@@ -225,8 +229,7 @@ class Dashboard:
                 data = message["data"].decode() if isinstance(message["data"], bytes) else str(message["data"])
                 yield f"event: {names.get(channel, 'message')}\ndata: {data}\n\n"
         finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await _close_quietly(pubsub)
 
     # ------------------------------------------------------------------ metrics and health
 
@@ -262,6 +265,11 @@ class Dashboard:
             return bool(await asyncio.wait_for(self.redis.ping(), 1.0))
         except (*REDIS_DOWN, TimeoutError):
             return False
+
+
+async def _close_quietly(pubsub: PubSub) -> None:
+    with contextlib.suppress(Exception):
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 def create_app(config: FusewatchConfig, telemetry: Telemetry, token: str, local_roles: tuple[str, ...] = (),

@@ -2,18 +2,6 @@
 "use strict";
 
 const alertId = decodeURIComponent(location.pathname.split("/").pop());
-const operator = document.getElementById("operator");
-operator.value = localStorage.getItem("fusewatch.operator") || "operator";
-operator.addEventListener("change", () => localStorage.setItem("fusewatch.operator", operator.value));
-
-function text(value) { return value === null || value === undefined ? "" : String(value); }
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
-  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(text(child)));
-  return node;
-}
-function time(ms) { return new Date(ms).toLocaleString(); }
 
 function render(alert) {
   const detail = document.getElementById("detail");
@@ -45,9 +33,7 @@ function render(alert) {
   const button = document.getElementById("ack");
   if (button) button.addEventListener("click", async () => {
     button.disabled = true;
-    const response = await fetch(`/api/alerts/${alertId}/ack`, {
-      method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({by: operator.value || "operator"}),
-    });
+    const response = await acknowledge(alertId);
     if (response.ok) load(); else button.disabled = false;
   });
 }

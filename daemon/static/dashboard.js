@@ -4,18 +4,6 @@
 
 const alerts = new Map();   // id -> alert JSON (with .ack)
 const tbody = document.querySelector("#alerts tbody");
-const operator = document.getElementById("operator");
-operator.value = localStorage.getItem("fusewatch.operator") || "operator";
-operator.addEventListener("change", () => localStorage.setItem("fusewatch.operator", operator.value));
-
-function text(value) { return value === null || value === undefined ? "" : String(value); }
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
-  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(text(child)));
-  return node;
-}
-function time(ms) { return new Date(ms).toLocaleString(); }
 function why(alert) {
   return [...alert.terms].sort((a, b) => b.contribution - a.contribution).filter(t => t.contribution > 0)
     .slice(0, 3).map(t => `${t.signal} +${t.contribution.toFixed(2)}`).join(", ");
@@ -53,9 +41,7 @@ tbody.addEventListener("click", async event => {
   const button = event.target.closest("button.ack");
   if (!button) return;
   button.disabled = true;
-  const response = await fetch(`/api/alerts/${button.dataset.id}/ack`, {
-    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({by: operator.value || "operator"}),
-  });
+  const response = await acknowledge(button.dataset.id);
   if (!response.ok) button.disabled = false;
 });
 document.getElementById("filter").addEventListener("input", render);
