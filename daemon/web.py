@@ -58,6 +58,11 @@ def _static(name: str) -> str:
     return (resources.files("daemon") / "static" / name).read_text(encoding="utf-8")
 
 
+def same(given: str, expected: str) -> bool:
+    """Constant-time comparison that also takes non-ASCII input (compare_digest on str refuses it)."""
+    return secrets.compare_digest(given.encode(), expected.encode())
+
+
 def session_value(token: str) -> str:
     """The cookie a browser holds after logging in: derived from the token, not the token itself."""
     return hmac.new(token.encode(), b"fusewatch-session-v1", hashlib.sha256).hexdigest()
@@ -77,9 +82,9 @@ class TokenAuth:
 
     def allowed(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
-        if header.lower().startswith("bearer ") and secrets.compare_digest(header[7:].strip(), self.token):
+        if header.lower().startswith("bearer ") and same(header[7:].strip(), self.token):
             return True
-        return secrets.compare_digest(request.cookies.get(COOKIE, ""), self.session)
+        return same(request.cookies.get(COOKIE, ""), self.session)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -136,7 +141,7 @@ class Dashboard:
             target = _safe_next(request.query_params.get("next"))
             if not token:
                 return _login_page(target, status=401)
-        if not secrets.compare_digest(token, self.token):
+        if not same(token, self.token):
             return _login_page(target, status=401, error="wrong token")
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(COOKIE, session_value(self.token), httponly=True, samesite="strict",

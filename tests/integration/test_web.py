@@ -44,6 +44,8 @@ async def test_every_page_and_api_answers_401_without_the_token(web: Web, path: 
     async with web.client(token=None) as anonymous:
         post = await anonymous.post("/api/alerts/abc/ack", json={"by": "mallory"})
         assert post.status_code == 401
+        odd = await anonymous.get(path, headers={"Authorization": "Bearer café".encode()})
+        assert odd.status_code == 401
 
 
 async def test_login_sets_a_session_cookie_that_opens_the_pages(web: Web) -> None:
