@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from config.schema import RedisConfig
 from streams.models import Alert
-from streams.sinks import REDIS_DOWN, RedisKeys, redis_client
+from streams.sinks import REDIS_DOWN, RedisKeys, redis_client, redis_text
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,6 @@ def feed_client(config: RedisConfig, block_ms: int = 1000) -> aioredis.Redis:
     return redis_client(config, socket_timeout=block_ms / 1000 + 10.0)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class AlertStore:
     """The Redis alert stream and acknowledgements under one key prefix."""
 
@@ -86,7 +82,7 @@ class AlertStore:
 
     def _parse(self, entry: Any, fields: Any) -> StoredAlert | None:
         try:
-            return StoredAlert(_text(entry), Alert.model_validate_json(fields[b"alert"]))
+            return StoredAlert(redis_text(entry), Alert.model_validate_json(fields[b"alert"]))
         except (KeyError, ValidationError):
             self.invalid += 1
             return None
@@ -112,7 +108,7 @@ class AlertStore:
                         break
             if len(page) < _PAGE:
                 break
-            upper = "(" + _text(page[-1][0])
+            upper = "(" + redis_text(page[-1][0])
             if where.since_ms is not None and all(
                     (p := self._parse(e, f)) is None or p.alert.window_start < where.since_ms for e, f in page):
                 break
@@ -121,9 +117,10 @@ class AlertStore:
     async def get(self, alert_id: str) -> StoredAlert | None:
         """One alert by its id (None when unknown or trimmed from the stream)."""
         entry: Any = await self._client.get(self.keys.alert_id(alert_id))
-        if entry is None or _text(entry) == "-":
+        if entry is None or redis_text(entry) == "-":
             return None
-        rows: Any = await self._client.xrange(self.keys.alerts, min=_text(entry), max=_text(entry), count=1) or []
+        entry = redis_text(entry)
+        rows: Any = await self._client.xrange(self.keys.alerts, min=entry, max=entry, count=1) or []
         for row_entry, fields in rows:
             stored = self._parse(row_entry, fields)
             if stored is not None and stored.alert.id == alert_id:
@@ -140,7 +137,7 @@ class AlertStore:
         cursor = after
         if cursor == "$":
             last: Any = await self._client.xrevrange(self.keys.alerts, count=1) or []
-            cursor = _text(last[0][0]) if last else "0-0"
+            cursor = redis_text(last[0][0]) if last else "0-0"
         delay = 0.5
         while True:
             try:
@@ -157,7 +154,7 @@ class AlertStore:
                 continue
             for _, rows in reply:
                 for entry, fields in rows:
-                    cursor = _text(entry)
+                    cursor = redis_text(entry)
                     stored = self._parse(entry, fields)
                     if stored is not None and where.matches(stored.alert):
                         yield stored

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 
 from streams.models import Alert, Summary
-from streams.sinks import RedisKeys
+from streams.sinks import RedisKeys, redis_text
 
 STALE_MS = 15_000
 # How far back `last alert per stream` looks in the alert stream.
@@ -94,7 +94,7 @@ class StatusStore:
         raw = await self._client.hgetall(self.alert_keys.latest)
         out = {}
         for key, value in raw.items():
-            name = key.decode() if isinstance(key, bytes) else str(key)
+            name = redis_text(key)
             if not name.endswith(":start"):
                 out[name] = Summary.model_validate_json(value)
         return out

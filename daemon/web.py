@@ -47,7 +47,7 @@ from config.schema import FusewatchConfig
 from daemon.alerts import AlertFilter, AlertStore
 from daemon.metrics import Telemetry
 from daemon.status import StatusStore
-from streams.sinks import REDIS_DOWN, RedisKeys, redis_client
+from streams.sinks import REDIS_DOWN, RedisKeys, redis_client, redis_text
 
 log = logging.getLogger(__name__)
 COOKIE = "fusewatch_session"
@@ -230,9 +230,8 @@ class Dashboard:
                         idle = 0.0
                         yield ": ping\n\n"
                     continue
-                channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
-                data = message["data"].decode() if isinstance(message["data"], bytes) else str(message["data"])
-                yield f"event: {names.get(channel, 'message')}\ndata: {data}\n\n"
+                channel = redis_text(message["channel"])
+                yield f"event: {names.get(channel, 'message')}\ndata: {redis_text(message['data'])}\n\n"
         finally:
             await _close_quietly(pubsub)
 

@@ -130,7 +130,7 @@ class RedisOutputs:
 
     async def load_rule_states(self, site: str) -> dict[str, str]:
         raw = await self._client.hgetall(f"{self.keys.rules}:{site}")
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {redis_text(k): redis_text(v) for k, v in raw.items()}
 
     def _enqueue(self, kind: str, args: tuple[Any, ...]) -> None:
         if len(self._buffer) >= self._config.buffer_max:
@@ -187,7 +187,8 @@ class RedisOutputs:
             await self._client.hset(f"{self.keys.rules}:{site}", event, state_json)
 
 
-def _text(value: bytes | str) -> str:
+def redis_text(value: bytes | str) -> str:
+    """A Redis reply value as text (the clients here return bytes)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
