@@ -34,12 +34,10 @@ def _rows(name: str, result: dict[str, Any]) -> list[tuple[str, str, str, str, s
                 ("detection, YOLOv3-tiny (OpenCV DNN), batch 4", f"{fps['darknet_batch4']} fps",
                  f"one by one: {fps['darknet_one_by_one']} fps", f"{result['ratio_darknet_batched_vs_single']}×", "")]
     if name == "transcription":
-        rows = []
-        for clip, data in result["clips"].items():
-            rows.append((f"transcription {clip}", f"RTF {data['rtf']['streaming']}, WER {data['wer']['streaming']}",
-                         f"transcribe(): RTF {data['rtf']['bare_transcribe']}, WER {data['wer']['bare_transcribe']}",
-                         f"{data['time_ratio_streaming_vs_bare']}× time", "≤ 1.1× time, WER ≤ baseline"))
-        return rows
+        return [(f"transcription {row['clip']}: {row['ours']['label']}",
+                 f"RTF {row['ours']['rtf']}, WER {row['ours']['wer']}",
+                 f"{row['baseline']['label']}: RTF {row['baseline']['rtf']}, WER {row['baseline']['wer']}",
+                 f"{row['time_ratio']}× time", row["target"]) for row in result["comparisons"]]
     if name == "memory":
         return [("analyze worker, 4 streams, peak RSS", f"{result['peak_rss_analysing_4_streams_mb']} MB",
                  f"models loaded, idle: {result['rss_models_loaded_mb']} MB",

@@ -265,28 +265,42 @@ ObjectDetectorConfig = Annotated[
 ]
 
 
-class FasterWhisperConfig(Section):
-    """Whisper via CTranslate2 (faster-whisper) with a model directory from a package.
+class WhisperConfig(Section):
+    """What every Whisper backend shares: the model, decoding, keywords and speech segmentation.
 
     `model`: `tiny.en` (installed with the package) or `base` (multilingual, fetched at
-    install time; set `language: en` for English-only sites to skip language detection).
+    install time; set `language: en` for English-only sites to skip language detection), or
+    `model_dir`, a CTranslate2 model directory. Speech is cut into utterances by voice
+    activity: an utterance ends after `min_silence`, is cut at `max_segment`, and is
+    transcribed with `segment_overlap` of audio on each side so no word is cut at an edge.
+
+    `encoder_context: fit` runs Whisper's encoder on the utterance plus a few seconds of
+    padding (at least 10 s) instead of a fixed 30 s: the encoder is most of the cost of a
+    short utterance, and on the test speech the words are the same (detectors/README.md).
+    `full` is Whisper's own 30 s.
     """
 
-    type: Literal["faster-whisper"]
     model: str = "tiny.en"
     model_dir: str | None = None
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    compute_type: str = "auto"
-    cpu_threads: int = Field(default=2, ge=1, le=64)
     beam_size: int = Field(default=1, ge=1, le=10)
     language: str | None = None
     keywords: list[str] = Field(default_factory=list)
     segment_overlap: Duration = 0.5
     min_silence: Duration = 1.5
     max_segment: Duration = 15.0
+    encoder_context: Literal["fit", "full"] = "fit"
 
 
-class OpenAIWhisperConfig(Section):
+class FasterWhisperConfig(WhisperConfig):
+    """Whisper via CTranslate2 (faster-whisper), the default backend."""
+
+    type: Literal["faster-whisper"]
+    compute_type: str = "auto"
+    cpu_threads: int = Field(default=2, ge=1, le=64)
+
+
+class OpenAIWhisperConfig(WhisperConfig):
     """Whisper via openai-whisper (PyTorch, the reference implementation), same model directories.
 
     The CTranslate2 float16 weights are mapped exactly onto openai-whisper's model; slower
@@ -294,15 +308,6 @@ class OpenAIWhisperConfig(Section):
     """
 
     type: Literal["openai-whisper"]
-    model: str = "tiny.en"
-    model_dir: str | None = None
-    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    beam_size: int = Field(default=1, ge=1, le=10)
-    language: str | None = None
-    keywords: list[str] = Field(default_factory=list)
-    segment_overlap: Duration = 0.5
-    min_silence: Duration = 1.5
-    max_segment: Duration = 15.0
 
 
 TranscriberConfig = Annotated[FasterWhisperConfig | OpenAIWhisperConfig, Field(discriminator="type")]

@@ -35,7 +35,7 @@ from aiokafka.errors import KafkaError
 from config.schema import FusewatchConfig, SourceConfig
 from daemon.batcher import DetectionBatcher
 from daemon.metrics import Telemetry
-from daemon.speech import SpeechSegmenter
+from daemon.speech import SpeechSegment, SpeechSegmenter, owned_words
 from daemon.status import StatusStore, StreamStatus, now_ms
 from daemon.video_windows import VideoFeatureBuilder, VideoWindowState
 from detectors import registry
@@ -326,36 +326,28 @@ class AnalyzeWorker:
                 continue
             state.speech_windows[window.start_ms] = _SpeechWindow(window.start_ms, window.end_ms)
             for segment in state.segmenter.feed(window, stats.speech_probabilities, stats.frame_seconds):
-                await self._transcribe(state, segment.audio, segment.audio_start_ns, segment.own_start_ns,
-                                       segment.own_end_ns)
+                await self._transcribe(state, segment)
             safe = state.segmenter.open_since_ns
             await self._emit_speech(state, window.end_ms * NS_PER_MS if safe is None else safe)
         if self._transcriber is not None:
             for segment in state.segmenter.flush():
-                await self._transcribe(state, segment.audio, segment.audio_start_ns, segment.own_start_ns,
-                                       segment.own_end_ns)
+                await self._transcribe(state, segment)
             await self._emit_speech(state, None)
 
-    async def _transcribe(self, state: _StreamState, audio: Any, audio_start_ns: int, own_start: int,
-                          own_end: int) -> None:
+    async def _transcribe(self, state: _StreamState, segment: SpeechSegment) -> None:
         assert self._transcriber is not None
         loop = asyncio.get_running_loop()
         began = time.perf_counter()
-        transcript = await loop.run_in_executor(self._audio_executor, self._transcriber.transcribe, audio)
+        transcript = await loop.run_in_executor(self._audio_executor, self._transcriber.transcribe, segment.audio)
         self.observe_inference("transcriber", time.perf_counter() - began)
         self.counters.segments_transcribed += 1
-        for word in transcript.words:
-            start_ns = audio_start_ns + round(word.start * 1e9)
-            end_ns = audio_start_ns + round(word.end * 1e9)
-            middle = (start_ns + end_ns) // 2
-            if not own_start <= middle < own_end:
-                continue
-            target = state.speech_windows.get(window_start(middle, self.size_ms))
+        for word in owned_words(segment, transcript):
+            target = state.speech_windows.get(window_start((word.start_ns + word.end_ns) // 2, self.size_ms))
             if target is None:
                 continue
-            target.words.append(Word(text=word.text, start_ms=start_ns // NS_PER_MS, end_ms=end_ns // NS_PER_MS,
-                                     probability=min(max(word.probability, 0.0), 1.0)))
-            target.language = transcript.language
+            target.words.append(Word(text=word.text, start_ms=word.start_ns // NS_PER_MS,
+                                     end_ms=word.end_ns // NS_PER_MS, probability=word.probability))
+            target.language = word.language
 
     async def _emit_speech(self, state: _StreamState, safe_ns: int | None) -> None:
         for start in list(state.speech_windows):

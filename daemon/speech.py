@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from streams.models import Transcript
 from streams.windows import AudioWindow
 
 NS = 1_000_000_000
@@ -129,3 +130,26 @@ class SpeechSegmenter:
 
     def _time(self, index: int) -> int:
         return self._buffer_start_ns + index * NS // RATE
+
+
+@dataclass(frozen=True)
+class HeardWord:
+    """A word of a segment's transcript, placed on the stream's wallclock."""
+
+    text: str
+    start_ns: int
+    end_ns: int
+    probability: float
+    language: str | None
+
+
+def owned_words(segment: SpeechSegment, transcript: Transcript) -> list[HeardWord]:
+    """The words of `segment`'s transcript whose middle falls in the span the segment owns."""
+    words = []
+    for word in transcript.words:
+        start_ns = segment.audio_start_ns + round(word.start * NS)
+        end_ns = segment.audio_start_ns + round(word.end * NS)
+        if segment.own_start_ns <= (start_ns + end_ns) // 2 < segment.own_end_ns:
+            words.append(HeardWord(word.text, start_ns, end_ns, min(max(word.probability, 0.0), 1.0),
+                                   transcript.language))
+    return words

@@ -25,7 +25,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -33,7 +33,7 @@ import torch
 
 from detectors.base import Pcm16k
 from detectors.weights import WeightsError
-from detectors.whisper import keep_segment, model_dir_for
+from detectors.whisper import EncoderContext, keep_segment, model_dir_for
 from streams.models import Transcript, TranscriptSegment, WordTiming
 
 CT2_BINARY_VERSION = 6
@@ -192,12 +192,45 @@ def convert(folder: Path) -> OpenAIWhisperWeights:
     return OpenAIWhisperWeights(dims, state, heads)
 
 
-def load_model(folder: Path, device: str = "cpu") -> Any:
-    """An openai-whisper `Whisper` model from a CTranslate2 directory, in eval mode on `device`."""
+def _fitted_encoder(dims: dict[str, int], context: EncoderContext) -> Any:
+    """openai-whisper's `AudioEncoder`, except that it encodes as many frames as `context` allows.
+
+    The stock `forward` asserts 30 s of input; this one is the same computation on the
+    first `context.frames` frames, with the positional embedding cut to match (what
+    CTranslate2's encoder does with a shorter input).
+    """
+    import torch.nn.functional as F
+    from whisper.model import AudioEncoder
+
+    class FittedAudioEncoder(AudioEncoder):  # type: ignore[misc]
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            frames = context.frames
+            if frames:
+                x = x[..., :frames]
+            x = F.gelu(self.conv1(x))
+            x = F.gelu(self.conv2(x))
+            x = x.permute(0, 2, 1)
+            x = (x + self.positional_embedding[: x.shape[1]]).to(x.dtype)
+            for block in self.blocks:
+                x = block(x)
+            encoded: torch.Tensor = self.ln_post(x)
+            return encoded
+
+    return FittedAudioEncoder(dims["n_mels"], dims["n_audio_ctx"], dims["n_audio_state"], dims["n_audio_head"],
+                              dims["n_audio_layer"])
+
+
+def load_model(folder: Path, device: str = "cpu", context: EncoderContext | None = None) -> Any:
+    """An openai-whisper `Whisper` model from a CTranslate2 directory, in eval mode on `device`.
+
+    With a `context`, its encoder hears only the frames the context allows (`encoder_context: fit`).
+    """
     from whisper.model import ModelDimensions, Whisper
 
     weights = convert(folder)
     model = Whisper(ModelDimensions(**weights.dims))
+    if context is not None:
+        model.encoder = _fitted_encoder(weights.dims, context)
     model.load_state_dict(weights.state_dict, strict=True)
     if weights.alignment_heads:  # else openai-whisper's default: the last half of the decoder layers
         mask = torch.zeros(weights.dims["n_text_layer"], weights.dims["n_text_head"], dtype=torch.bool)
@@ -217,14 +250,16 @@ class OpenAIWhisperTranscriber:
     """
 
     def __init__(self, model: str = "tiny.en", model_dir: str | None = None, device: str = "auto",
-                 beam_size: int = 1, language: str | None = None) -> None:
+                 beam_size: int = 1, language: str | None = None,
+                 encoder_context: Literal["fit", "full"] = "fit") -> None:
         folder = Path(model_dir) if model_dir else model_dir_for(model)
         if not (folder / "model.bin").is_file():
             raise WeightsError(f"Whisper model directory {folder} has no model.bin")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
-        self._model = load_model(folder, device)
+        self._context = EncoderContext(encoder_context == "fit")
+        self._model = load_model(folder, device, self._context)
         self._beam_size = beam_size
         self._language = language or (None if self._model.is_multilingual else "en")
 
@@ -247,11 +282,12 @@ class OpenAIWhisperTranscriber:
         language, probability = self._language, 1.0
         if language is None:
             language, probability = self._detect_language(samples)
-        result = whisper.transcribe(
-            self._model, samples, language=language, beam_size=None if self._beam_size == 1 else self._beam_size,
-            temperature=0.0, word_timestamps=True, condition_on_previous_text=False,
-            fp16=self.device.startswith("cuda"), verbose=None,
-        )
+        with self._context.sized_for(samples.numel()):
+            result = whisper.transcribe(
+                self._model, samples, language=language, beam_size=None if self._beam_size == 1 else self._beam_size,
+                temperature=0.0, word_timestamps=True, condition_on_previous_text=False,
+                fp16=self.device.startswith("cuda"), verbose=None,
+            )
         kept = []
         for segment in result["segments"]:
             if not keep_segment(segment["no_speech_prob"], segment["avg_logprob"], segment["compression_ratio"]):

@@ -38,13 +38,14 @@ def _faster_whisper(config: FasterWhisperConfig) -> Transcriber:
     from detectors.whisper import FasterWhisperTranscriber
 
     return FasterWhisperTranscriber(config.model, config.model_dir, config.device, config.compute_type,
-                                    config.cpu_threads, config.beam_size, config.language)
+                                    config.cpu_threads, config.beam_size, config.language, config.encoder_context)
 
 
 def _openai_whisper(config: OpenAIWhisperConfig) -> Transcriber:
     from detectors.openai_whisper import OpenAIWhisperTranscriber
 
-    return OpenAIWhisperTranscriber(config.model, config.model_dir, config.device, config.beam_size, config.language)
+    return OpenAIWhisperTranscriber(config.model, config.model_dir, config.device, config.beam_size, config.language,
+                                    config.encoder_context)
 
 
 def _loudness_vad(config: LoudnessVadConfig) -> AudioAnalyzer:

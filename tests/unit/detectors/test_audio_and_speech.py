@@ -13,7 +13,7 @@ from detectors import registry
 from detectors.audio import SILENCE_DBFS, LoudnessVad, dbfs
 from detectors.keywords import KeywordSpotter
 from detectors.weights import WeightsError
-from detectors.whisper import FasterWhisperTranscriber, packaged_model_dir
+from detectors.whisper import FasterWhisperTranscriber, fitted_context_frames, packaged_model_dir
 from tests.helpers import TRANSCRIPTS, load_audio_16k, normalise
 
 
@@ -51,6 +51,27 @@ def test_word_error_rate_on_known_transcripts(whisper: FasterWhisperTranscriber,
         assert all(-10 < s.avg_logprob <= 0 and 0 <= s.no_speech_prob <= 1 for s in transcript.segments)
     wer = jiwer.wer(references, hypotheses)
     assert wer <= limit, (wer, hypotheses)
+
+
+def test_fitted_encoder_context_is_the_audio_plus_a_margin(whisper: FasterWhisperTranscriber) -> None:
+    assert [fitted_context_frames(int(s * 16_000)) for s in (0.5, 3.4, 7.0, 11.0, 11.2, 26.9, 40)] == [
+        1000, 1000, 1000, 1400, 1500, 3000, 3000]  # ≥ 10 s, 3 s after the speech, whole seconds, ≤ 30 s
+    features = np.zeros((80, 3000), dtype=np.float32)
+    with whisper._context.sized_for(int(3.4 * 16_000)):
+        assert whisper.model.encode(features).shape == [1, 500, 384]
+    with whisper._context.sized_for(28 * 16_000):  # no room for the margin: Whisper's 30 s
+        assert whisper.model.encode(features).shape == [1, 1500, 384]
+    assert whisper.model.encode(features).shape == [1, 1500, 384], "outside a transcription: 30 s"
+
+
+@pytest.mark.parametrize("name", ["help.wav", "librivox-0880.wav", "librivox-0870.wav", "jfk.wav"])
+def test_fitted_encoder_context_hears_the_same_words_as_30_seconds(whisper: FasterWhisperTranscriber,
+                                                                    media_dir: Path, name: str) -> None:
+    full = FasterWhisperTranscriber(encoder_context="full")
+    audio = np.pad(load_audio_16k(media_dir / name), 8000)  # the segmenter's 0.5 s on each side
+    fitted = whisper.transcribe(audio)
+    assert [w.text for w in fitted.words] == [w.text for w in full.transcribe(audio).words]
+    assert fitted.words
 
 
 @pytest.mark.parametrize("name", ["dog.mp3", "alarm.oga"])
