@@ -232,7 +232,11 @@ class SourceConfig(Section):
 
 
 class YoloDetectorConfig(Section):
-    """ultralytics YOLO with weights from a local file (nothing downloads at run time)."""
+    """ultralytics YOLO with weights from a local file (nothing downloads at run time).
+
+    `cpu_threads`: PyTorch threads when running on the CPU (default: every core the
+    process may use; ultralytics alone would leave one core idle).
+    """
 
     type: Literal["yolo"]
     weights: str
@@ -242,12 +246,19 @@ class YoloDetectorConfig(Section):
     imgsz: int = Field(default=640, ge=32, le=4096, multiple_of=32)
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     half: bool | None = None
+    cpu_threads: int | None = Field(default=None, ge=1, le=256)
     max_batch: int = Field(default=8, ge=1, le=256)
     max_wait: Duration = 0.05
 
 
 class DarknetDetectorConfig(Section):
-    """A Darknet YOLO (default: the COCO-pretrained YOLOv3-tiny fetched at install) on OpenCV DNN."""
+    """A Darknet YOLO (default: the COCO-pretrained YOLOv3-tiny fetched at install) on OpenCV DNN.
+
+    OpenCV's DNN runs on the CPU, where a batch of frames takes no less time than the same
+    frames one by one (slightly more: bench/README.md), so `max_batch` is 1 by default; the
+    frames of every stream still share the one bounded queue. `cpu_threads`: OpenCV's
+    threads (default: every core the process may use).
+    """
 
     type: Literal["darknet"]
     model: str = "yolov3-tiny"
@@ -256,7 +267,8 @@ class DarknetDetectorConfig(Section):
     confidence: float = Field(default=0.25, gt=0, lt=1)
     iou: float = Field(default=0.45, gt=0, lt=1)
     imgsz: int = Field(default=416, ge=32, le=4096, multiple_of=32)
-    max_batch: int = Field(default=4, ge=1, le=64)
+    cpu_threads: int | None = Field(default=None, ge=1, le=256)
+    max_batch: int = Field(default=1, ge=1, le=64)
     max_wait: Duration = 0.05
 
 

@@ -5,6 +5,7 @@ All methods are blocking (inference); the analyze stage calls them in an executo
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,6 +18,11 @@ from streams.models import Detection, Transcript
 RgbImage = npt.NDArray[np.uint8]
 Pcm16k = npt.NDArray[np.float32]
 """Mono float32 PCM at 16 kHz, values in [-1, 1]."""
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers narrow): CPU backends' default threads."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class ObjectDetector(Protocol):

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detectors.base import RgbImage
+from detectors.base import RgbImage, available_cores
 from detectors.letterbox import Letterbox, letterbox
 from detectors.weights import MODELS, WeightsError, model_path
 from streams.models import Detection
@@ -25,7 +25,7 @@ class DarknetDetector:
 
     def __init__(
         self, model: str = "yolov3-tiny", model_dir: str | None = None, classes: Sequence[str] = (),
-        confidence: float = 0.25, iou: float = 0.45, imgsz: int = 416, threads: int = 2,
+        confidence: float = 0.25, iou: float = 0.45, imgsz: int = 416, cpu_threads: int | None = None,
     ) -> None:
         folder = Path(model_dir) if model_dir else self._packaged(model)
         cfg, weights, names = folder / f"{model}.cfg", folder / f"{model}.weights", folder / "coco.names"
@@ -37,7 +37,7 @@ class DarknetDetector:
         if unknown:
             raise ValueError(f"classes not in the model: {unknown} (it knows: {', '.join(self._names)})")
         self._wanted = {self._names.index(name) for name in classes} if classes else set(range(len(self._names)))
-        cv2.setNumThreads(threads)
+        cv2.setNumThreads(cpu_threads or available_cores())  # process-wide, as OpenCV has it
         self._net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
         self._net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         self._outputs = self._net.getUnconnectedOutLayersNames()

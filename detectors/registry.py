@@ -24,14 +24,14 @@ def _yolo(config: YoloDetectorConfig) -> ObjectDetector:
     from detectors.yolo import YoloDetector
 
     return YoloDetector(config.weights, config.classes, config.confidence, config.iou, config.imgsz,
-                        config.device, config.half)
+                        config.device, config.half, config.cpu_threads)
 
 
 def _darknet(config: DarknetDetectorConfig) -> ObjectDetector:
     from detectors.darknet import DarknetDetector
 
     return DarknetDetector(config.model, config.model_dir, config.classes, config.confidence, config.iou,
-                           config.imgsz)
+                           config.imgsz, config.cpu_threads)
 
 
 def _faster_whisper(config: FasterWhisperConfig) -> Transcriber:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from detectors.yolo import offline_ultralytics
+from detectors.yolo import import_ultralytics
 from streams.models import Detection
 
 
@@ -21,7 +21,7 @@ class ObjectTracker:
     def __init__(self, labels: Sequence[str], frame_rate: float = 5.0, track_buffer_s: float = 3.0,
                  high: float = 0.3, low: float = 0.1, new_track: float = 0.3, match: float = 0.9,
                  buffer: float = 2.0) -> None:
-        offline_ultralytics()
+        import_ultralytics()
         from ultralytics.engine.results import Boxes
         from ultralytics.trackers.byte_tracker import BYTETracker
 

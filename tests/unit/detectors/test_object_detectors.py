@@ -83,6 +83,48 @@ def test_yolo_plumbing_with_a_model_built_from_its_yaml(media_dir: Path) -> None
     assert all(d.label in ("person", "car") for found in results for d in found)
 
 
+_THREADS_PROBE = """
+import json, cv2, numpy as np, torch
+from detectors.darknet import DarknetDetector
+from detectors.tracking import ObjectTracker
+from detectors.yolo import YoloDetector
+from ultralytics.utils import NUM_THREADS
+ours = NUM_THREADS + 1  # never what ultralytics would set
+DarknetDetector(classes=["person"], cpu_threads=ours)
+ObjectTracker(["person"])
+after_tracker = cv2.getNumThreads()
+yolo = YoloDetector("yolov8n.yaml", imgsz=320, device="cpu", cpu_threads=ours)
+image = np.zeros((240, 320, 3), dtype=np.uint8)
+yolo.detect([image])
+after_yolo = (cv2.getNumThreads(), torch.get_num_threads())
+from ultralytics import YOLO
+YOLO("yolov8n.yaml").predict(image, imgsz=320, verbose=False)  # another predictor resets torch's threads
+reset = torch.get_num_threads()
+yolo.detect([image])
+conv = next(m for m in yolo._model.predictor.model.model.modules() if isinstance(m, torch.nn.Conv2d))
+print(json.dumps({"ours": ours, "ultralytics": NUM_THREADS, "after_tracker": after_tracker, "after_yolo": after_yolo,
+                  "reset": reset, "again": torch.get_num_threads(),
+                  "channels_last": conv.weight.is_contiguous(memory_format=torch.channels_last)}))
+"""
+
+
+def test_importing_ultralytics_leaves_opencv_and_torch_threads_to_fusewatch() -> None:
+    """ultralytics sets OpenMP, PyTorch and OpenCV to (cores - 1, 1) threads for training; a worker keeps its own."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _THREADS_PROBE], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[3])
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    ours = probe["ours"]
+    assert probe["after_tracker"] == ours, "the tracker's ultralytics import kept OpenCV's threads"
+    assert probe["after_yolo"] == [ours, ours]
+    assert probe["reset"] == probe["ultralytics"], "what the detector has to undo"
+    assert probe["again"] == ours
+    assert probe["channels_last"], "the CPU network runs channels-last"
+
+
 def test_yolo_never_downloads_missing_weights(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="never downloads"):
         YoloDetector(str(tmp_path / "yolov8n.pt"))
