@@ -12,6 +12,7 @@ then analyses four interleaved streams
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import subprocess
 import sys
@@ -38,8 +39,7 @@ from streams.windows import FrameSampler
 SECONDS = 30.0
 
 
-async def _items(messages: list[MediaMessage], sampler: FrameSampler) -> Any:
-    decoder = MediaDecoder(sampler)
+async def _items(messages: list[MediaMessage], decoder: MediaDecoder) -> Any:
     restart: dict[str, SourcePosition] = {}
     for offset, message in enumerate(messages):
         position = SourcePosition("bench", 0, offset)
@@ -64,7 +64,9 @@ async def _child() -> dict[str, Any]:
                      ManualClock())
         first = sink.messages[0].wall_ns
         streams.append([m for m in sink.messages if m.wall_ns - first <= SECONDS * 1e9])
-    merged = sorted((m for s in streams for m in s), key=lambda m: m.wall_ns)
+    # Interleaved by time as a broker partition would hold them, each stream in its own order:
+    # packets are in decode order, and sorting them by timestamp would reorder B-frames.
+    merged = list(heapq.merge(*streams, key=lambda m: m.wall_ns))
     loaded_rss = process.memory_info().rss
     peak = [loaded_rss]
     done = threading.Event()
@@ -78,7 +80,8 @@ async def _child() -> dict[str, Any]:
     sampler_thread.start()
     worker = AnalyzeWorker(config, *detectors, ListFeatureSink())
     started = time.perf_counter()
-    await worker.run(_items(merged, FrameSampler({}, worker.default_fps)))
+    decoder = MediaDecoder(FrameSampler({}, worker.default_fps))
+    await worker.run(_items(merged, decoder))
     elapsed = time.perf_counter() - started
     done.set()
     sampler_thread.join()
@@ -86,7 +89,8 @@ async def _child() -> dict[str, Any]:
             "rss_with_recordings_in_memory_mb": round(loaded_rss / 2**20, 1),
             "peak_rss_analysing_4_streams_mb": round(peak[0] / 2**20, 1),
             "streams": 4, "seconds_per_stream": SECONDS, "analysis_s": round(elapsed, 1),
-            "frames_analysed": worker.counters.frames_analysed, "windows": dict(worker.counters.windows)}
+            "frames_analysed": worker.counters.frames_analysed, "windows": dict(worker.counters.windows),
+            "corrupt_packets": decoder.counters.corrupt_packets}
 
 
 def main() -> dict[str, Any]:

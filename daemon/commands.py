@@ -32,7 +32,7 @@ from daemon.errors import UserError
 from daemon.evaluation import Recording, load_labels
 from daemon.services import ServiceError, ServiceSet, port_open
 from streams import models
-from streams.decode import DecodeCounters, MediaConsumer, StreamEnded
+from streams.decode import DecodeCounters, FrameFilter, MediaConsumer, StreamEnded
 from streams.kafka import MediaPublisher, ensure_topics, make_consumer, make_producer
 from streams.models import AudioChunk, Frame
 from streams.sinks import REDIS_DOWN
@@ -248,16 +248,19 @@ async def assign_all(consumer: AIOKafkaConsumer, topic: str) -> None:
 
 
 async def decode_topic(
-    config: FusewatchConfig, group: str | None, idle: float
+    config: FusewatchConfig, group: str | None, idle: float, frame_filter: FrameFilter | None = None,
 ) -> tuple[dict[str, StreamTally], DecodeCounters]:
-    """Consume `fw.media` until `idle` seconds pass without records; tally what decodes."""
+    """Consume `fw.media` until `idle` seconds pass without records; tally what decodes.
+
+    `frame_filter` says which decoded frames become RGB images (default: every frame).
+    """
     await _ensure_topics(config)
     topic = config.kafka.topics.media
     consumer = make_consumer(config.kafka, *([topic] if group else []), group=group)
     producer = make_producer(config.kafka)
     await consumer.start()
     await producer.start()
-    media = MediaConsumer(consumer, producer, config.kafka.topics.dead_letter)
+    media = MediaConsumer(consumer, producer, config.kafka.topics.dead_letter, frame_filter)
     tallies: dict[str, StreamTally] = defaultdict(StreamTally)
     try:
         if group is None:
