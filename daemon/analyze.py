@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from config.schema import FusewatchConfig, SourceConfig
 from daemon.batcher import DetectionBatcher
@@ -42,7 +41,7 @@ from detectors import registry
 from detectors.base import AudioAnalyzer, ObjectDetector, Transcriber
 from detectors.keywords import KeywordSpotter
 from streams.decode import DecodedItem, MediaConsumer, StreamEnded
-from streams.kafka import SourcePosition, ensure_topics, make_consumer, make_producer
+from streams.kafka import SourcePosition, consumer_lag, ensure_topics, make_consumer, make_producer
 from streams.models import (
     AudioChunk,
     AudioFeatures,
@@ -391,6 +390,11 @@ class AnalyzeWorker:
     def _latency(self, window_end_ms: int) -> dict[str, float]:
         return {"window_end_to_emit": round(time.time() * 1000 - window_end_ms, 1)}
 
+    @property
+    def last_positions(self) -> dict[tuple[str, int], int]:
+        """Per (topic, partition): the offset of the last record handled."""
+        return dict(self._last_position)
+
     def commit_offsets(self) -> dict[TopicPartition, int]:
         """Per partition: the init of the oldest unfinished window, else the next unread offset."""
         offsets = {TopicPartition(topic, part): offset + 1 for (topic, part), offset in self._last_position.items()}
@@ -539,18 +543,10 @@ class _AnalyzeReporter:
             log.debug("analyze: status not written (redis: %s)", exc)
 
     async def _lag(self) -> dict[int, int]:
-        lags: dict[int, int] = {}
-        for tp in self._consumer.assignment():
-            high = self._consumer.highwater(tp)
-            if high is None:
-                continue
-            try:
-                position = await asyncio.wait_for(self._consumer.position(tp), 1.0)
-            except (TimeoutError, KafkaError):
-                continue
-            lags[tp.partition] = max(high - position, 0)
-            self._metrics.consumer_lag.labels(self._group, tp.topic, str(tp.partition)).set(lags[tp.partition])
-        return lags
+        lags = await consumer_lag(self._consumer, self._worker.last_positions)
+        for tp, lag in lags.items():
+            self._metrics.consumer_lag.labels(self._group, tp.topic, str(tp.partition)).set(lag)
+        return {tp.partition: lag for tp, lag in lags.items()}
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import signal
 import subprocess
 import time
 from collections import defaultdict
@@ -309,11 +308,16 @@ def _print_tallies(tallies: dict[str, StreamTally], counters: DecodeCounters) ->
 
 
 def _stop_on_signals() -> asyncio.Event:
-    """An event set by SIGTERM or SIGINT: the worker stops fetching, flushes and commits."""
+    """An event the first SIGTERM/SIGINT sets (stop fetching, drain, flush, commit); a second stops at once.
+
+    Every long-running command stops this way (`daemon.app.install_signal_handlers`).
+    """
+    from daemon.app import install_signal_handlers
+
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    main = asyncio.current_task()
+    assert main is not None, "called from the command's own task"
+    install_signal_handlers(stop, main)
     return stop
 
 
@@ -471,14 +475,11 @@ def parse_roles(raw: list[str]) -> tuple[str, ...]:
 
 async def run(config: FusewatchConfig, roles: tuple[str, ...], metrics_port: int | None) -> int:
     """`fusewatch run`: the given roles, supervised, until SIGTERM/SIGINT (twice: at once)."""
-    from daemon.app import install_signal_handlers, run_app
+    from daemon.app import run_app
     from daemon.web import dashboard_url, resolve_token
 
     token, generated = resolve_token(config)
-    stop = asyncio.Event()
-    main = asyncio.current_task()
-    assert main is not None
-    install_signal_handlers(stop, main)
+    stop = _stop_on_signals()
     if "web" in roles:
         note = " (a fresh token: set web.token to keep one)" if generated else ""
         console.print(f"dashboard: [link]{dashboard_url(config, token)}[/link]{note}")

@@ -33,7 +33,7 @@ from config.schema import FusewatchConfig
 from daemon.learned import LearnedRule
 from daemon.metrics import Metrics, Telemetry
 from daemon.rules import EventRule, JoinedWindow, RuleState, summaries
-from streams.kafka import DeadLetters, SourcePosition, ensure_topics, make_consumer, make_producer
+from streams.kafka import DeadLetters, SourcePosition, consumer_lag, ensure_topics, make_consumer, make_producer
 from streams.models import Alert, Summary, WindowFeatures
 from streams.sinks import REDIS_DOWN, KafkaOutputs, RedisOutputs
 from streams.windows import window_size_ms
@@ -304,15 +304,12 @@ async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, i
     last: dict[tuple[str, int], int] = {}
     telemetry.loaded.add("fuse")
 
-    def export() -> None:
+    async def export() -> None:
         mirror.sync(metrics.late_records, worker.joiner.counters.late)
         mirror.sync(metrics.dead_letters, dead.count, "fuse")
         metrics.redis_buffer_depth.set(redis_outputs.pending)
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            if high is not None:
-                done = last.get((tp.topic, tp.partition), -1) + 1
-                metrics.consumer_lag.labels(group, tp.topic, str(tp.partition)).set(max(high - done, 0))
+        for tp, lag in (await consumer_lag(consumer, last)).items():
+            metrics.consumer_lag.labels(group, tp.topic, str(tp.partition)).set(lag)
 
     async def commit() -> None:
         await kafka_outputs.flush()
@@ -349,10 +346,10 @@ async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, i
             if time.monotonic() - last_commit >= commit_every:
                 last_commit = time.monotonic()
                 await commit()
-                export()
+                await export()
         await redis_outputs.flush_with_retry(stop=stop)
         await commit()
-        export()
+        await export()
     finally:
         telemetry.loaded.discard("fuse")
         await consumer.stop()

@@ -11,13 +11,13 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from config.schema import KafkaConfig
 from streams.models import MediaMessage
@@ -151,6 +151,30 @@ class SourcePosition:
     topic: str
     partition: int
     offset: int
+
+
+async def consumer_lag(consumer: AIOKafkaConsumer, processed: Mapping[tuple[str, int], int]
+                       ) -> dict[TopicPartition, int]:
+    """Per assigned partition, the records after the last one processed (`processed`: topic, partition →
+    offset); for a partition with nothing processed yet, the records after the consumer's position.
+
+    Counted from what was processed, not from what was fetched: the consumer prefetches.
+    """
+    lags: dict[TopicPartition, int] = {}
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is None:
+            continue
+        last = processed.get((tp.topic, tp.partition))
+        if last is not None:
+            following = last + 1
+        else:
+            try:
+                following = await asyncio.wait_for(consumer.position(tp), 1.0)
+            except (TimeoutError, KafkaError):
+                continue
+        lags[tp] = max(high - following, 0)
+    return lags
 
 
 class DeadLetters:

@@ -16,7 +16,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from config.schema import FusewatchConfig
 from daemon.commands import assign_all
 from streams.decode import DecodedItem, MediaConsumer, StreamEnded
-from streams.kafka import MediaPublisher, client_options, make_consumer, make_producer
+from streams.kafka import MediaPublisher, client_options, consumer_lag, make_consumer, make_producer
 from streams.models import AudioChunk, Frame
 from streams.sources import ReplayOptions, replay
 from tests.helpers import DirectDecode, decode_directly
@@ -282,3 +282,30 @@ async def test_malformed_records_go_to_dead_letter_and_good_stream_still_decodes
     assert "no decoder for codec 'nope264'" in reasons
     assert "missing key (stream id)" in reasons
     assert "unsupported wire version '7' (this reader speaks 1)" in reasons
+
+
+async def test_consumer_lag_counts_records_after_the_last_processed_one(fw_config: FusewatchConfig) -> None:
+    """Lag is what is left to process, not to fetch; a partition with nothing processed counts from its position."""
+    topic = fw_config.kafka.topics.features
+    async with make_producer(fw_config.kafka) as producer:
+        for index in range(10):
+            await producer.send_and_wait(topic, f"r{index}".encode(), partition=0)
+        for index in range(4):
+            await producer.send_and_wait(topic, f"s{index}".encode(), partition=1)
+    consumer = make_consumer(fw_config.kafka, group=None)
+    await consumer.start()
+    try:
+        await assign_all(consumer, topic)
+        fetched: list[int] = []
+        while len(fetched) < 14:
+            batches = await consumer.getmany(timeout_ms=1000)
+            fetched += [r.offset for batch in batches.values() for r in batch]
+        # Everything is fetched, but only partition 0 up to offset 2 is processed.
+        lags = await consumer_lag(consumer, {(topic, 0): 2})
+        assert lags[TopicPartition(topic, 0)] == 7
+        assert lags[TopicPartition(topic, 1)] == 0, "nothing processed: counted from the (fetched) position"
+        lags = await consumer_lag(consumer, {(topic, 0): 9, (topic, 1): 0})
+        assert (lags[TopicPartition(topic, 0)], lags[TopicPartition(topic, 1)]) == (0, 3)
+        assert set(lags) == consumer.assignment(), "every assigned partition, the empty ones at 0"
+    finally:
+        await consumer.stop()
