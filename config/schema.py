@@ -254,9 +254,10 @@ class YoloDetectorConfig(Section):
 class DarknetDetectorConfig(Section):
     """A Darknet YOLO (default: the COCO-pretrained YOLOv3-tiny fetched at install) on OpenCV DNN.
 
-    OpenCV's DNN runs on the CPU, where a batch of frames takes no less time than the same
-    frames one by one (slightly more: bench/README.md), so `max_batch` is 1 by default; the
-    frames of every stream still share the one bounded queue. `cpu_threads`: OpenCV's
+    OpenCV's DNN runs on the CPU, where a batch of frames is no faster than the same frames
+    one by one (0.85–1.02× over three benchmark runs, bench/README.md), so `max_batch` is 1
+    by default and no frame waits for a batch to fill; the frames of every stream still
+    share the one bounded queue. `cpu_threads`: OpenCV's
     threads (default: every core the process may use).
     """
 

@@ -290,24 +290,39 @@ class MediaConsumer:
 
     async def items(self, idle_timeout: float | None = None,
                     stop: asyncio.Event | None = None) -> AsyncIterator[DecodedItem]:
-        """Decoded items in partition order; ends after `idle_timeout` s without records or on `stop`."""
+        """Decoded items in partition order; ends after `idle_timeout` s without records or on `stop`.
+
+        One batch decodes in the decode thread while the caller handles the items of the one
+        before (and the next is fetched): at most two batches are in memory.
+        """
         loop = asyncio.get_running_loop()
         idle = 0.0
+        decoding: asyncio.Future[_BatchResult] | None = None
         while stop is None or not stop.is_set():
-            batches = await self._consumer.getmany(timeout_ms=200, max_records=self._batch_records)
+            batches = await self._consumer.getmany(timeout_ms=0 if decoding else 200,
+                                                   max_records=self._batch_records)
             records = [record for batch in batches.values() for record in batch]
-            if not records:
+            following = loop.run_in_executor(self._executor, self._decode_batch, records) if records else None
+            if decoding is not None:
+                async for item in self._deliver(await decoding):
+                    yield item
+            decoding = following
+            if records:
+                idle = 0.0
+            elif decoding is None:
                 idle += 0.2
                 if idle_timeout is not None and idle >= idle_timeout:
                     return
-                continue
-            idle = 0.0
-            result = await loop.run_in_executor(self._executor, self._decode_batch, records)
-            for failure in result.failures:
-                await self._dead.send(failure.record, failure.position, failure.reason)
-                self.counters.dead_letters += 1
-            for item in result.items:
+        if decoding is not None:  # stopping: what was fetched is still delivered
+            async for item in self._deliver(await decoding):
                 yield item
+
+    async def _deliver(self, result: _BatchResult) -> AsyncIterator[DecodedItem]:
+        for failure in result.failures:
+            await self._dead.send(failure.record, failure.position, failure.reason)
+            self.counters.dead_letters += 1
+        for item in result.items:
+            yield item
 
     def _decode_batch(self, records: list[Any]) -> _BatchResult:
         result = _BatchResult()
