@@ -2,7 +2,7 @@
 
 Ours: PyAV decodes the people video, frames go through `DetectionBatcher` (the config's
 defaults: batches of up to 8, waiting at most 50 ms) into `YoloDetector` (PyTorch on every
-core, channels-last). Baseline: `for r in YOLO(w).predict(source=FILE, stream=True,
+core). Baseline: `for r in YOLO(w).predict(source=FILE, stream=True,
 imgsz=640): pass`, which decodes with OpenCV and infers frame by frame with ultralytics'
 own thread setting (cores - 1); a second baseline run sets PyTorch to every core after
 ultralytics' setup, to show how much of the gap is threads. Same weights, same input size,

@@ -289,8 +289,8 @@ class WhisperConfig(Section):
 
     `encoder_context: fit` runs Whisper's encoder on the utterance plus a few seconds of
     padding (at least 10 s) instead of a fixed 30 s: the encoder is most of the cost of a
-    short utterance, and on the test speech the words are the same (detectors/README.md).
-    `full` is Whisper's own 30 s.
+    short utterance. On the test speech tiny.en hears the same words; base the same words,
+    one of them better (detectors/README.md). `full` is Whisper's own 30 s.
     """
 
     model: str = "tiny.en"

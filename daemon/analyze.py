@@ -512,7 +512,8 @@ class _AnalyzeReporter:
         decoded = self._media.counters
         counters = self._worker.counters
         metrics, mirror = self._metrics, self._mirror
-        for stream, count in decoded.frames_by_stream.items():
+        frames_decoded = dict(decoded.frames_by_stream)  # one copy: the decode thread adds streams meanwhile
+        for stream, count in frames_decoded.items():
             mirror.sync(metrics.frames_decoded, count, stream)
         for stream, count in counters.analysed_by_stream.items():
             mirror.sync(metrics.frames_analysed, count, stream)
@@ -524,11 +525,11 @@ class _AnalyzeReporter:
         lag = await self._lag()
         now = time.monotonic()
         then, before = self._previous
-        self._previous = (now, dict(decoded.frames_by_stream))
+        self._previous = (now, frames_decoded)
         statuses = []
         self._known.update(self._worker.streams)
         for stream, (site, partition) in self._known.items():
-            frames = decoded.frames_by_stream.get(stream, 0)
+            frames = frames_decoded.get(stream, 0)
             fps = (frames - before.get(stream, 0)) / (now - then) if before and now > then else 0.0
             statuses.append(StreamStatus(
                 stream=stream, site=site, worker=self._process, fps=round(fps, 2), frames_decoded=frames,

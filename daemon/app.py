@@ -205,7 +205,7 @@ def install_signal_handlers(stop: asyncio.Event, main: asyncio.Task[Any], hard_e
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
         if not stop.is_set():
-            log.warning("%s: stopping (draining in-flight windows); send it again to stop at once", name)
+            log.warning("%s: stopping (finishing in-flight work); send it again to stop at once", name)
             stop.set()
             return
         log.warning("%s again: stopping now", name)

@@ -204,17 +204,18 @@ async def _ensure_topics(config: FusewatchConfig) -> None:
 
 
 async def ingest(config: FusewatchConfig, source_id: str) -> int:
-    """`fusewatch ingest --source ID`: keep one configured source flowing until Ctrl-C."""
+    """`fusewatch ingest --source ID`: keep one configured source flowing until SIGTERM/SIGINT, then flush."""
     try:
         source = config.source(source_id)
     except KeyError as exc:
         raise UserError(str(exc.args[0])) from exc
+    stop = _stop_on_signals()
     await _ensure_topics(config)
     state = IngestState()
     async with MediaPublisher(config.kafka) as publisher:
         try:
             await ingest_live(source.url, source.id, config.site_of(source), publisher,
-                              source.reconnect, dict(source.options), state=state)
+                              source.reconnect, dict(source.options), state=state, stop=stop)
         except SourceError as exc:
             raise UserError(str(exc)) from exc
         finally:
@@ -310,7 +311,8 @@ def _print_tallies(tallies: dict[str, StreamTally], counters: DecodeCounters) ->
 def _stop_on_signals() -> asyncio.Event:
     """An event the first SIGTERM/SIGINT sets (stop fetching, drain, flush, commit); a second stops at once.
 
-    Every long-running command stops this way (`daemon.app.install_signal_handlers`).
+    The services stop this way: run, demo, ingest, analyze, fuse and `alerts --follow`
+    (`daemon.app.install_signal_handlers`); replay, decode and eval are one-shot tools.
     """
     from daemon.app import install_signal_handlers
 

@@ -280,9 +280,9 @@ class OpenAIWhisperTranscriber:
 
         samples = torch.from_numpy(np.array(audio, dtype=np.float32))
         language, probability = self._language, 1.0
-        if language is None:
-            language, probability = self._detect_language(samples)
-        with self._context.sized_for(samples.numel()):
+        with self._context.sized_for(samples.numel()):  # language detection too, as faster-whisper does
+            if language is None:
+                language, probability = self._detect_language(samples)
             result = whisper.transcribe(
                 self._model, samples, language=language, beam_size=None if self._beam_size == 1 else self._beam_size,
                 temperature=0.0, word_timestamps=True, condition_on_previous_text=False,

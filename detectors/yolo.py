@@ -9,8 +9,7 @@ PyTorch get one thread less than the cores (one thread on a 2-core machine) and 
 one thread. In an analysis worker that halves the speed of CPU inference, OpenCV's
 DNN detector included, so `import_ultralytics` keeps OpenCV's and OpenMP's settings and
 `YoloDetector` sets PyTorch's threads itself (`cpu_threads`, default: every core) once
-its predictor is set up. On the CPU the network runs in channels-last memory format
-(about 15 % faster convolutions through oneDNN, measured in bench/README.md).
+its predictor is set up.
 """
 
 from __future__ import annotations
@@ -85,15 +84,10 @@ class YoloDetector:
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """Set the predictor up now (model fused, on its device); on the CPU, channels-last."""
+        """Set the predictor up now (model fused, on its device), not on the first frames."""
         import numpy as np
-        import torch
 
         self._predict([np.zeros((self._imgsz, self._imgsz, 3), dtype=np.uint8)])
-        if self.device == "cpu":
-            network = getattr(self._model.predictor.model, "model", None)
-            if isinstance(network, torch.nn.Module):
-                network.to(memory_format=torch.channels_last)
 
     def _predict(self, images: list[Any]) -> Any:
         if self.device == "cpu":

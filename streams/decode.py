@@ -276,6 +276,7 @@ class MediaConsumer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fw-decode")
         self._restart: dict[str, SourcePosition] = {}
         self._batch_records = batch_records
+        self._decoding: asyncio.Future[_BatchResult] | None = None
 
     @property
     def counters(self) -> DecodeCounters:
@@ -293,28 +294,30 @@ class MediaConsumer:
         """Decoded items in partition order; ends after `idle_timeout` s without records or on `stop`.
 
         One batch decodes in the decode thread while the caller handles the items of the one
-        before (and the next is fetched): at most two batches are in memory.
+        before (and the next is fetched): at most two batches are in memory. A batch decoded
+        but not yet delivered when the caller leaves the loop is delivered first by the next
+        call, so leaving early loses nothing the decoder has moved past.
         """
         loop = asyncio.get_running_loop()
         idle = 0.0
-        decoding: asyncio.Future[_BatchResult] | None = None
         while stop is None or not stop.is_set():
-            batches = await self._consumer.getmany(timeout_ms=0 if decoding else 200,
-                                                   max_records=self._batch_records)
+            wait_ms = 0 if self._decoding is not None else 200
+            batches = await self._consumer.getmany(timeout_ms=wait_ms, max_records=self._batch_records)
             records = [record for batch in batches.values() for record in batch]
-            following = loop.run_in_executor(self._executor, self._decode_batch, records) if records else None
-            if decoding is not None:
-                async for item in self._deliver(await decoding):
-                    yield item
-            decoding = following
             if records:
                 idle = 0.0
-            elif decoding is None:
-                idle += 0.2
+            elif wait_ms:
+                idle += wait_ms / 1000
                 if idle_timeout is not None and idle >= idle_timeout:
                     return
-        if decoding is not None:  # stopping: what was fetched is still delivered
-            async for item in self._deliver(await decoding):
+            ready = self._decoding
+            self._decoding = loop.run_in_executor(self._executor, self._decode_batch, records) if records else None
+            if ready is not None:
+                async for item in self._deliver(await ready):
+                    yield item
+        if self._decoding is not None:  # stopping: what was fetched is still delivered
+            ready, self._decoding = self._decoding, None
+            async for item in self._deliver(await ready):
                 yield item
 
     async def _deliver(self, result: _BatchResult) -> AsyncIterator[DecodedItem]:

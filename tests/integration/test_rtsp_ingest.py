@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from config.schema import Reconnect
+from config.schema import FusewatchConfig, Reconnect, SourceConfig
+from daemon.commands import assign_all
 from daemon.services import free_port
+from streams.kafka import make_consumer
 from streams.models import Packet, StreamInit
 from streams.sources import IngestState, ingest_live
 from streams.testing import ListSink
+from tests.helpers import write_config
 
 pytestmark = pytest.mark.integration
-SERVER = Path(__file__).resolve().parents[1] / "support" / "rtsp_server.py"
+ROOT = Path(__file__).resolve().parents[2]
+SERVER = ROOT / "tests" / "support" / "rtsp_server.py"
 
 
 class RtspCamera:
@@ -95,3 +101,40 @@ async def test_ingest_reconnects_with_backoff_when_the_camera_drops(camera: Rtsp
     assert sum(p.keyframe for p in video) >= 2
     walls = [p.wall_ns for p in sink.packets("video")]
     assert walls[-1] > walls[0]
+
+
+async def test_fusewatch_ingest_flushes_everything_it_read_on_sigterm(camera: RtspCamera, fw_config: FusewatchConfig,
+                                                                       tmp_path: Path) -> None:
+    """The compose service's command: SIGTERM stops reading, publishes what it read, exits 0."""
+    config = fw_config.model_copy(update={"sources": [SourceConfig(id="gate", url=camera.url)]})
+    path = write_config(config, tmp_path / "site.yaml")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "daemon.cli", "ingest", "--source", "gate", "--config", str(path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT)
+    consumer = make_consumer(config.kafka, group=None)
+    await consumer.start()
+    try:
+        await assign_all(consumer, config.kafka.topics.media)
+        seen: list[int] = []
+
+        async def read(seconds: float) -> None:
+            batches = await consumer.getmany(timeout_ms=int(seconds * 1000))
+            seen.extend(r.offset for batch in batches.values() for r in batch)
+
+        while len(seen) < 100:
+            assert proc.returncode is None, "ingest ended before it was stopped"
+            await read(1.0)
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+        output = (out + err).decode()
+        assert proc.returncode == 0, output
+        match = re.search(r"ingest gate: (\d+) messages", output)
+        assert match, output
+        for _ in range(10):
+            await read(0.5)
+        assert len(seen) == int(match.group(1)), "every message it read is in the topic"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await consumer.stop()

@@ -1,0 +1,83 @@
+"""`MediaConsumer` over a scripted consumer: pipelined decode keeps order, loses nothing, dead-letters bad records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from streams.decode import MediaConsumer, MediaDecoder
+from streams.sources import ReplayOptions, replay
+from streams.testing import ListSink, ManualClock
+from streams.wire import WireRecord, decode_media, encode_media
+
+TOPIC = "fw.media"
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+class ScriptedConsumer:
+    """Hands out the given records `max_records` at a time, then nothing."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self._records = records
+        self.polls: list[int] = []
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
+        self.polls.append(timeout_ms)
+        batch, self._records = self._records[:max_records], self._records[max_records:]
+        return {TopicPartition(TOPIC, 0): batch} if batch else {}
+
+
+class KeptProducer:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send_and_wait(self, topic: str, **record: Any) -> None:
+        self.sent.append({"topic": topic, **record})
+
+
+async def _records(media_dir: Path) -> list[Record]:
+    sink = ListSink()
+    await replay(str(media_dir / "help.wav"), "mic", "hq", sink, ReplayOptions(speed=None), ManualClock())
+    wire = [encode_media(message) for message in sink.messages]
+    records = [Record(TOPIC, 0, offset, w.key, w.value, list(w.headers)) for offset, w in enumerate(wire)]
+    records[7] = Record(TOPIC, 0, 7, records[7].key, b"\x00garbage", [("kind", b"nonsense")])
+    return records
+
+
+async def test_leaving_early_loses_no_decoded_batch_and_bad_records_are_dead_lettered(media_dir: Path) -> None:
+    records = await _records(media_dir)
+    expected = []
+    decoder = MediaDecoder()
+    for record in records:
+        if record.offset == 7:
+            continue
+        message = decode_media(WireRecord(record.key, record.value, record.headers))
+        expected += [(record.offset, type(item).__name__) for item in decoder.handle(message)]
+    producer = KeptProducer()
+    media = MediaConsumer(ScriptedConsumer(records), producer, "fw.dead-letter", batch_records=5)  # type: ignore[arg-type]
+    try:
+        first = []
+        async for decoded in media.items(idle_timeout=0.4):
+            first.append((decoded.position.offset, type(decoded.item).__name__))
+            break  # the caller leaves while the next batch is already decoding
+        rest = [(d.position.offset, type(d.item).__name__) async for d in media.items(idle_timeout=0.4)]
+    finally:
+        media.close()
+    assert first == expected[:1]
+    batch_one_left = [item for item in expected[1:] if item[0] < 5]  # the rest of the batch the caller left
+    assert first + rest == [item for item in expected if item not in batch_one_left]
+    assert rest[0][0] == 5, "the batch decoded ahead is delivered first by the next call"
+    assert [(s["topic"], dict(s["headers"])["dl-offset"]) for s in producer.sent] == [("fw.dead-letter", b"7")]
+    assert media.counters.dead_letters == 1
