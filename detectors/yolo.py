@@ -4,12 +4,13 @@ Weights load from a local file only: ultralytics is put in offline mode before i
 missing file is an error and never a download. `device: auto` picks CUDA with half
 precision when present, the CPU otherwise. Frames of every stream go in one batch.
 
-ultralytics tunes the whole process for training when imported or set up: OpenMP and
-PyTorch get one thread less than the cores (one thread on a 2-core machine) and OpenCV
-one thread. In an analysis worker that halves the speed of CPU inference, OpenCV's
-DNN detector included, so `import_ultralytics` keeps OpenCV's and OpenMP's settings and
-`YoloDetector` sets PyTorch's threads itself (`cpu_threads`, default: every core) once
-its predictor is set up.
+ultralytics tunes the whole process for training when imported or set up: OpenMP gets
+one thread (`OMP_NUM_THREADS=1` when unset), OpenCV one thread, and its predictor setup
+gives PyTorch one thread less than the cores (one, on a 2-core machine). In an analysis
+worker that halves the speed of CPU inference, OpenCV's DNN detector included, so
+`import_ultralytics` keeps OpenCV's and OpenMP's settings and `YoloDetector` sets
+PyTorch's threads itself (`cpu_threads`, default: the cores the process may use) once its
+predictor is set up.
 """
 
 from __future__ import annotations
