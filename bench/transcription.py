@@ -115,7 +115,7 @@ def _side(times: dict[str, list[float]], texts: dict[str, str], seconds: float, 
             "wer": round(jiwer.wer(normalise(truth), normalise(texts[label])), 4), "text": texts[label]}
 
 
-def main(repeat: int) -> dict[str, Any]:
+def main(repeat: int, model: str = "auto") -> dict[str, Any]:
     media = fetch_media(Path(".cache/media"))
     labels = json.loads((media / "lobby.labels.json").read_text())
     clips = {
@@ -126,9 +126,10 @@ def main(repeat: int) -> dict[str, Any]:
                             " ".join(s["text"] for s in labels["speech"] if s["end"] <= 70)),
     }
     analyzer = LoudnessVad()
-    fitted = FasterWhisperTranscriber(encoder_context="fit")
-    full = FasterWhisperTranscriber(encoder_context="full")
-    reference = OpenAIWhisperTranscriber()
+    fitted = FasterWhisperTranscriber(model, encoder_context="fit")
+    model = fitted.model_name  # what `auto` chose on this machine, for every side
+    full = FasterWhisperTranscriber(model, encoder_context="full")
+    reference = OpenAIWhisperTranscriber(model)
     openai_whisper_transcribe(clips["jfk.wav"][0][:RATE], reference)  # numba compiles the word-timing DTW once
     comparisons: list[dict[str, Any]] = []
     for name, (audio, truth) in clips.items():
@@ -152,9 +153,11 @@ def main(repeat: int) -> dict[str, Any]:
                                 "baseline": side(baseline), "target": target,
                                 "time_ratio": round(median(times[ours]) / median(times[baseline]), 3)})
     return {
-        "what": "Whisper tiny.en: the analyze stage's VAD-gated streaming vs each library's transcribe() on the "
-                "whole clip; faster-whisper int8 with 2 threads, openai-whisper float32 with torch's "
-                f"{torch.get_num_threads()} threads",
+        "what": f"Whisper {model}: the analyze stage's VAD-gated streaming vs each library's transcribe() on the "
+                f"whole clip; faster-whisper {fitted.compute_type} on {fitted.device} (2 CPU threads), "
+                f"openai-whisper {'float16' if reference.device.startswith('cuda') else 'float32'} on "
+                f"{reference.device} (torch's {torch.get_num_threads()} CPU threads)",
+        "model": model,
         "comparisons": comparisons,
     }
 
@@ -162,7 +165,9 @@ def main(repeat: int) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=2)
-    result = main(parser.parse_args().repeat)
+    parser.add_argument("--model", choices=["auto", "tiny.en", "base"], default="auto")
+    args = parser.parse_args()
+    result = main(args.repeat, args.model)
     for row in result["comparisons"]:
         print(f"{row['clip']:>16}  {row['ours']['label']:<40} vs {row['baseline']['label']:<28} "
               f"{row['time_ratio']:>6}× time  WER {row['ours']['wer']} vs {row['baseline']['wer']}")

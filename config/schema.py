@@ -281,9 +281,10 @@ ObjectDetectorConfig = Annotated[
 class WhisperConfig(Section):
     """What every Whisper backend shares: the model, decoding, keywords and speech segmentation.
 
-    `model`: `tiny.en` (installed with the package) or `base` (multilingual, fetched at
-    install time; set `language: en` for English-only sites to skip language detection), or
-    `model_dir`, a CTranslate2 model directory. Speech is cut into utterances by voice
+    `model`: `auto` (tiny.en on a CPU, base on a GPU), `tiny.en` (installed with the
+    package) or `base` (multilingual, fetched at install time; set `language: en` for
+    English-only sites to skip language detection); `model_dir`, a CTranslate2 model
+    directory, overrides it. Speech is cut into utterances by voice
     activity: an utterance ends after `min_silence`, is cut at `max_segment`, and is
     transcribed with `segment_overlap` of audio on each side so no word is cut at an edge.
 
@@ -293,7 +294,7 @@ class WhisperConfig(Section):
     one of them better (detectors/README.md). `full` is Whisper's own 30 s.
     """
 
-    model: str = "tiny.en"
+    model: Literal["auto", "tiny.en", "base"] = "auto"
     model_dir: str | None = None
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     beam_size: int = Field(default=1, ge=1, le=10)

@@ -33,7 +33,7 @@ import torch
 
 from detectors.base import Pcm16k
 from detectors.weights import WeightsError
-from detectors.whisper import EncoderContext, keep_segment, model_dir_for
+from detectors.whisper import EncoderContext, auto_model, keep_segment, model_dir_for
 from streams.models import Transcript, TranscriptSegment, WordTiming
 
 CT2_BINARY_VERSION = 6
@@ -249,14 +249,17 @@ class OpenAIWhisperTranscriber:
     openai-whisper's DTW with numba (a few seconds, once per process).
     """
 
-    def __init__(self, model: str = "tiny.en", model_dir: str | None = None, device: str = "auto",
+    def __init__(self, model: str = "auto", model_dir: str | None = None, device: str = "auto",
                  beam_size: int = 1, language: str | None = None,
                  encoder_context: Literal["fit", "full"] = "fit") -> None:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if model == "auto" and not model_dir:
+            model = auto_model(device)
         folder = Path(model_dir) if model_dir else model_dir_for(model)
         if not (folder / "model.bin").is_file():
             raise WeightsError(f"Whisper model directory {folder} has no model.bin")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model_name = model
         self.device = device
         self._context = EncoderContext(encoder_context == "fit")
         self._model = load_model(folder, device, self._context)

