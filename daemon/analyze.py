@@ -19,17 +19,17 @@ never emitted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
 from config.schema import FusewatchConfig, SourceConfig
 from daemon.batcher import DetectionBatcher
@@ -80,6 +80,7 @@ class AnalyzeCounters:
     dropped_by_stream: Counter[str] = field(default_factory=Counter)
     windows_by_stream: Counter[tuple[str, str]] = field(default_factory=Counter)
     last_window_end: dict[str, int] = field(default_factory=dict)
+    partitions_released: int = 0
 
 
 @dataclass
@@ -122,6 +123,7 @@ class _StreamState:
         self.coverage_ns = coverage_ns
         self.unfinished: dict[tuple[str, int], SourcePosition] = {}
         self.partition: tuple[str, int] | None = None
+        self.released = False
 
     def covered(self, start_ms: int) -> bool:
         return start_ms * NS_PER_MS >= self.coverage_ns
@@ -375,11 +377,14 @@ class AnalyzeWorker:
             await self._queue_audio(state, window)
         await state.audio_queue.put(None)
         if state.audio_task is not None:
-            await state.audio_task
+            await asyncio.wait([state.audio_task])  # not cancelled with it if the stream is released meanwhile
         state.unfinished.clear()
-        del self._streams[stream]
+        if self._streams.get(stream) is state:
+            del self._streams[stream]
 
     async def _emit(self, state: _StreamState, modality: str, start: int, features: WindowFeatures) -> None:
+        if state.released:
+            return
         await self._sink.emit(features)
         self.counters.windows[modality] += 1
         self.counters.windows_by_stream[(state.stream, modality)] += 1
@@ -394,6 +399,33 @@ class AnalyzeWorker:
     def last_positions(self) -> dict[tuple[str, int], int]:
         """Per (topic, partition): the offset of the last record handled."""
         return dict(self._last_position)
+
+    def release(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop every stream read from `partitions` (revoked in a rebalance), emitting nothing more of theirs.
+
+        Their unfinished windows are redone by whoever is assigned the partition next, from
+        the committed init; a window in flight here that is finished anyway is not emitted.
+        """
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        for stream, state in list(self._streams.items()):
+            if state.partition in keys:
+                state.released = True
+                if state.audio_task is not None:
+                    state.audio_task.cancel()
+                del self._streams[stream]
+        for key in keys:
+            self._last_position.pop(key, None)
+        self.counters.partitions_released += len(keys)
+
+    def note_handled(self, positions: Mapping[tuple[str, int], int]) -> None:
+        """Records up to these offsets are handled, also those that gave no item (`MediaConsumer.handled_positions`).
+
+        Without it, a dead letter or an init at the end of a partition would stay in the
+        consumer lag and be read (and dead-lettered) again after a restart.
+        """
+        for key, offset in positions.items():
+            if offset > self._last_position.get(key, -1):
+                self._last_position[key] = offset
 
     def commit_offsets(self) -> dict[TopicPartition, int]:
         """Per partition: the init of the oldest unfinished window, else the next unread offset."""
@@ -442,9 +474,7 @@ async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None
                    if config.detectors.transcriber is not None else None)
     group = f"{config.kafka.group_prefix}-analyze"
     producer = make_producer(config.kafka)
-    consumer = make_consumer(config.kafka, config.kafka.topics.media, group=group)
-    await producer.start()
-    await consumer.start()
+    consumer = make_consumer(config.kafka, group=group)
     sink = KafkaFeatureSink(producer, config.kafka.topics.features)
     worker = AnalyzeWorker(config, detector, analyzer, transcriber, sink,
                            Path(config.outputs.snapshots_dir) if config.outputs.snapshots_dir else None)
@@ -453,15 +483,24 @@ async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None
     reporter = _AnalyzeReporter(config, telemetry, worker, media, consumer, group)
     worker.observe_inference = lambda model, seconds: telemetry.metrics.inference_seconds.labels(model).observe(
         seconds)
-    telemetry.loaded.add("analyze")
     last_commit = time.monotonic()
 
     async def commit() -> None:
         await sink.flush()
-        offsets = worker.commit_offsets()
-        if offsets:
-            with contextlib.suppress(Exception):
-                await consumer.commit(offsets)
+        worker.note_handled(media.handled_positions)
+        assigned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in worker.commit_offsets().items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as exc:  # e.g. a rebalance under way: the next commit covers it
+            log.warning("analyze: offsets not committed (%s: %s)", type(exc).__name__, exc)
+
+    consumer.subscribe([config.kafka.topics.media], listener=_ReleaseOnRevoke(commit, worker, media))
+    await producer.start()
+    await consumer.start()
+    telemetry.loaded.add("analyze")
 
     async def maybe_commit(_: DecodedItem) -> None:
         nonlocal last_commit
@@ -484,6 +523,33 @@ async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None
         await consumer.stop()
         await producer.stop()
     return worker.counters
+
+
+class _ReleaseOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no stubs for it
+    """Commits what is done, then forgets the revoked partitions (DESIGN §6).
+
+    A rebalance hands every assigned partition out again from its committed offset, also
+    to this worker: its streams' decoders and windows would get the same records twice.
+    Committing first keeps the re-read short; forgetting makes it decode and window afresh,
+    to the same features.
+    """
+
+    def __init__(self, commit: Callable[[], Awaitable[None]], worker: AnalyzeWorker, media: MediaConsumer) -> None:
+        self._commit = commit
+        self._worker = worker
+        self._media = media
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if not revoked:
+            return
+        await self._commit()
+        self._media.release(revoked)
+        self._worker.release(revoked)
+        log.info("analyze: partitions revoked, their streams start again from the committed offsets: %s",
+                 sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("analyze: partitions assigned: %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
 
 class _AnalyzeReporter:
@@ -544,6 +610,7 @@ class _AnalyzeReporter:
             log.debug("analyze: status not written (redis: %s)", exc)
 
     async def _lag(self) -> dict[int, int]:
+        self._worker.note_handled(self._media.handled_positions)
         lags = await consumer_lag(self._consumer, self._worker.last_positions)
         for tp, lag in lags.items():
             self._metrics.consumer_lag.labels(self._group, tp.topic, str(tp.partition)).set(lag)

@@ -58,6 +58,7 @@ class DecodeCounters:
     corrupt_packets: int = 0
     dead_letters: int = 0
     streams_ended: int = 0
+    released_items: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +199,10 @@ class MediaDecoder:
     def streams(self) -> dict[str, StreamDecoder]:
         return self._streams
 
+    def forget(self, stream: str) -> None:
+        """Drop the stream's decoder unflushed: its next message must be an init (a re-read)."""
+        self._streams.pop(stream, None)
+
     def handle(self, message: MediaMessage) -> list[Decoded]:
         """Decode one message; raise DecodeError if it cannot be used."""
         self.counters.messages += 1
@@ -256,6 +261,8 @@ class _Failure:
 class _BatchResult:
     items: list[DecodedItem] = field(default_factory=list)
     failures: list[_Failure] = field(default_factory=list)
+    last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    epoch: int = 0
 
 
 class MediaConsumer:
@@ -277,10 +284,25 @@ class MediaConsumer:
         self._restart: dict[str, SourcePosition] = {}
         self._batch_records = batch_records
         self._decoding: asyncio.Future[_BatchResult] | None = None
+        self._handled: dict[tuple[str, int], int] = {}
+        self._partition_of: dict[str, tuple[str, int]] = {}
+        self._epoch = 0  # bumped by every release(); a batch remembers the epoch it was fetched in
+        self._released: dict[tuple[str, int], int] = {}
+        self._to_forget: set[tuple[str, int]] = set()
 
     @property
     def counters(self) -> DecodeCounters:
         return self._decoder.counters
+
+    @property
+    def handled_positions(self) -> dict[tuple[str, int], int]:
+        """Per (topic, partition): the last record done with, items included.
+
+        A record is done when the caller asked for the item after its last one, or when it
+        gave none (an init, a packet the decoder holds for reordering, a dead letter): what
+        the positions of the items alone cannot show.
+        """
+        return dict(self._handled)
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
@@ -288,6 +310,21 @@ class MediaConsumer:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+    def release(self, partitions: Iterable[TopicPartition]) -> None:
+        """Forget what was read from `partitions` (revoked in a consumer-group rebalance).
+
+        After a rebalance the consumer reads each assigned partition again from its committed
+        offset, so what was fetched from a revoked partition and not yet delivered is dropped
+        (counted), and its streams decode afresh from the next init: the decode thread forgets
+        them before it decodes the next batch.
+        """
+        self._epoch += 1
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self._released[key] = self._epoch
+            self._to_forget.add(key)
+            self._handled.pop(key, None)
 
     async def items(self, idle_timeout: float | None = None,
                     stop: asyncio.Event | None = None) -> AsyncIterator[DecodedItem]:
@@ -311,7 +348,10 @@ class MediaConsumer:
                 if idle_timeout is not None and idle >= idle_timeout:
                     return
             ready = self._decoding
-            self._decoding = loop.run_in_executor(self._executor, self._decode_batch, records) if records else None
+            self._decoding = None
+            if records:
+                forget, self._to_forget = self._to_forget, set()
+                self._decoding = loop.run_in_executor(self._executor, self._decode_batch, records, forget, self._epoch)
             if ready is not None:
                 async for item in self._deliver(await ready):
                     yield item
@@ -321,21 +361,37 @@ class MediaConsumer:
                 yield item
 
     async def _deliver(self, result: _BatchResult) -> AsyncIterator[DecodedItem]:
-        for failure in result.failures:
-            await self._dead.send(failure.record, failure.position, failure.reason)
-            self.counters.dead_letters += 1
-        for item in result.items:
-            yield item
+        def released(position: SourcePosition) -> bool:  # since this batch was fetched
+            return self._released.get((position.topic, position.partition), -1) > result.epoch
 
-    def _decode_batch(self, records: list[Any]) -> _BatchResult:
-        result = _BatchResult()
+        for failure in result.failures:
+            if not released(failure.position):  # else the partition's next owner dead-letters it
+                await self._dead.send(failure.record, failure.position, failure.reason)
+                self.counters.dead_letters += 1
+        for item in result.items:
+            if released(item.position):
+                self.counters.released_items += 1
+                continue
+            yield item
+        for key, offset in result.last_offsets.items():
+            if self._released.get(key, -1) <= result.epoch:
+                self._handled[key] = max(self._handled.get(key, offset), offset)
+
+    def _decode_batch(self, records: list[Any], forget: set[tuple[str, int]], epoch: int) -> _BatchResult:
+        for stream in [s for s, key in self._partition_of.items() if key in forget]:
+            self._decoder.forget(stream)
+            self._restart.pop(stream, None)
+            del self._partition_of[stream]
+        result = _BatchResult(epoch=epoch)
         for record in records:
             position = SourcePosition(record.topic, record.partition, record.offset)
+            result.last_offsets[(record.topic, record.partition)] = record.offset
             wire = WireRecord(record.key, record.value, list(record.headers or ()))
             try:
                 message = decode_media(wire)
                 if isinstance(message, StreamInit):
                     self._restart[message.stream] = position
+                    self._partition_of[message.stream] = (record.topic, record.partition)
                 decoded = self._decoder.handle(message)
             except (WireError, DecodeError) as exc:
                 result.failures.append(_Failure(wire, position, str(exc)))

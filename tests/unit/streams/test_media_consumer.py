@@ -1,4 +1,5 @@
-"""`MediaConsumer` over a scripted consumer: pipelined decode keeps order, loses nothing, dead-letters bad records."""
+"""`MediaConsumer` over a scripted consumer: pipelined decode keeps order, loses nothing, dead-letters bad records,
+and decodes a partition afresh when a rebalance makes it read again."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from streams.decode import MediaConsumer, MediaDecoder
+from streams.models import AudioChunk, Frame, StreamInit
 from streams.sources import ReplayOptions, replay
 from streams.testing import ListSink, ManualClock
 from streams.wire import WireRecord, decode_media, encode_media
@@ -33,6 +35,10 @@ class ScriptedConsumer:
         self._records = records
         self.polls: list[int] = []
 
+    def serve(self, records: list[Record]) -> None:
+        """From now on hand out `records` (a rebalance: the partition is read again from its committed offset)."""
+        self._records = list(records)
+
     async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
         self.polls.append(timeout_ms)
         batch, self._records = self._records[:max_records], self._records[max_records:]
@@ -47,11 +53,15 @@ class KeptProducer:
         self.sent.append({"topic": topic, **record})
 
 
-async def _records(media_dir: Path) -> list[Record]:
+async def _wire_records(path: Path, stream: str, limit: int | None = None) -> list[Record]:
     sink = ListSink()
-    await replay(str(media_dir / "help.wav"), "mic", "hq", sink, ReplayOptions(speed=None), ManualClock())
-    wire = [encode_media(message) for message in sink.messages]
-    records = [Record(TOPIC, 0, offset, w.key, w.value, list(w.headers)) for offset, w in enumerate(wire)]
+    await replay(str(path), stream, "hq", sink, ReplayOptions(speed=None), ManualClock())
+    wire = [encode_media(message) for message in sink.messages[:limit]]
+    return [Record(TOPIC, 0, offset, w.key, w.value, list(w.headers)) for offset, w in enumerate(wire)]
+
+
+async def _records(media_dir: Path) -> list[Record]:
+    records = await _wire_records(media_dir / "help.wav", "mic")
     records[7] = Record(TOPIC, 0, 7, records[7].key, b"\x00garbage", [("kind", b"nonsense")])
     return records
 
@@ -81,3 +91,43 @@ async def test_leaving_early_loses_no_decoded_batch_and_bad_records_are_dead_let
     assert rest[0][0] == 5, "the batch decoded ahead is delivered first by the next call"
     assert [(s["topic"], dict(s["headers"])["dl-offset"]) for s in producer.sent] == [("fw.dead-letter", b"7")]
     assert media.counters.dead_letters == 1
+
+
+def _summary(item: object) -> tuple[str, int | None]:
+    assert isinstance(item, Frame | AudioChunk)
+    return type(item).__name__, item.pts
+
+
+async def test_a_released_partition_read_again_is_decoded_afresh_from_its_init(media_dir: Path) -> None:
+    records = await _wire_records(media_dir / "lobby.ts", "lobby", limit=154)  # inits at 0, 51, 102
+    restart = 51
+    init = decode_media(WireRecord(records[restart].key, records[restart].value, records[restart].headers))
+    assert isinstance(init, StreamInit) and init.seq > 0
+    decoder = MediaDecoder()
+    expected = []  # what a consumer that starts at the committed init decodes
+    for record in records[restart:]:
+        message = decode_media(WireRecord(record.key, record.value, record.headers))
+        expected += [(record.offset, *_summary(item)) for item in decoder.handle(message)]
+
+    consumer = ScriptedConsumer(records)
+    media = MediaConsumer(consumer, KeptProducer(), "fw.dead-letter", batch_records=20)  # type: ignore[arg-type]
+    before: list[int] = []
+    after = []
+    try:
+        async for decoded in media.items(idle_timeout=0.4):
+            if len(before) < 5:
+                before.append(decoded.position.offset)
+                if len(before) == 5:  # a rebalance: revoked, then assigned again from the committed init
+                    media.release([TopicPartition(TOPIC, 0)])
+                    assert media.handled_positions == {}
+                    consumer.serve(records[restart:])
+                continue
+            after.append(decoded)
+    finally:
+        media.close()
+    assert before == sorted(before) and before[-1] < restart
+    assert media.counters.released_items > 0, "what was fetched before the release is not delivered"
+    assert [(d.position.offset, *_summary(d.item)) for d in after] == expected
+    assert {d.origin_seq for d in after} == {init.seq}, "the stream starts at the init read again, not at seq 0"
+    assert {d.restart.offset for d in after if d.restart} <= {51, 102}
+    assert media.handled_positions == {(TOPIC, 0): len(records) - 1}
