@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from config.schema import FusewatchConfig, SourceConfig
 from daemon.batcher import DetectionBatcher
@@ -41,7 +40,15 @@ from detectors import registry
 from detectors.base import AudioAnalyzer, ObjectDetector, Transcriber
 from detectors.keywords import KeywordSpotter
 from streams.decode import DecodedItem, MediaConsumer, StreamEnded
-from streams.kafka import SourcePosition, consumer_lag, ensure_topics, make_consumer, make_producer
+from streams.kafka import (
+    CommitThenRelease,
+    SourcePosition,
+    commit_assigned,
+    consumer_lag,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+)
 from streams.models import (
     AudioChunk,
     AudioFeatures,
@@ -488,16 +495,13 @@ async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None
     async def commit() -> None:
         await sink.flush()
         worker.note_handled(media.handled_positions)
-        assigned = consumer.assignment()
-        offsets = {tp: offset for tp, offset in worker.commit_offsets().items() if tp in assigned}
-        if not offsets:
-            return
-        try:
-            await consumer.commit(offsets)
-        except KafkaError as exc:  # e.g. a rebalance under way: the next commit covers it
-            log.warning("analyze: offsets not committed (%s: %s)", type(exc).__name__, exc)
+        await commit_assigned(consumer, worker.commit_offsets(), "analyze")
 
-    consumer.subscribe([config.kafka.topics.media], listener=_ReleaseOnRevoke(commit, worker, media))
+    def release(revoked: set[TopicPartition]) -> None:
+        media.release(revoked)
+        worker.release(revoked)
+
+    consumer.subscribe([config.kafka.topics.media], listener=CommitThenRelease("analyze", commit, release))
     await producer.start()
     await consumer.start()
     telemetry.loaded.add("analyze")
@@ -523,33 +527,6 @@ async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None
         await consumer.stop()
         await producer.stop()
     return worker.counters
-
-
-class _ReleaseOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no stubs for it
-    """Commits what is done, then forgets the revoked partitions (DESIGN §6).
-
-    A rebalance hands every assigned partition out again from its committed offset, also
-    to this worker: its streams' decoders and windows would get the same records twice.
-    Committing first keeps the re-read short; forgetting makes it decode and window afresh,
-    to the same features.
-    """
-
-    def __init__(self, commit: Callable[[], Awaitable[None]], worker: AnalyzeWorker, media: MediaConsumer) -> None:
-        self._commit = commit
-        self._worker = worker
-        self._media = media
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        if not revoked:
-            return
-        await self._commit()
-        self._media.release(revoked)
-        self._worker.release(revoked)
-        log.info("analyze: partitions revoked, their streams start again from the committed offsets: %s",
-                 sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("analyze: partitions assigned: %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
 
 
 class _AnalyzeReporter:

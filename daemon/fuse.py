@@ -33,7 +33,17 @@ from config.schema import FusewatchConfig
 from daemon.learned import LearnedRule
 from daemon.metrics import Metrics, Telemetry
 from daemon.rules import EventRule, JoinedWindow, RuleState, summaries
-from streams.kafka import DeadLetters, SourcePosition, consumer_lag, ensure_topics, make_consumer, make_producer
+from streams.kafka import (
+    CommitThenRelease,
+    DeadLetters,
+    Revocations,
+    SourcePosition,
+    commit_assigned,
+    consumer_lag,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+)
 from streams.models import Alert, Summary, WindowFeatures
 from streams.sinks import REDIS_DOWN, KafkaOutputs, RedisOutputs
 from streams.windows import window_size_ms
@@ -95,6 +105,7 @@ class WindowJoiner:
         self._grace = config.windows.grace
         self._clock = clock
         self._sites: dict[str, _Site] = defaultdict(_Site)
+        self._site_partition: dict[str, tuple[str, int]] = {}
         self._expected: dict[str, set[Input]] = defaultdict(set)
         speech = config.detectors.transcriber is not None
         for source in config.sources:
@@ -116,6 +127,8 @@ class WindowJoiner:
         """Take one record; return the windows of its site that are now complete, oldest first."""
         self.counters.records += 1
         site = self._sites[features.site]
+        if position is not None:
+            self._site_partition[features.site] = (position.topic, position.partition)
         now = self._clock()
         if not site.last_seen:
             site.first_seen = now
@@ -136,6 +149,14 @@ class WindowJoiner:
             if window.first is None or (position is not None and position.offset < window.first.offset):
                 window.first = position
         return self._close_ready(features.site)
+
+    def release(self, partitions: set[tuple[str, int]]) -> list[str]:
+        """Forget the sites read from `partitions` (open windows, watermarks); return them."""
+        sites = [site for site, key in self._site_partition.items() if key in partitions]
+        for site in sites:
+            self._sites.pop(site, None)
+            del self._site_partition[site]
+        return sites
 
     def tick(self) -> list[JoinedWindow]:
         """Close windows that only waited for inputs gone idle (call periodically)."""
@@ -261,6 +282,21 @@ class FuseWorker:
                 await output.publish_summary(summary)
         self._dirty[(window.site, self.CLOSED_KEY)] = str(window.window_start)
 
+    def release(self, partitions: set[tuple[str, int]]) -> list[str]:
+        """Forget the sites of `partitions` (revoked in a rebalance): their windows, rule states and closed mark.
+
+        Call after `persist()`. Whoever reads the partition next loads the stored rule state
+        and closed mark, as a restarted worker does, and closes the open windows.
+        """
+        sites = self.joiner.release(partitions)
+        for site in sites:
+            self._loaded.discard(site)
+            for key in [key for key in self._states if key[1] == site]:
+                del self._states[key]
+            for key in [key for key in self._dirty if key[0] == site]:
+                del self._dirty[key]
+        return sites
+
     async def persist(self) -> None:
         """Store rule states and closed windows; call once the outputs before them are acknowledged.
 
@@ -288,10 +324,8 @@ async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, i
     await ensure_topics(config.kafka)
     group = f"{config.kafka.group_prefix}-fuse"
     producer = make_producer(config.kafka)
-    consumer = make_consumer(config.kafka, config.kafka.topics.features, group=group)
+    consumer = make_consumer(config.kafka, group=group)
     redis_outputs = RedisOutputs(config.redis)
-    await producer.start()
-    await consumer.start()
     kafka_outputs = KafkaOutputs(config.kafka, producer)
     outputs: list[Outputs] = []
     if config.outputs.redis:
@@ -302,7 +336,7 @@ async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, i
     worker.on_alert = functools.partial(_observe_alert, metrics)
     dead = DeadLetters(producer, config.kafka.topics.dead_letter, stage="fuse")
     last: dict[tuple[str, int], int] = {}
-    telemetry.loaded.add("fuse")
+    revocations = Revocations()
 
     async def export() -> None:
         mirror.sync(metrics.late_records, worker.joiner.counters.late)
@@ -319,17 +353,30 @@ async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, i
         offsets = {TopicPartition(t, p): o + 1 for (t, p), o in last.items()}
         for (topic, part), offset in worker.joiner.oldest_open().items():
             offsets[TopicPartition(topic, part)] = min(offsets.get(TopicPartition(topic, part), offset), offset)
-        if offsets:
-            await consumer.commit(offsets)
+        await commit_assigned(consumer, offsets, "fuse")
 
+    def release(revoked: set[TopicPartition]) -> None:
+        revocations.revoke(revoked)
+        partitions = {(tp.topic, tp.partition) for tp in revoked}
+        for key in partitions:
+            last.pop(key, None)
+        worker.release(partitions)
+
+    consumer.subscribe([config.kafka.topics.features], listener=CommitThenRelease("fuse", commit, release))
+    await producer.start()
+    await consumer.start()
+    telemetry.loaded.add("fuse")
     idle = 0.0
     last_commit = time.monotonic()
     try:
         while stop is None or not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=500)
+            fetched_in = revocations.epoch
             records = [r for batch in batches.values() for r in batch]
             idle = 0.0 if records else idle + 0.2
             for record in records:
+                if revocations.stale(record.topic, record.partition, fetched_in):
+                    continue  # revoked while this batch waited: read again from the committed offset
                 position = SourcePosition(record.topic, record.partition, record.offset)
                 last[(record.topic, record.partition)] = record.offset
                 try:
@@ -339,6 +386,8 @@ async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, i
                     await dead.send(WireRecord(record.key, record.value, list(record.headers or ())), position, reason)
                     continue
                 await _until_redis(functools.partial(worker.handle, features, position), stop)
+                if revocations.stale(record.topic, record.partition, fetched_in):
+                    worker.release({(record.topic, record.partition)})  # revoked while it was handled
             await worker.tick()
             if idle_timeout is not None and idle >= idle_timeout:
                 await worker.finish()

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.kafka import DeadLetters, SourcePosition
+from streams.kafka import DeadLetters, Revocations, SourcePosition
 from streams.models import (
     AudioChunk,
     EndOfStream,
@@ -286,8 +286,7 @@ class MediaConsumer:
         self._decoding: asyncio.Future[_BatchResult] | None = None
         self._handled: dict[tuple[str, int], int] = {}
         self._partition_of: dict[str, tuple[str, int]] = {}
-        self._epoch = 0  # bumped by every release(); a batch remembers the epoch it was fetched in
-        self._released: dict[tuple[str, int], int] = {}
+        self._revocations = Revocations()
         self._to_forget: set[tuple[str, int]] = set()
 
     @property
@@ -319,10 +318,10 @@ class MediaConsumer:
         (counted), and its streams decode afresh from the next init: the decode thread forgets
         them before it decodes the next batch.
         """
-        self._epoch += 1
+        partitions = list(partitions)
+        self._revocations.revoke(partitions)
         for tp in partitions:
             key = (tp.topic, tp.partition)
-            self._released[key] = self._epoch
             self._to_forget.add(key)
             self._handled.pop(key, None)
 
@@ -351,7 +350,8 @@ class MediaConsumer:
             self._decoding = None
             if records:
                 forget, self._to_forget = self._to_forget, set()
-                self._decoding = loop.run_in_executor(self._executor, self._decode_batch, records, forget, self._epoch)
+                self._decoding = loop.run_in_executor(self._executor, self._decode_batch, records, forget,
+                                                         self._revocations.epoch)
             if ready is not None:
                 async for item in self._deliver(await ready):
                     yield item
@@ -362,7 +362,7 @@ class MediaConsumer:
 
     async def _deliver(self, result: _BatchResult) -> AsyncIterator[DecodedItem]:
         def released(position: SourcePosition) -> bool:  # since this batch was fetched
-            return self._released.get((position.topic, position.partition), -1) > result.epoch
+            return self._revocations.stale(position.topic, position.partition, result.epoch)
 
         for failure in result.failures:
             if not released(failure.position):  # else the partition's next owner dead-letters it
@@ -373,9 +373,9 @@ class MediaConsumer:
                 self.counters.released_items += 1
                 continue
             yield item
-        for key, offset in result.last_offsets.items():
-            if self._released.get(key, -1) <= result.epoch:
-                self._handled[key] = max(self._handled.get(key, offset), offset)
+        for (topic, partition), offset in result.last_offsets.items():
+            if not self._revocations.stale(topic, partition, result.epoch):
+                self._handled[(topic, partition)] = max(self._handled.get((topic, partition), offset), offset)
 
     def _decode_batch(self, records: list[Any], forget: set[tuple[str, int]], epoch: int) -> _BatchResult:
         for stream in [s for s, key in self._partition_of.items() if key in forget]:

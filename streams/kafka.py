@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
@@ -175,6 +175,73 @@ async def consumer_lag(consumer: AIOKafkaConsumer, processed: Mapping[tuple[str,
                 continue
         lags[tp] = max(high - following, 0)
     return lags
+
+
+async def commit_assigned(consumer: AIOKafkaConsumer, offsets: Mapping[TopicPartition, int], role: str) -> None:
+    """Commit `offsets` of the partitions still assigned; a failed commit is logged, the next one covers it.
+
+    A partition revoked meanwhile is left out: the broker refuses a commit that names one.
+    """
+    assigned = consumer.assignment()
+    mine = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+    if not mine:
+        return
+    try:
+        await consumer.commit(mine)
+    except KafkaError as exc:  # e.g. a rebalance under way
+        log.warning("%s: offsets not committed (%s: %s)", role, type(exc).__name__, exc)
+
+
+class Revocations:
+    """Which partitions were revoked after a batch of records was fetched.
+
+    After a rebalance the consumer reads each assigned partition again from its committed
+    offset, so records of a revoked partition still waiting in an earlier batch must not
+    be processed: they come again (here or at the partition's next owner).
+    """
+
+    def __init__(self) -> None:
+        self.epoch = 0  # a batch keeps the epoch it was fetched in
+        self._revoked_at: dict[tuple[str, int], int] = {}
+
+    def revoke(self, partitions: Iterable[TopicPartition]) -> None:
+        self.epoch += 1
+        for tp in partitions:
+            self._revoked_at[(tp.topic, tp.partition)] = self.epoch
+
+    def stale(self, topic: str, partition: int, fetched_epoch: int) -> bool:
+        """True for a record of a batch fetched in `fetched_epoch` whose partition was revoked since."""
+        return self._revoked_at.get((topic, partition), -1) > fetched_epoch
+
+
+class CommitThenRelease(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no stubs for it
+    """On revocation: commit what is done, then let the worker forget the revoked partitions (DESIGN §6).
+
+    A rebalance hands every assigned partition out again from its committed offset, also to
+    the worker that had it: state kept across would take the same records twice. Committing
+    first keeps the re-read short; forgetting makes it start afresh, to the same outputs.
+    """
+
+    def __init__(self, role: str, commit: Callable[[], Awaitable[None]],
+                 release: Callable[[set[TopicPartition]], None]) -> None:
+        self._role = role
+        self._commit = commit
+        self._release = release
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if not revoked:
+            return
+        await self._commit()
+        self._release(set(revoked))
+        log.info("%s: partitions revoked, read again from their committed offsets by their next owner: %s",
+                 self._role, _names(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("%s: partitions assigned: %s", self._role, _names(assigned))
+
+
+def _names(partitions: Iterable[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)
 
 
 class DeadLetters:

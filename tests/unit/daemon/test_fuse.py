@@ -90,3 +90,28 @@ async def test_fuse_worker_publishes_alerts_and_summaries_and_resumes_rule_state
     for modality_features in (video("cam", 4000, 1), audio("mic", 4000, -25), speech("mic", 4000, "help")):
         await again.handle(modality_features)
     assert [a.window_start for a in out.alerts] == [0], "window 4000 is inside the cooldown"
+
+
+async def test_a_released_site_starts_again_from_the_stored_state_as_its_next_owner_would() -> None:
+    config = _config([DISTRESS.model_copy(update={"cooldown": 10.0})])
+    out, store = ListOutputs(), MemoryRuleStore()
+    worker = FuseWorker(config, [out], store, ManualClock().monotonic)
+    read = [video("cam", 0, 1), audio("mic", 0, -25), speech("mic", 0, "help!"),
+            video("cam", 2000, 1), audio("mic", 2000, -25)]
+    for offset, features in enumerate(read):
+        await worker.handle(features, SourcePosition("f", 0, offset))
+    assert [a.window_start for a in out.alerts] == [0] and len(out.summaries) == 2
+    assert worker.joiner.oldest_open() == {("f", 0): 3}, "the commit stops at window 2000"
+    await worker.persist()  # what the revocation's commit does first
+
+    assert worker.release({("f", 1)}) == []
+    assert worker.release({("f", 0)}) == ["hq"]
+    assert worker.joiner.oldest_open() == {}
+    # The partition comes back (or goes to another worker): read again from the committed offset.
+    for offset, features in enumerate([video("cam", 2000, 1), audio("mic", 2000, -25), speech("mic", 2000, "help")],
+                                      start=3):
+        await worker.handle(features, SourcePosition("f", 0, offset))
+    assert worker.joiner.counters.duplicates == 0, "window 2000 is joined afresh, not on top of the old one"
+    assert worker.joiner.counters.late == 0
+    assert len(out.summaries) == 4, "window 2000 closed once, window 0 not again"
+    assert [a.window_start for a in out.alerts] == [0], "the stored cooldown was loaded again: window 2000 rests"
