@@ -281,10 +281,10 @@ ObjectDetectorConfig = Annotated[
 class WhisperConfig(Section):
     """What every Whisper backend shares: the model, decoding, keywords and speech segmentation.
 
-    `model`: `auto` (tiny.en on a CPU, base on a GPU), `tiny.en` (installed with the
-    package) or `base` (multilingual, fetched at install time; set `language: en` for
-    English-only sites to skip language detection); `model_dir`, a CTranslate2 model
-    directory, overrides it. Speech is cut into utterances by voice
+    `model`: `auto` (English: tiny.en on a CPU, base on a GPU), `tiny.en` (installed with
+    the package) or `base` (multilingual, fetched at install time: without `language` it
+    detects the language of each utterance); `model_dir`, a CTranslate2 model directory,
+    overrides it. Speech is cut into utterances by voice
     activity: an utterance ends after `min_silence`, is cut at `max_segment`, and is
     transcribed with `segment_overlap` of audio on each side so no word is cut at an edge.
 

@@ -26,13 +26,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from config.schema import FusewatchConfig, SourceConfig
 from daemon.batcher import DetectionBatcher
-from daemon.metrics import Telemetry
+from daemon.metrics import LagGauge, Telemetry
 from daemon.speech import SpeechSegment, SpeechSegmenter, owned_words
 from daemon.status import StatusStore, StreamStatus, now_ms
 from daemon.video_windows import VideoFeatureBuilder, VideoWindowState
@@ -42,6 +42,7 @@ from detectors.keywords import KeywordSpotter
 from streams.decode import DecodedItem, MediaConsumer, StreamEnded
 from streams.kafka import (
     CommitThenRelease,
+    PendingAcks,
     SourcePosition,
     commit_assigned,
     consumer_lag,
@@ -130,13 +131,19 @@ class _StreamState:
         self.coverage_ns = coverage_ns
         self.unfinished: dict[tuple[str, int], SourcePosition] = {}
         self.partition: tuple[str, int] | None = None
+        self.opening: SourcePosition | None = None  # its first init, until a window of it is unfinished
         self.released = False
 
     def covered(self, start_ms: int) -> bool:
         return start_ms * NS_PER_MS >= self.coverage_ns
 
     def oldest_unfinished(self) -> SourcePosition | None:
-        return min(self.unfinished.values(), key=lambda p: p.offset, default=None)
+        positions = [*self.unfinished.values(), *([self.opening] if self.opening else [])]
+        return min(positions, key=lambda p: p.offset, default=None)
+
+    def mark_unfinished(self, modality: str, start: int, restart: SourcePosition) -> None:
+        self.unfinished.setdefault((modality, start), restart)
+        self.opening = None
 
 
 class AnalyzeWorker:
@@ -246,6 +253,7 @@ class AnalyzeWorker:
             coverage = 0 if decoded.origin_seq == 0 else decoded.origin_wall_ns
             state = _StreamState(item.stream, item.site, self._sources.get(item.stream), self, coverage)
             state.partition = (decoded.position.topic, decoded.position.partition)
+            state.opening = decoded.restart
             self._streams[item.stream] = state
             assert self._tasks is not None, "AnalyzeWorker.handle runs inside run()"
             state.audio_task = self._tasks.create_task(self._audio_loop(state))
@@ -261,7 +269,7 @@ class AnalyzeWorker:
         if start not in state.video_windows:
             state.video_windows[start] = VideoWindowState(start, start + self.size_ms)
             if restart is not None:
-                state.unfinished[("video", start)] = restart
+                state.mark_unfinished("video", start, restart)
         state.video_frontier = max(state.video_frontier, start)
         future = await self.batcher.submit(frame)
         state.pending.append(_PendingFrame(future, frame, start))
@@ -305,13 +313,15 @@ class AnalyzeWorker:
     async def _on_audio(self, state: _StreamState, chunk: AudioChunk, restart: SourcePosition | None) -> None:
         start = window_start(chunk.wall_ns, self.size_ms)
         if state.covered(start) and restart is not None:
-            state.unfinished.setdefault(("audio", start), restart)
+            state.mark_unfinished("audio", start, restart)
             if self._transcriber is not None:
-                state.unfinished.setdefault(("speech", start), restart)
+                state.mark_unfinished("speech", start, restart)
         for window in state.audio.feed(chunk):
             await self._queue_audio(state, window)
 
     async def _queue_audio(self, state: _StreamState, window: AudioWindow) -> None:
+        if state.released:
+            return
         if state.covered(window.start_ms):
             await state.audio_queue.put(window)
         else:
@@ -376,13 +386,16 @@ class AnalyzeWorker:
     # ------------------------------------------------------------------ lifecycle
 
     async def _end_stream(self, stream: str) -> None:
-        state = self._streams[stream]
+        state = self._streams.get(stream)
+        if state is None:  # released by a rebalance meanwhile
+            return
         if state.pending:
             await asyncio.gather(*(job.future for job in state.pending))
         await self._drain_video(state, final=True)
         for window in state.audio.flush():
             await self._queue_audio(state, window)
-        await state.audio_queue.put(None)
+        if not state.released:
+            await state.audio_queue.put(None)
         if state.audio_task is not None:
             await asyncio.wait([state.audio_task])  # not cancelled with it if the stream is released meanwhile
         state.unfinished.clear()
@@ -419,6 +432,8 @@ class AnalyzeWorker:
                 state.released = True
                 if state.audio_task is not None:
                     state.audio_task.cancel()
+                while not state.audio_queue.empty():  # wakes the loop if it waits to put a window
+                    state.audio_queue.get_nowait()
                 del self._streams[stream]
         for key in keys:
             self._last_position.pop(key, None)
@@ -434,9 +449,16 @@ class AnalyzeWorker:
             if offset > self._last_position.get(key, -1):
                 self._last_position[key] = offset
 
-    def commit_offsets(self) -> dict[TopicPartition, int]:
-        """Per partition: the init of the oldest unfinished window, else the next unread offset."""
+    def commit_offsets(self, unstarted: Mapping[tuple[str, int], int] | None = None) -> dict[TopicPartition, int]:
+        """Per partition: the init of the oldest unfinished window, else the next unread offset.
+
+        `unstarted` (`MediaConsumer.unstarted_positions`): inits of streams that gave no item
+        yet; no commit passes them either.
+        """
         offsets = {TopicPartition(topic, part): offset + 1 for (topic, part), offset in self._last_position.items()}
+        for (topic, part), offset in (unstarted or {}).items():
+            tp = TopicPartition(topic, part)
+            offsets[tp] = min(offsets.get(tp, offset), offset)
         for state in self._streams.values():
             oldest = state.oldest_unfinished()
             if oldest is not None:
@@ -451,17 +473,14 @@ class KafkaFeatureSink:
     def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
         self._producer = producer
         self._topic = topic
-        self._inflight: list[asyncio.Future[Any]] = []
+        self._acks = PendingAcks()
 
     async def emit(self, features: WindowFeatures) -> None:
-        future = await self._producer.send(self._topic, key=features.site.encode(),
-                                           value=features.model_dump_json().encode())
-        self._inflight.append(future)
+        self._acks.add(await self._producer.send(self._topic, key=features.site.encode(),
+                                                 value=features.model_dump_json().encode()))
 
     async def flush(self) -> None:
-        inflight, self._inflight = self._inflight, []
-        if inflight:
-            await asyncio.gather(*inflight)
+        await self._acks.wait()
 
 
 async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None,
@@ -492,16 +511,22 @@ async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None
         seconds)
     last_commit = time.monotonic()
 
-    async def commit() -> None:
+    lock = asyncio.Lock()  # one commit at a time: the loop's or a rebalance's
+
+    async def commit_now() -> None:  # under `lock`
         await sink.flush()
         worker.note_handled(media.handled_positions)
-        await commit_assigned(consumer, worker.commit_offsets(), "analyze")
+        await commit_assigned(consumer, worker.commit_offsets(media.unstarted_positions), "analyze")
+
+    async def commit() -> None:
+        async with lock:
+            await commit_now()
 
     def release(revoked: set[TopicPartition]) -> None:
         media.release(revoked)
         worker.release(revoked)
 
-    consumer.subscribe([config.kafka.topics.media], listener=CommitThenRelease("analyze", commit, release))
+    consumer.subscribe([config.kafka.topics.media], listener=CommitThenRelease("analyze", lock, commit_now, release))
     await producer.start()
     await consumer.start()
     telemetry.loaded.add("analyze")
@@ -540,7 +565,7 @@ class _AnalyzeReporter:
         self._worker = worker
         self._media = media
         self._consumer = consumer
-        self._group = group
+        self._lag_gauge = LagGauge(telemetry.metrics, group)
         self._redis = redis_client(config.redis)
         self._store = StatusStore(self._redis, config.redis.key_prefix)
         self._previous: tuple[float, dict[str, int]] = (time.monotonic(), {})
@@ -565,12 +590,17 @@ class _AnalyzeReporter:
         for (stream, modality), count in counters.windows_by_stream.items():
             mirror.sync(metrics.windows_emitted, count, stream, modality)
         mirror.sync(metrics.dead_letters, decoded.dead_letters, "analyze")
+        mirror.sync(metrics.partitions_revoked, counters.partitions_released, "analyze")
         lag = await self._lag()
         now = time.monotonic()
         then, before = self._previous
         self._previous = (now, frames_decoded)
         statuses = []
         self._known.update(self._worker.streams)
+        assigned = {tp.partition for tp in self._consumer.assignment()}
+        # Streams of partitions a rebalance took away are reported by their new worker.
+        self._known = {stream: (site, partition) for stream, (site, partition) in self._known.items()
+                       if partition is None or partition in assigned}
         for stream, (site, partition) in self._known.items():
             frames = frames_decoded.get(stream, 0)
             fps = (frames - before.get(stream, 0)) / (now - then) if before and now > then else 0.0
@@ -589,8 +619,7 @@ class _AnalyzeReporter:
     async def _lag(self) -> dict[int, int]:
         self._worker.note_handled(self._media.handled_positions)
         lags = await consumer_lag(self._consumer, self._worker.last_positions)
-        for tp, lag in lags.items():
-            self._metrics.consumer_lag.labels(self._group, tp.topic, str(tp.partition)).set(lag)
+        self._lag_gauge.show(lags)
         return {tp.partition: lag for tp, lag in lags.items()}
 
     async def close(self) -> None:

@@ -24,14 +24,14 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 from pydantic import ValidationError
 
 from config.schema import FusewatchConfig
 from daemon.learned import LearnedRule
-from daemon.metrics import Metrics, Telemetry
+from daemon.metrics import LagGauge, Metrics, Telemetry
 from daemon.rules import EventRule, JoinedWindow, RuleState, summaries
 from streams.kafka import (
     CommitThenRelease,
@@ -215,6 +215,7 @@ class FuseCounters:
     alerts: int = 0
     evaluations: int = 0
     summaries: int = 0
+    partitions_released: int = 0
 
 
 class FuseWorker:
@@ -337,15 +338,18 @@ async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, i
     dead = DeadLetters(producer, config.kafka.topics.dead_letter, stage="fuse")
     last: dict[tuple[str, int], int] = {}
     revocations = Revocations()
+    lag_gauge = LagGauge(metrics, group)
 
     async def export() -> None:
         mirror.sync(metrics.late_records, worker.joiner.counters.late)
         mirror.sync(metrics.dead_letters, dead.count, "fuse")
         metrics.redis_buffer_depth.set(redis_outputs.pending)
-        for tp, lag in (await consumer_lag(consumer, last)).items():
-            metrics.consumer_lag.labels(group, tp.topic, str(tp.partition)).set(lag)
+        mirror.sync(metrics.partitions_revoked, worker.counters.partitions_released, "fuse")
+        lag_gauge.show(await consumer_lag(consumer, last))
 
-    async def commit() -> None:
+    lock = asyncio.Lock()  # a rebalance's commit and release never cut into a record's handling
+
+    async def commit() -> None:  # under `lock`
         await kafka_outputs.flush()
         await worker.persist()
         if not await redis_outputs.flush(raise_on_error=False):
@@ -361,8 +365,22 @@ async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, i
         for key in partitions:
             last.pop(key, None)
         worker.release(partitions)
+        worker.counters.partitions_released += len(partitions)
 
-    consumer.subscribe([config.kafka.topics.features], listener=CommitThenRelease("fuse", commit, release))
+    async def handle(record: Any, fetched_in: int) -> None:  # under `lock`
+        if revocations.stale(record.topic, record.partition, fetched_in):
+            return  # revoked while this batch waited: read again from the committed offset
+        position = SourcePosition(record.topic, record.partition, record.offset)
+        try:
+            features = WindowFeatures.model_validate_json(record.value or b"")
+        except ValidationError as exc:
+            reason = f"invalid WindowFeatures: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+            await dead.send(WireRecord(record.key, record.value, list(record.headers or ())), position, reason)
+        else:
+            await _until_redis(functools.partial(worker.handle, features, position), stop)
+        last[(record.topic, record.partition)] = record.offset
+
+    consumer.subscribe([config.kafka.topics.features], listener=CommitThenRelease("fuse", lock, commit, release))
     await producer.start()
     await consumer.start()
     telemetry.loaded.add("fuse")
@@ -375,29 +393,21 @@ async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, i
             records = [r for batch in batches.values() for r in batch]
             idle = 0.0 if records else idle + 0.2
             for record in records:
-                if revocations.stale(record.topic, record.partition, fetched_in):
-                    continue  # revoked while this batch waited: read again from the committed offset
-                position = SourcePosition(record.topic, record.partition, record.offset)
-                last[(record.topic, record.partition)] = record.offset
-                try:
-                    features = WindowFeatures.model_validate_json(record.value or b"")
-                except ValidationError as exc:
-                    reason = f"invalid WindowFeatures: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
-                    await dead.send(WireRecord(record.key, record.value, list(record.headers or ())), position, reason)
-                    continue
-                await _until_redis(functools.partial(worker.handle, features, position), stop)
-                if revocations.stale(record.topic, record.partition, fetched_in):
-                    worker.release({(record.topic, record.partition)})  # revoked while it was handled
-            await worker.tick()
-            if idle_timeout is not None and idle >= idle_timeout:
-                await worker.finish()
-                break
+                async with lock:
+                    await handle(record, fetched_in)
+            async with lock:
+                await worker.tick()
+                if idle_timeout is not None and idle >= idle_timeout:
+                    await worker.finish()
+                    break
             if time.monotonic() - last_commit >= commit_every:
                 last_commit = time.monotonic()
-                await commit()
+                async with lock:
+                    await commit()
                 await export()
         await redis_outputs.flush_with_retry(stop=stop)
-        await commit()
+        async with lock:
+            await commit()
         await export()
     finally:
         telemetry.loaded.discard("fuse")

@@ -9,6 +9,9 @@ observed where the thing happens.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # Inference of one batch/segment on 2 CPU cores takes 10 ms … 10 s; a GPU goes below that.
@@ -47,6 +50,9 @@ class Metrics:
         self.redis_buffer_depth = Gauge("fusewatch_redis_buffer_depth", "Outputs waiting for Redis", registry=r)
         self.role_restarts = Counter("fusewatch_role_restarts", "Roles restarted after a crash", ["role"], registry=r)
         self.role_up = Gauge("fusewatch_role_up", "1 while a role runs", ["role"], registry=r)
+        self.partitions_revoked = Counter("fusewatch_partitions_revoked",
+                                          "Partitions taken from this worker by a consumer-group rebalance",
+                                          ["role"], registry=r)
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
@@ -69,6 +75,23 @@ class CounterMirror:
         if delta > 0:
             (counter.labels(*labels) if labels else counter).inc(delta)
             self._seen[key] = value
+
+
+class LagGauge:
+    """One worker's consumer lag per partition; a partition a rebalance took away stops being shown."""
+
+    def __init__(self, metrics: Metrics, group: str) -> None:
+        self._gauge = metrics.consumer_lag
+        self._group = group
+        self._shown: set[tuple[str, str, str]] = set()
+
+    def show(self, lags: Mapping[TopicPartition, int]) -> None:
+        labels = {(self._group, tp.topic, str(tp.partition)): lag for tp, lag in lags.items()}
+        for gone in self._shown - labels.keys():
+            self._gauge.remove(*gone)
+        for label, lag in labels.items():
+            self._gauge.labels(*label).set(lag)
+        self._shown = set(labels)
 
 
 class Telemetry:

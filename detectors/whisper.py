@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 from detectors.base import Pcm16k
-from detectors.weights import WHISPER_MODELS, WeightsError, verify
+from detectors.weights import WHISPER_MODELS, WeightsError, model_path, verify
 from streams.models import Transcript, TranscriptSegment, WordTiming
 
 log = logging.getLogger(__name__)
@@ -91,16 +91,25 @@ def auto_model(device: str, root: Path | None = None) -> str:
 
     A GPU transcribes base faster than real time many times over, and base hears better
     (detectors/README.md); on 2 CPU cores base takes twice tiny.en's time. A GPU machine
-    installed without base (`FUSEWATCH_WHISPER_MODELS=`) keeps tiny.en and says so.
+    installed without base (`FUSEWATCH_WHISPER_MODELS=`) keeps tiny.en and says so. Either
+    way `auto` transcribes English, as tiny.en does (`auto_language`).
     """
     if not device.startswith("cuda"):
         return AUTO_MODEL_CPU
     try:
-        model_dir_for(AUTO_MODEL_GPU, root)
+        model_path(WHISPER_MODELS[AUTO_MODEL_GPU], root)  # files there; their checksums when it loads
     except WeightsError as exc:
         log.warning("Whisper model auto on %s: %s; using %s", device, exc, AUTO_MODEL_CPU)
         return AUTO_MODEL_CPU
     return AUTO_MODEL_GPU
+
+
+def auto_language(requested_model: str, model: str, language: str | None) -> str | None:
+    """The language to transcribe: the configured one, else English for an English-only model and
+    for `model: auto` (which must not turn to language detection on a GPU); None detects it."""
+    if language:
+        return language
+    return "en" if model.endswith(".en") or requested_model == "auto" else None
 
 
 def fitted_context_frames(samples: int) -> int:
@@ -168,6 +177,7 @@ class FasterWhisperTranscriber:
             import ctranslate2
 
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        requested = model
         if model == "auto" and not model_dir:
             model = auto_model(device)
         folder = Path(model_dir) if model_dir else model_dir_for(model)
@@ -183,7 +193,7 @@ class FasterWhisperTranscriber:
                                             compute_type=compute_type, cpu_threads=cpu_threads,
                                             local_files_only=True)
         self._beam_size = beam_size
-        self._language = language or ("en" if model.endswith(".en") else None)
+        self._language = auto_language(requested, model, language)
 
     @property
     def model(self) -> Any:

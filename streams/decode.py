@@ -263,6 +263,7 @@ class _BatchResult:
     failures: list[_Failure] = field(default_factory=list)
     last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     epoch: int = 0
+    unstarted: dict[str, SourcePosition] = field(default_factory=dict)
 
 
 class MediaConsumer:
@@ -286,6 +287,8 @@ class MediaConsumer:
         self._decoding: asyncio.Future[_BatchResult] | None = None
         self._handled: dict[tuple[str, int], int] = {}
         self._partition_of: dict[str, tuple[str, int]] = {}
+        self._unstarted: dict[str, SourcePosition] = {}  # decode thread: streams begun, no item yet
+        self._unstarted_delivered: dict[str, SourcePosition] = {}  # the same, as of the last delivered batch
         self._revocations = Revocations()
         self._to_forget: set[tuple[str, int]] = set()
 
@@ -302,6 +305,20 @@ class MediaConsumer:
         the positions of the items alone cannot show.
         """
         return dict(self._handled)
+
+    @property
+    def unstarted_positions(self) -> dict[tuple[str, int], int]:
+        """Per (topic, partition): the earliest init of a stream that has given no item yet.
+
+        Such a stream has no window at the caller, so nothing else keeps a commit from
+        passing its init (a frame-threaded decoder holds a few packets before the first
+        frame); a commit past it would make a restarted reader skip to the next keyframe.
+        """
+        earliest: dict[tuple[str, int], int] = {}
+        for position in self._unstarted_delivered.values():
+            key = (position.topic, position.partition)
+            earliest[key] = min(earliest.get(key, position.offset), position.offset)
+        return earliest
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
@@ -324,6 +341,9 @@ class MediaConsumer:
             key = (tp.topic, tp.partition)
             self._to_forget.add(key)
             self._handled.pop(key, None)
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._unstarted_delivered = {stream: position for stream, position in self._unstarted_delivered.items()
+                                     if (position.topic, position.partition) not in gone}
 
     async def items(self, idle_timeout: float | None = None,
                     stop: asyncio.Event | None = None) -> AsyncIterator[DecodedItem]:
@@ -376,11 +396,14 @@ class MediaConsumer:
         for (topic, partition), offset in result.last_offsets.items():
             if not self._revocations.stale(topic, partition, result.epoch):
                 self._handled[(topic, partition)] = max(self._handled.get((topic, partition), offset), offset)
+        self._unstarted_delivered = {stream: position for stream, position in result.unstarted.items()
+                                     if not self._revocations.stale(position.topic, position.partition, result.epoch)}
 
     def _decode_batch(self, records: list[Any], forget: set[tuple[str, int]], epoch: int) -> _BatchResult:
         for stream in [s for s, key in self._partition_of.items() if key in forget]:
             self._decoder.forget(stream)
             self._restart.pop(stream, None)
+            self._unstarted.pop(stream, None)
             del self._partition_of[stream]
         result = _BatchResult(epoch=epoch)
         for record in records:
@@ -392,6 +415,8 @@ class MediaConsumer:
                 if isinstance(message, StreamInit):
                     self._restart[message.stream] = position
                     self._partition_of[message.stream] = (record.topic, record.partition)
+                    if message.stream not in self._decoder.streams:
+                        self._unstarted[message.stream] = position
                 decoded = self._decoder.handle(message)
             except (WireError, DecodeError) as exc:
                 result.failures.append(_Failure(wire, position, str(exc)))
@@ -403,8 +428,11 @@ class MediaConsumer:
                 DecodedItem(item, position, restart, origin.seq if origin else 0, origin.wall_ns if origin else 0)
                 for item in decoded
             ]
+            if decoded or isinstance(message, EndOfStream):
+                self._unstarted.pop(message.stream, None)
             if isinstance(message, EndOfStream):
                 self._restart.pop(message.stream, None)
+        result.unstarted = dict(self._unstarted)
         return result
 
     async def commit(self, positions: Iterable[SourcePosition]) -> None:

@@ -177,6 +177,29 @@ async def consumer_lag(consumer: AIOKafkaConsumer, processed: Mapping[tuple[str,
     return lags
 
 
+class PendingAcks:
+    """Sends the broker has not acknowledged yet.
+
+    `wait()` returns once every send made before it is acknowledged, also when two callers
+    wait at once (a commit of the worker loop and one of a rebalance): neither may commit
+    offsets past outputs the other is still waiting for.
+    """
+
+    def __init__(self) -> None:
+        self._futures: list[asyncio.Future[Any]] = []
+
+    def add(self, future: asyncio.Future[Any]) -> None:
+        self._futures.append(future)
+
+    async def wait(self) -> None:
+        pending = list(self._futures)
+        try:
+            if pending:
+                await asyncio.gather(*pending)
+        finally:  # a failed send is raised once, then forgotten
+            self._futures = [future for future in self._futures if not future.done()]
+
+
 async def commit_assigned(consumer: AIOKafkaConsumer, offsets: Mapping[TopicPartition, int], role: str) -> None:
     """Commit `offsets` of the partitions still assigned; a failed commit is logged, the next one covers it.
 
@@ -220,19 +243,29 @@ class CommitThenRelease(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
     A rebalance hands every assigned partition out again from its committed offset, also to
     the worker that had it: state kept across would take the same records twice. Committing
     first keeps the re-read short; forgetting makes it start afresh, to the same outputs.
+    The callback runs in aiokafka's coordinator task, beside the worker's loop: `lock` is
+    the one the loop holds while a commit (or a record's handling) must not be cut into.
+    A failed commit is logged and the partitions are forgotten all the same: their next
+    owner reads them from the last commit that succeeded.
     """
 
-    def __init__(self, role: str, commit: Callable[[], Awaitable[None]],
+    def __init__(self, role: str, lock: asyncio.Lock, commit: Callable[[], Awaitable[None]],
                  release: Callable[[set[TopicPartition]], None]) -> None:
         self._role = role
+        self._lock = lock
         self._commit = commit
         self._release = release
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         if not revoked:
             return
-        await self._commit()
-        self._release(set(revoked))
+        async with self._lock:
+            try:
+                await self._commit()
+            except Exception:
+                log.exception("%s: commit before the rebalance failed", self._role)
+            finally:
+                self._release(set(revoked))
         log.info("%s: partitions revoked, read again from their committed offsets by their next owner: %s",
                  self._role, _names(revoked))
 

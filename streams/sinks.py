@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.schema import KafkaConfig, RedisConfig
+from streams.kafka import PendingAcks
 from streams.models import Alert, Summary
 
 log = logging.getLogger(__name__)
@@ -198,17 +199,15 @@ class KafkaOutputs:
     def __init__(self, config: KafkaConfig, producer: AIOKafkaProducer) -> None:
         self._topics = config.topics
         self._producer = producer
-        self._inflight: list[asyncio.Future[Any]] = []
+        self._acks = PendingAcks()
 
     async def publish_alert(self, alert: Alert) -> None:
-        self._inflight.append(await self._producer.send(
+        self._acks.add(await self._producer.send(
             self._topics.alerts, key=alert.id.encode(), value=alert.model_dump_json().encode()))
 
     async def publish_summary(self, summary: Summary) -> None:
-        self._inflight.append(await self._producer.send(
+        self._acks.add(await self._producer.send(
             self._topics.summaries, key=summary.stream.encode(), value=summary.model_dump_json().encode()))
 
     async def flush(self) -> None:
-        inflight, self._inflight = self._inflight, []
-        if inflight:
-            await asyncio.gather(*inflight)
+        await self._acks.wait()

@@ -16,6 +16,7 @@ from aiokafka.partitioner import murmur2
 from config.schema import AudioInput, DetectorsConfig, EventConfig, FusewatchConfig, SourceConfig, VideoInput
 from daemon.commands import assign_all
 from daemon.fuse import FuseWorker, run_fuse
+from daemon.metrics import Telemetry
 from streams.kafka import make_consumer, make_producer
 from streams.models import AudioFeatures, WindowFeatures
 from tests.helpers import eventually
@@ -80,7 +81,8 @@ async def test_a_fuse_worker_joining_mid_stream_takes_over_a_site_and_every_aler
     })
     async with asyncio.timeout(120):
         await _publish(config, range(WINDOWS // 2))
-        first = asyncio.create_task(run_fuse(config, idle_timeout=12.0))
+        telemetry = Telemetry(process="first")
+        first = asyncio.create_task(run_fuse(config, idle_timeout=12.0, telemetry=telemetry))
         while not await _any_alert(config):
             assert not first.done(), first
         second = asyncio.create_task(run_fuse(config, idle_timeout=12.0))
@@ -91,6 +93,9 @@ async def test_a_fuse_worker_joining_mid_stream_takes_over_a_site_and_every_aler
     expected = {(site, BASE_MS + i * 2000) for site in SITES for i in range(WINDOWS) if i % 3 == 0}
     fired = [{(a.site, a.window_start) for a in worker.alerts} for worker in workers]
     assert fired[0] | fired[1] == expected, "every loud window of both sites, nothing else"
+    assert len(workers[0].alerts) + len(workers[1].alerts) == len(expected), "each evaluated once, by one worker"
     assert fired[1], "the second worker took a site over"
+    assert workers[0].counters.partitions_released == telemetry.metrics.registry.get_sample_value(
+        "fusewatch_partitions_revoked_total", {"role": "fuse"}) >= 1
     assert all(a.window_start >= BASE_MS + (WINDOWS // 2 - 2) * 2000 for a in workers[1].alerts), \
         "it started from the committed offset, not from the beginning"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +18,12 @@ from config.schema import (
     FusewatchConfig,
     SourceConfig,
     VideoInput,
+    WindowsConfig,
     Zone,
 )
 from daemon.analyze import AnalyzeWorker
 from detectors import registry
+from detectors.base import AudioStats, Pcm16k
 from streams.decode import DecodedItem
 from streams.models import MediaMessage, StreamInit, WindowFeatures
 from streams.sources import ReplayOptions, replay
@@ -179,3 +184,67 @@ async def test_restart_from_committed_offset_re_emits_the_same_windows(lobby: Ru
     # Nothing is lost: every window from the restart point on comes out again.
     restart_ms = messages[offset].wall_ns // 1_000_000
     assert {k for k in original if k[1] >= restart_ms} <= {(f.modality, f.window_start) for f in again}
+
+
+async def test_a_rebalance_releasing_a_stream_whose_audio_is_behind_does_not_stall_the_worker(
+        media_dir: Path) -> None:
+    """The loop may wait to queue an audio window (transcription behind); a release must wake it."""
+    gate = threading.Event()
+    loudness = registry.audio_analyzer(DetectorsConfig().audio)
+
+    class StuckAnalyzer:
+        def analyze(self, audio: Pcm16k) -> AudioStats:
+            gate.wait(60)
+            return loudness.analyze(audio)
+
+    config = FusewatchConfig(sources=[SourceConfig(id="lobby", url="lobby.ts", video=VideoInput(enabled=False))],
+                             windows=WindowsConfig(size=0.5), detectors=DetectorsConfig(transcriber=None))
+    sink = ListFeatureSink()
+    worker = AnalyzeWorker(config, registry.object_detector(config.detectors.objects), StuckAnalyzer(), None, sink)
+    sampler = FrameSampler(worker.sample_rates(), worker.default_fps)
+    messages = await _recording(media_dir / "lobby.ts", "lobby")
+    taken, released = 0, False
+
+    async def counted() -> AsyncIterator[DecodedItem]:
+        nonlocal taken
+        async for item in decoded_items(messages, sampler):
+            if released:
+                return  # as MediaConsumer does: nothing more of a released partition
+            taken += 1
+            yield item
+
+    running = asyncio.create_task(worker.run(counted()))
+    try:
+        seen = -1
+        while seen != taken:  # the worker stops taking items: its audio queue is full
+            seen = taken
+            await asyncio.sleep(1.0)
+        assert not running.done() and taken < len(messages) and sink.features == []
+        released = True
+        worker.release({TopicPartition("fw.media", 0)})
+        await asyncio.wait_for(running, 60)
+    finally:
+        gate.set()
+    assert worker.streams == {} and worker.counters.partitions_released == 1
+    assert sink.features == [], "nothing of a released stream is emitted"
+
+
+async def test_a_stream_started_mid_recording_holds_commits_at_its_init_until_a_window_is_open(
+        media_dir: Path) -> None:
+    """Its first window is incomplete (skipped): until a later one is open, only the init keeps the commit back."""
+    messages = await _recording(media_dir / "lobby.ts", "lobby")
+    start = next(i for i, m in enumerate(messages) if i > 0 and isinstance(m, StreamInit))
+    config = FusewatchConfig(sources=[SourceConfig(id="lobby", url="lobby.ts")],
+                             detectors=DetectorsConfig(when_behind="wait", transcriber=None))
+    worker = AnalyzeWorker(config, registry.object_detector(config.detectors.objects),
+                           registry.audio_analyzer(config.detectors.audio), None, ListFeatureSink())
+    sampler = FrameSampler(worker.sample_rates(), worker.default_fps)
+    commits: list[int] = []
+
+    async def note(_: DecodedItem) -> None:
+        commits.append(worker.commit_offsets()[TopicPartition("fw.media", 0)])
+
+    await worker.run(decoded_items(messages[start:start + 400], sampler, start=start), on_item=note)
+    assert worker.counters.incomplete_windows_skipped > 0, "the first window began before this init"
+    assert commits[0] == start and all(offset >= start for offset in commits)
+    assert commits == sorted(commits), "commits only move forward"

@@ -17,7 +17,7 @@ import pytest
 
 from detectors import weights
 from detectors.weights import JoinedFile, SplitModel, WeightsError, WheelMember, fetch_split
-from detectors.whisper import FasterWhisperTranscriber, auto_model, model_dir_for
+from detectors.whisper import FasterWhisperTranscriber, auto_language, auto_model, model_dir_for
 from tests.helpers import TRANSCRIPTS, load_audio_16k, normalise
 
 
@@ -121,10 +121,14 @@ def test_model_auto_is_tiny_en_on_a_cpu_and_base_on_a_gpu_where_fetched(
     assert auto_model("cpu") == "tiny.en"
     assert auto_model("cuda") == auto_model("cuda:1") == "base"
     assert FasterWhisperTranscriber(device="cpu").model_name == "tiny.en"
+    assert auto_language("auto", "base", None) == "en", "auto stays English where it picks base"
+    assert auto_language("base", "base", None) is None, "base asked for by name detects the language"
+    assert auto_language("auto", "base", "de") == auto_language("base", "base", "de") == "de"
+    assert auto_language("tiny.en", "tiny.en", None) == "en"
     monkeypatch.setenv("FUSEWATCH_MODELS", str(tmp_path))  # a GPU machine installed without base
     with caplog.at_level(logging.WARNING, logger="detectors.whisper"):
         assert auto_model("cuda") == "tiny.en"
-    assert "Whisper model auto on cuda: Whisper base is not fetched" in caplog.text
+    assert "Whisper model auto on cuda: " in caplog.text and "whisper-base/model.bin is missing" in caplog.text
     assert "using tiny.en" in caplog.text
 
 

@@ -131,3 +131,18 @@ async def test_a_released_partition_read_again_is_decoded_afresh_from_its_init(m
     assert {d.origin_seq for d in after} == {init.seq}, "the stream starts at the init read again, not at seq 0"
     assert {d.restart.offset for d in after if d.restart} <= {51, 102}
     assert media.handled_positions == {(TOPIC, 0): len(records) - 1}
+
+
+async def test_a_stream_holds_commits_at_its_init_until_its_first_item_is_handled(media_dir: Path) -> None:
+    records = await _wire_records(media_dir / "lobby.ts", "lobby", limit=60)
+    media = MediaConsumer(ScriptedConsumer(records), KeptProducer(), "fw.dead-letter", batch_records=1)  # type: ignore[arg-type]
+    seen = []
+    try:
+        async for decoded in media.items(idle_timeout=0.4):
+            seen.append((decoded.position.offset, media.unstarted_positions))
+    finally:
+        media.close()
+    first_offset, first_unstarted = seen[0]
+    assert first_offset > 0, "the init gives no item"
+    assert first_unstarted == {(TOPIC, 0): 0}, "until then only the init keeps a commit from passing it"
+    assert seen[-1][1] == {} and media.handled_positions == {(TOPIC, 0): 59}
