@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -32,7 +31,7 @@ from daemon.evaluation import Recording, load_labels
 from daemon.services import ServiceError, ServiceSet, port_open
 from streams import models
 from streams.decode import DecodeCounters, FrameFilter, MediaConsumer, StreamEnded
-from streams.kafka import MediaPublisher, ensure_topics, make_consumer, make_producer
+from streams.kafka import MediaPublisher, assign_all, ensure_topics, make_consumer, make_producer
 from streams.models import AudioChunk, Frame
 from streams.sinks import REDIS_DOWN
 from streams.sources import IngestState, ReplayOptions, ReplayResult, SourceError, ingest_live
@@ -235,16 +234,6 @@ class StreamTally:
     audio_samples: int = 0
     sample_rate: int = 0
     ended: bool = False
-
-
-async def assign_all(consumer: AIOKafkaConsumer, topic: str) -> None:
-    """Read every partition of `topic` from the beginning, outside any group."""
-    partitions = consumer.partitions_for_topic(topic) or set()
-    if not partitions:
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic) or set()
-    consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
-    await consumer.seek_to_beginning()
 
 
 async def decode_topic(

@@ -33,7 +33,7 @@ import torch
 
 from detectors.base import Pcm16k
 from detectors.weights import WeightsError
-from detectors.whisper import EncoderContext, auto_language, auto_model, keep_segment, model_dir_for
+from detectors.whisper import EncoderContext, choose_model, keep_segment
 from streams.models import Transcript, TranscriptSegment, WordTiming
 
 CT2_BINARY_VERSION = 6
@@ -254,18 +254,13 @@ class OpenAIWhisperTranscriber:
                  encoder_context: Literal["fit", "full"] = "fit") -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        requested = model
-        if model == "auto" and not model_dir:
-            model = auto_model(device)
-        folder = Path(model_dir) if model_dir else model_dir_for(model)
-        if not (folder / "model.bin").is_file():
-            raise WeightsError(f"Whisper model directory {folder} has no model.bin")
-        self.model_name = model
+        choice = choose_model(model, model_dir, device, language)
+        self.model_name = choice.name
         self.device = device
         self._context = EncoderContext(encoder_context == "fit")
-        self._model = load_model(folder, device, self._context)
+        self._model = load_model(choice.folder, device, self._context)
         self._beam_size = beam_size
-        self._language = auto_language(requested, model, language) or (None if self._model.is_multilingual else "en")
+        self._language = choice.language or (None if self._model.is_multilingual else "en")
 
     @property
     def model(self) -> Any:

@@ -25,6 +25,7 @@ import logging
 import math
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -112,6 +113,24 @@ def auto_language(requested_model: str, model: str, language: str | None) -> str
     return "en" if model.endswith(".en") or requested_model == "auto" else None
 
 
+@dataclass(frozen=True, slots=True)
+class ModelChoice:
+    """The Whisper model a transcriber loads: its name (what `auto` became), directory and language."""
+
+    name: str
+    folder: Path
+    language: str | None
+
+
+def choose_model(model: str, model_dir: str | None, device: str, language: str | None) -> ModelChoice:
+    """What the config's `model`, `model_dir` and `language` mean on `device` (already resolved from auto)."""
+    name = auto_model(device) if model == "auto" and not model_dir else model
+    folder = Path(model_dir) if model_dir else model_dir_for(name)
+    if not (folder / "model.bin").is_file():
+        raise WeightsError(f"Whisper model directory {folder} has no model.bin")
+    return ModelChoice(name, folder, auto_language(model, name, language))
+
+
 def fitted_context_frames(samples: int) -> int:
     """Encoder frames for `samples` of 16 kHz audio under `encoder_context="fit"` (30 s at most)."""
     seconds = max(samples / 16_000 + FIT_MARGIN_S, FIT_MIN_S)
@@ -177,23 +196,18 @@ class FasterWhisperTranscriber:
             import ctranslate2
 
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-        requested = model
-        if model == "auto" and not model_dir:
-            model = auto_model(device)
-        folder = Path(model_dir) if model_dir else model_dir_for(model)
-        if not (folder / "model.bin").is_file():
-            raise WeightsError(f"Whisper model directory {folder} has no model.bin")
-        self.model_name = model
+        choice = choose_model(model, model_dir, device, language)
+        self.model_name = choice.name
         if compute_type == "auto":
             compute_type = "float16" if device.startswith("cuda") else "int8"
         self.device, self.compute_type = device, compute_type
         self._context = EncoderContext(encoder_context == "fit")
         kind, _, index = device.partition(":")
-        self._model = _fitted_model_class()(self._context, str(folder), device=kind, device_index=int(index or 0),
-                                            compute_type=compute_type, cpu_threads=cpu_threads,
-                                            local_files_only=True)
+        self._model = _fitted_model_class()(self._context, str(choice.folder), device=kind,
+                                            device_index=int(index or 0), compute_type=compute_type,
+                                            cpu_threads=cpu_threads, local_files_only=True)
         self._beam_size = beam_size
-        self._language = auto_language(requested, model, language)
+        self._language = choice.language
 
     @property
     def model(self) -> Any:

@@ -153,6 +153,16 @@ class SourcePosition:
     offset: int
 
 
+async def assign_all(consumer: AIOKafkaConsumer, topic: str) -> None:
+    """Read every partition of `topic` from the beginning, outside any group."""
+    partitions = consumer.partitions_for_topic(topic) or set()
+    if not partitions:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic) or set()
+    consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+    await consumer.seek_to_beginning()
+
+
 async def consumer_lag(consumer: AIOKafkaConsumer, processed: Mapping[tuple[str, int], int]
                        ) -> dict[TopicPartition, int]:
     """Per assigned partition, the records after the last one processed (`processed`: topic, partition →

@@ -9,16 +9,17 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 import numpy.typing as npt
 
-from config.schema import EventConfig, FusewatchConfig
+from config.schema import EventConfig, FusewatchConfig, KafkaConfig
 from daemon.rules import JoinedWindow, alert_id
 from detectors.keywords import fold
 from streams.decode import DecodedItem, FrameFilter, MediaDecoder
-from streams.kafka import SourcePosition
+from streams.kafka import SourcePosition, assign_all, make_consumer
 from streams.models import (
     Alert,
     AudioFeatures,
@@ -100,6 +101,26 @@ async def decoded_items(
             stream = decoder.streams.get(message.stream)
             origin = stream.origin if stream is not None else None
             yield DecodedItem(item, position, restart, origin.seq if origin else 0, origin.wall_ns if origin else 0)
+
+
+# --------------------------------------------------------------------------- reading topics
+
+
+async def read_topic(config: KafkaConfig, topic: str, quiet_ms: int = 2000, one_poll: bool = False) -> list[Any]:
+    """Every record of `topic` from the beginning, outside any group: until `quiet_ms` pass
+    without one, or (`one_poll`) what the first poll that gives anything returns."""
+    consumer = make_consumer(config, group=None)
+    await consumer.start()
+    try:
+        await assign_all(consumer, topic)
+        records: list[Any] = []
+        while batch := await consumer.getmany(timeout_ms=quiet_ms):
+            records += [record for part in batch.values() for record in part]
+            if one_poll:
+                break
+        return records
+    finally:
+        await consumer.stop()
 
 
 # --------------------------------------------------------------------------- hand-built window features

@@ -15,13 +15,13 @@ from aiokafka.partitioner import murmur2
 
 from config.schema import DetectorsConfig, FusewatchConfig, KafkaTopics
 from daemon.analyze import AnalyzeCounters, run_analyze
-from daemon.commands import assign_all
 from daemon.metrics import Telemetry
 from daemon.status import StatusStore
-from streams.kafka import MediaPublisher, ensure_topics, make_consumer
+from streams.kafka import MediaPublisher, ensure_topics
 from streams.models import WindowFeatures
 from streams.sinks import redis_client
 from streams.sources import ReplayOptions, replay
+from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -33,19 +33,8 @@ def _partition(stream: str, partitions: int) -> int:
     return (murmur2(stream.encode()) & 0x7FFFFFFF) % partitions  # the producer's default partitioner
 
 
-async def _features(config: FusewatchConfig, until_quiet: bool = True) -> list[WindowFeatures]:
-    """What `fw.features` holds: everything until 2 s pass without a record, or one poll's worth."""
-    consumer = make_consumer(config.kafka, group=None)
-    await consumer.start()
-    try:
-        await assign_all(consumer, config.kafka.topics.features)
-        records = []
-        while batch := await consumer.getmany(timeout_ms=2000):
-            records += [r for rs in batch.values() for r in rs]
-            if not until_quiet:
-                break
-    finally:
-        await consumer.stop()
+async def _features(config: FusewatchConfig, one_poll: bool = False) -> list[WindowFeatures]:
+    records = await read_topic(config.kafka, config.kafka.topics.features, one_poll=one_poll)
     return [WindowFeatures.model_validate_json(record.value) for record in records]
 
 
@@ -90,7 +79,7 @@ async def test_a_worker_joining_mid_replay_takes_over_streams_and_every_window_i
         publishing = asyncio.create_task(publish())
         telemetry = {name: Telemetry(process=name) for name in ("first", "second")}
         first = asyncio.create_task(run_analyze(config, idle_timeout=20.0, telemetry=telemetry["first"]))
-        while not await _features(config, until_quiet=False):  # the first worker is under way
+        while not await _features(config, one_poll=True):  # the first worker is under way
             assert not first.done(), first
             await asyncio.sleep(0.5)
         assert not publishing.done(), "the join must come mid-replay"

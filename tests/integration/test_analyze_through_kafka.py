@@ -10,10 +10,10 @@ import pytest
 
 from config.schema import DetectorsConfig, FasterWhisperConfig, FusewatchConfig
 from daemon.analyze import run_analyze
-from daemon.commands import assign_all
-from streams.kafka import MediaPublisher, make_consumer
+from streams.kafka import MediaPublisher
 from streams.models import WindowFeatures
 from streams.sources import ReplayOptions, replay
+from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +36,7 @@ async def test_replay_then_analyze_emits_features_for_every_window(
     counters = await asyncio.wait_for(run_analyze(config, idle_timeout=5.0), 300)
     assert counters.frames_dropped == 0 and counters.frames_analysed > 500
 
-    consumer = make_consumer(config.kafka, group=None)
-    await consumer.start()
-    try:
-        await assign_all(consumer, config.kafka.topics.features)
-        records = []
-        while batch := await consumer.getmany(timeout_ms=3000):
-            records += [r for rs in batch.values() for r in rs]
-    finally:
-        await consumer.stop()
+    records = await read_topic(config.kafka, config.kafka.topics.features, quiet_ms=3000)
     windows: dict[tuple[str, str], list[int]] = defaultdict(list)
     for record in records:
         features = WindowFeatures.model_validate_json(record.value)

@@ -14,12 +14,11 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from config.schema import AudioInput, DetectorsConfig, EventConfig, FusewatchConfig, SourceConfig, VideoInput
-from daemon.commands import assign_all
 from daemon.fuse import FuseWorker, run_fuse
 from daemon.metrics import Telemetry
-from streams.kafka import make_consumer, make_producer
+from streams.kafka import make_producer
 from streams.models import AudioFeatures, WindowFeatures
-from tests.helpers import eventually
+from tests.helpers import eventually, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -53,16 +52,6 @@ async def _publish(config: FusewatchConfig, indices: range) -> None:
         await producer.stop()
 
 
-async def _any_alert(config: FusewatchConfig) -> bool:
-    consumer = make_consumer(config.kafka, group=None)
-    await consumer.start()
-    try:
-        await assign_all(consumer, config.kafka.topics.alerts)
-        return bool(await consumer.getmany(timeout_ms=500))
-    finally:
-        await consumer.stop()
-
-
 async def test_a_fuse_worker_joining_mid_stream_takes_over_a_site_and_every_alert_comes_once(
     fw_config: FusewatchConfig, caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -83,7 +72,7 @@ async def test_a_fuse_worker_joining_mid_stream_takes_over_a_site_and_every_aler
         await _publish(config, range(WINDOWS // 2))
         telemetry = Telemetry(process="first")
         first = asyncio.create_task(run_fuse(config, idle_timeout=12.0, telemetry=telemetry))
-        while not await _any_alert(config):
+        while not await read_topic(config.kafka, config.kafka.topics.alerts, quiet_ms=500, one_poll=True):
             assert not first.done(), first
         second = asyncio.create_task(run_fuse(config, idle_timeout=12.0))
         await eventually(lambda: assignments() >= 3, within=30, every=0.1)  # the first twice, the second once

@@ -14,9 +14,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from config.schema import FusewatchConfig
-from daemon.commands import assign_all
 from streams.decode import DecodedItem, MediaConsumer, StreamEnded
-from streams.kafka import MediaPublisher, client_options, consumer_lag, make_consumer, make_producer
+from streams.kafka import MediaPublisher, assign_all, client_options, consumer_lag, make_consumer, make_producer
 from streams.models import AudioChunk, Frame
 from streams.sources import ReplayOptions, replay
 from tests.helpers import DirectDecode, decode_directly

@@ -12,27 +12,18 @@ from config import load_config
 from config.schema import FusewatchConfig
 from daemon.analyze import run_analyze
 from daemon.cli import default_config_path
-from daemon.commands import assign_all
 from daemon.fuse import run_fuse
-from streams.kafka import MediaPublisher, make_consumer
+from streams.kafka import MediaPublisher
 from streams.models import Alert, Summary
 from streams.sinks import RedisKeys, redis_client
 from streams.sources import ReplayOptions, replay
+from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 
 
 async def _topic(config: FusewatchConfig, topic: str) -> list[tuple[bytes, bytes]]:
-    consumer = make_consumer(config.kafka, group=None)
-    await consumer.start()
-    try:
-        await assign_all(consumer, topic)
-        records = []
-        while batch := await consumer.getmany(timeout_ms=2000):
-            records += [(r.key, r.value) for rs in batch.values() for r in rs]
-        return records
-    finally:
-        await consumer.stop()
+    return [(record.key, record.value) for record in await read_topic(config.kafka, topic)]
 
 
 async def test_distress_alert_reaches_redis_and_kafka_exactly_once(

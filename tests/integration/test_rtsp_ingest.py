@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from config.schema import FusewatchConfig, Reconnect, SourceConfig
-from daemon.commands import assign_all
 from daemon.services import free_port
-from streams.kafka import make_consumer
+from streams.kafka import assign_all, make_consumer
 from streams.models import Packet, StreamInit
 from streams.sources import IngestState, ingest_live
 from streams.testing import ListSink
