@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -276,7 +276,7 @@ class MediaConsumer:
     def __init__(
         self, consumer: AIOKafkaConsumer, dead_letter_producer: AIOKafkaProducer,
         dead_letter_topic: str, frame_filter: FrameFilter | None = None,
-        batch_records: int = 256,
+        batch_records: int = 256, fetch_ahead_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self._consumer = consumer
         self._dead = DeadLetters(dead_letter_producer, dead_letter_topic, stage="decode")
@@ -284,7 +284,11 @@ class MediaConsumer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fw-decode")
         self._restart: dict[str, SourcePosition] = {}
         self._batch_records = batch_records
-        self._decoding: asyncio.Future[_BatchResult] | None = None
+        self._fetch: asyncio.Future[tuple[list[Any], int]] | None = None
+        self._fetched: deque[tuple[list[Any], int]] = deque()  # taken from the consumer, not yet decoding
+        self._fetched_bytes = 0
+        self._fetch_ahead_bytes = fetch_ahead_bytes
+        self._batches: deque[asyncio.Future[_BatchResult]] = deque()  # decoding or decoded, not delivered
         self._handled: dict[tuple[str, int], int] = {}
         self._partition_of: dict[str, tuple[str, int]] = {}
         self._unstarted: dict[str, SourcePosition] = {}  # decode thread: streams begun, no item yet
@@ -325,6 +329,9 @@ class MediaConsumer:
         return self._consumer
 
     def close(self) -> None:
+        if self._fetch is not None:
+            self._fetch.cancel()
+            self._fetch = None
         self._executor.shutdown(wait=True)
 
     def release(self, partitions: Iterable[TopicPartition]) -> None:
@@ -349,36 +356,66 @@ class MediaConsumer:
                     stop: asyncio.Event | None = None) -> AsyncIterator[DecodedItem]:
         """Decoded items in partition order; ends after `idle_timeout` s without records or on `stop`.
 
-        One batch decodes in the decode thread while the caller handles the items of the one
-        before (and the next is fetched): at most two batches are in memory. A batch decoded
-        but not yet delivered when the caller leaves the loop is delivered first by the next
-        call, so leaving early loses nothing the decoder has moved past.
+        Three things overlap: the consumer fetches, the decode thread decodes the next batch,
+        and the caller handles the items of the one before. Fetched records are taken from the
+        consumer as they come (up to `fetch_ahead_bytes`): the consumer sends its next fetch
+        only once its buffer is empty, and a decode thread waiting for that round trip would
+        idle (measured: 20 % of the time on 2 cores). At most two batches are decoded ahead,
+        since decoded frames are large. A batch decoded but not yet delivered when the caller
+        leaves the loop is delivered first by the next call, so leaving early loses nothing the
+        decoder has moved past.
         """
         loop = asyncio.get_running_loop()
-        idle = 0.0
+        quiet_since = loop.time()
         while stop is None or not stop.is_set():
-            wait_ms = 0 if self._decoding is not None else 200
-            batches = await self._consumer.getmany(timeout_ms=wait_ms, max_records=self._batch_records)
-            records = [record for batch in batches.values() for record in batch]
-            if records:
-                idle = 0.0
-            elif wait_ms:
-                idle += wait_ms / 1000
-                if idle_timeout is not None and idle >= idle_timeout:
+            if self._fetch is None and (not self._fetched or self._fetched_bytes < self._fetch_ahead_bytes):
+                self._fetch = asyncio.ensure_future(self._fetch_records())
+            self._feed_decoder(loop)
+            head = self._batches[0] if self._batches else None
+            await asyncio.wait([f for f in (self._fetch, head) if f is not None], return_when=asyncio.FIRST_COMPLETED)
+            if self._fetch is not None and self._fetch.done():
+                fetch, self._fetch = self._fetch, None
+                records, epoch = fetch.result()
+                if records:
+                    quiet_since = loop.time()
+                    self._take(records, epoch)
+                elif not self._batches and not self._fetched and idle_timeout is not None \
+                        and loop.time() - quiet_since >= idle_timeout:
                     return
-            ready = self._decoding
-            self._decoding = None
+            if head is not None and head.done():
+                async for item in self._deliver(await self._batches.popleft()):
+                    yield item
+                quiet_since = max(quiet_since, loop.time())
+        if self._fetch is not None:  # stopping: what was fetched is still delivered
+            fetch, self._fetch = self._fetch, None
+            if fetch.done():
+                self._take(*fetch.result())
+            else:
+                fetch.cancel()  # it has taken no record from the consumer yet
+        while self._feed_decoder(loop):
+            async for item in self._deliver(await self._batches.popleft()):
+                yield item
+
+    async def _fetch_records(self) -> tuple[list[Any], int]:
+        batches = await self._consumer.getmany(timeout_ms=200, max_records=self._batch_records)
+        return [record for batch in batches.values() for record in batch], self._revocations.epoch
+
+    def _take(self, records: list[Any], epoch: int) -> None:
+        self._fetched.append((records, epoch))
+        self._fetched_bytes += sum(len(record.value or b"") for record in records)
+
+    def _feed_decoder(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Hand fetched batches to the decode thread while fewer than two are decoding or decoded."""
+        while self._fetched and len(self._batches) < 2:
+            records, epoch = self._fetched.popleft()
+            self._fetched_bytes -= sum(len(record.value or b"") for record in records)
+            # Records of a partition revoked since they were fetched come again from the committed
+            # offset: decoding them after the decoder forgot the partition would give it stale state.
+            records = [r for r in records if not self._revocations.stale(r.topic, r.partition, epoch)]
             if records:
                 forget, self._to_forget = self._to_forget, set()
-                self._decoding = loop.run_in_executor(self._executor, self._decode_batch, records, forget,
-                                                         self._revocations.epoch)
-            if ready is not None:
-                async for item in self._deliver(await ready):
-                    yield item
-        if self._decoding is not None:  # stopping: what was fetched is still delivered
-            ready, self._decoding = self._decoding, None
-            async for item in self._deliver(await ready):
-                yield item
+                self._batches.append(loop.run_in_executor(self._executor, self._decode_batch, records, forget, epoch))
+        return bool(self._batches)
 
     async def _deliver(self, result: _BatchResult) -> AsyncIterator[DecodedItem]:
         def released(position: SourcePosition) -> bool:  # since this batch was fetched

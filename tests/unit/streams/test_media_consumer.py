@@ -3,6 +3,7 @@ and decodes a partition afresh when a rebalance makes it read again."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,12 @@ class Record:
 
 
 class ScriptedConsumer:
-    """Hands out the given records `max_records` at a time, then nothing."""
+    """Hands out the given records `max_records` at a time, then nothing (after the poll's timeout)."""
 
     def __init__(self, records: list[Record]) -> None:
         self._records = records
         self.polls: list[int] = []
+        self.handed_out = 0  # the offset after the last record handed out
 
     def serve(self, records: list[Record]) -> None:
         """From now on hand out `records` (a rebalance: the partition is read again from its committed offset)."""
@@ -42,6 +44,9 @@ class ScriptedConsumer:
     async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
         self.polls.append(timeout_ms)
         batch, self._records = self._records[:max_records], self._records[max_records:]
+        self.handed_out = batch[-1].offset + 1 if batch else self.handed_out
+        if not batch:
+            await asyncio.sleep(timeout_ms / 1000)  # as a consumer waits for records
         return {TopicPartition(TOPIC, 0): batch} if batch else {}
 
 
@@ -146,3 +151,23 @@ async def test_a_stream_holds_commits_at_its_init_until_its_first_item_is_handle
     assert first_offset > 0, "the init gives no item"
     assert first_unstarted == {(TOPIC, 0): 0}, "until then only the init keeps a commit from passing it"
     assert seen[-1][1] == {} and media.handled_positions == {(TOPIC, 0): 59}
+
+
+async def test_records_are_taken_ahead_of_decoding_up_to_a_byte_bound(media_dir: Path) -> None:
+    """The consumer fetches again only once its buffer is empty: taking records early keeps the decoder busy."""
+    records = await _wire_records(media_dir / "lobby.ts", "lobby", limit=400)
+    ahead: dict[int, int] = {}
+    for limit in (1, 64 * 1024 * 1024):
+        consumer = ScriptedConsumer(records)
+        media = MediaConsumer(consumer, KeptProducer(), "fw.dead-letter", batch_records=20,  # type: ignore[arg-type]
+                              fetch_ahead_bytes=limit)
+        delivered: list[int] = []
+        try:
+            async for decoded in media.items(idle_timeout=0.4):
+                delivered.append(decoded.position.offset)
+                ahead[limit] = max(ahead.get(limit, 0), consumer.handed_out - decoded.position.offset)
+        finally:
+            media.close()
+        assert delivered == sorted(delivered) and consumer.handed_out == len(records)
+    assert ahead[1] <= 4 * 20, "one batch fetched ahead, two decoding, one delivering"
+    assert ahead[64 * 1024 * 1024] > 200, "with room, records are taken well ahead of the decoder"
