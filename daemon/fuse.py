@@ -290,6 +290,7 @@ class FuseWorker:
         and closed mark, as a restarted worker does, and closes the open windows.
         """
         sites = self.joiner.release(partitions)
+        self.counters.partitions_released += len(partitions)
         for site in sites:
             self._loaded.discard(site)
             for key in [key for key in self._states if key[1] == site]:
@@ -365,7 +366,6 @@ async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, i
         for key in partitions:
             last.pop(key, None)
         worker.release(partitions)
-        worker.counters.partitions_released += len(partitions)
 
     async def handle(record: Any, fetched_in: int) -> None:  # under `lock`
         if revocations.stale(record.topic, record.partition, fetched_in):

@@ -285,7 +285,7 @@ class MediaConsumer:
         self._restart: dict[str, SourcePosition] = {}
         self._batch_records = batch_records
         self._fetch: asyncio.Future[tuple[list[Any], int]] | None = None
-        self._fetched: deque[tuple[list[Any], int]] = deque()  # taken from the consumer, not yet decoding
+        self._fetched: deque[tuple[list[Any], int, int]] = deque()  # records, epoch, bytes: not yet decoding
         self._fetched_bytes = 0
         self._fetch_ahead_bytes = fetch_ahead_bytes
         self._batches: deque[asyncio.Future[_BatchResult]] = deque()  # decoding or decoded, not delivered
@@ -401,14 +401,15 @@ class MediaConsumer:
         return [record for batch in batches.values() for record in batch], self._revocations.epoch
 
     def _take(self, records: list[Any], epoch: int) -> None:
-        self._fetched.append((records, epoch))
-        self._fetched_bytes += sum(len(record.value or b"") for record in records)
+        size = sum(len(record.value or b"") for record in records)
+        self._fetched.append((records, epoch, size))
+        self._fetched_bytes += size
 
     def _feed_decoder(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Hand fetched batches to the decode thread while fewer than two are decoding or decoded."""
         while self._fetched and len(self._batches) < 2:
-            records, epoch = self._fetched.popleft()
-            self._fetched_bytes -= sum(len(record.value or b"") for record in records)
+            records, epoch, size = self._fetched.popleft()
+            self._fetched_bytes -= size
             # Records of a partition revoked since they were fetched come again from the committed
             # offset: decoding them after the decoder forgot the partition would give it stale state.
             records = [r for r in records if not self._revocations.stale(r.topic, r.partition, epoch)]
