@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -43,7 +43,7 @@ def _duplicates(names: list[str]) -> list[tuple[int, str]]:
 
 def _host_port(server: str) -> str:
     host, sep, port = server.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit() and len(port) <= 5) or not 0 < int(port) < 65536:
         raise PydanticCustomError("host_port", "expected 'host:port', got {got}", {"got": repr(server)})
     return server
 
@@ -62,7 +62,15 @@ class KafkaTopics(Section):
 
 
 class KafkaConfig(Section):
-    """How to reach the Kafka-protocol broker; secrets come from `${ENV}` substitution."""
+    """How to reach the Kafka-protocol broker; secrets come from `${ENV}` substitution.
+
+    TLS (`SSL`, `SASL_SSL`): `ssl_cafile` is the CA bundle (PEM) that signed the brokers' certificates
+    (default: the system's), `ssl_certfile`/`ssl_keyfile` a client certificate for brokers that require
+    one; broker names are checked against their certificates. `sasl_password` is never shown: not in
+    reprs, logs or config errors.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, hide_input_in_errors=True)
 
     bootstrap_servers: list[HostPort] = Field(default_factory=lambda: ["127.0.0.1:9092"], min_length=1)
     client_id: str = "fusewatch"
@@ -79,6 +87,10 @@ class KafkaConfig(Section):
     replication_factor: int = Field(default=1, ge=1)
     max_request_size: int = Field(default=8 * 1024 * 1024, ge=1024)
     session_timeout: Duration = 10.0
+    # Where a consumer starts again when its offset lies beyond the log end (the topic was recreated or
+    # the broker replaced): "earliest" reads the new log from its start (nothing lost, maybe a replay's
+    # duplicates, which alert ids absorb); "latest" skips to new records only.
+    offset_reset: Literal["earliest", "latest"] = "earliest"
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
@@ -86,6 +98,11 @@ class KafkaConfig(Section):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("sasl_password", mode="before")
+    @classmethod
+    def _password_is_text(cls, value: object) -> object:
+        return _secret_text(value)
 
     @model_validator(mode="after")
     def _check_sasl(self) -> KafkaConfig:
@@ -104,14 +121,50 @@ class KafkaConfig(Section):
 
 
 class RedisConfig(Section):
-    """Where alerts, summaries and acknowledgements live."""
+    """Where alerts, summaries and acknowledgements live.
+
+    TLS: a `rediss://` URL. `ssl_ca_certs` is the CA bundle (PEM) that signed the server's
+    certificate (default: the system's); `ssl_certfile` and `ssl_keyfile` are a client
+    certificate and its key, for servers that require one (`tls-auth-clients yes`); the key may
+    also sit in the certificate file. The server's name is checked against its certificate.
+    The ssl_* settings need a `rediss://` URL; the files must exist when a client is made
+    (`redis_client` names a missing one) and are read as each connection opens.
+
+    Credentials: `username` (an ACL user; none: Redis's `default` user) and `password`, e.g.
+    `${FUSEWATCH_REDIS_PASSWORD}`. A user and password written in the URL
+    (`rediss://user:password@host/0`, `?password=…`) are moved into these fields, so the URL that
+    errors and logs show never carries them; the password is never shown (reprs, logs, config errors).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, hide_input_in_errors=True)
 
     url: str = "redis://127.0.0.1:6379/0"
     username: str | None = None
     password: SecretStr | None = None
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
     key_prefix: str = "fusewatch"
     alerts_maxlen: int = Field(default=100_000, ge=100)
     buffer_max: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_out_of_url(cls, data: object) -> object:
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+            return data
+        url, found = _take_credentials(data["url"])
+        if not found:
+            return data
+        moved = dict(data, url=url)
+        for field, value in found.items():
+            if data.get(field) not in (None, ""):
+                raise PydanticCustomError(
+                    "redis_credentials", "the URL and `{field}` both give a {field}: keep one (the value is not shown)",
+                    {"field": field, "at": ("url",)},
+                )
+            moved[field] = value
+        return moved
 
     @field_validator("url")
     @classmethod
@@ -123,9 +176,85 @@ class RedisConfig(Section):
             raise PydanticCustomError(
                 "redis_url",
                 "expected redis://host:port/db, rediss://… or unix://path, got {got}",
-                {"got": repr(url)},
+                {"got": repr(_without_userinfo(url))},
             )
         return url
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _password_is_text(cls, value: object) -> object:
+        return None if value == "" else _secret_text(value)
+
+    @field_validator("username", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value  # `${VAR:-}` left unset
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> RedisConfig:
+        tls = [name for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile") if getattr(self, name) is not None]
+        if tls and urlsplit(self.url).scheme != "rediss":
+            raise PydanticCustomError(
+                "redis_tls", "TLS settings ({names}) need a rediss:// URL, got a {scheme}:// one",
+                {"names": ", ".join(tls), "scheme": urlsplit(self.url).scheme, "at": (tls[0],)},
+            )
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise PydanticCustomError(
+                "redis_tls", "ssl_keyfile needs ssl_certfile (the client certificate)", {"at": ("ssl_keyfile",)}
+            )
+        return self
+
+
+def _split_userinfo(url: str) -> tuple[str | None, str]:
+    """(`user:password` or None, `url` without it). Outside unix:// the userinfo ends at the last '@'
+    before any '?' or '#', so a password substituted from the environment may hold '/', '@' or ':'."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return None, url
+    if scheme == "unix":
+        end = rest.find("/") if "/" in rest else len(rest)
+        at = rest.find("@", 0, end)
+    else:
+        end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+        at = rest.rfind("@", 0, end)
+    return (None, url) if at < 0 else (rest[:at], f"{scheme}{sep}{rest[at + 1:]}")
+
+
+def _take_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """`url` without credentials, and those it held: `user:password@` and `?username=…&password=…`
+    (redis-py reads both), percent-decoded."""
+    userinfo, url = _split_userinfo(url)
+    found: dict[str, str] = {}
+    if userinfo is not None:
+        user, _, password = userinfo.partition(":")
+        found = {field: unquote(value) for field, value in (("username", user), ("password", password)) if value}
+    base, qmark, rest = url.partition("?")
+    query, hashmark, fragment = rest.partition("#")
+    kept = []
+    for pair in query.split("&") if qmark else []:
+        key, _, value = pair.partition("=")
+        if key in ("username", "password") and value:
+            if key in found:
+                raise PydanticCustomError(
+                    "redis_credentials", "the URL gives a {field} twice (the values are not shown)",
+                    {"field": key, "at": ("url",)},
+                )
+            found[key] = unquote(value)
+        else:
+            kept.append(pair)
+    return base + ("?" + "&".join(kept) if kept else "") + hashmark + fragment, found
+
+
+def _without_userinfo(url: str) -> str:
+    """`url` without any `user:password@`, for messages."""
+    return _split_userinfo(url)[1]
+
+
+def _secret_text(value: object) -> object:
+    """Secrets must be text; anything else is refused without echoing it (config errors are printed and logged)."""
+    if value is None or isinstance(value, str | SecretStr):
+        return value
+    raise PydanticCustomError("secret_value", "must be a string (quote it in the YAML); the value is not shown", {})
 
 
 # --------------------------------------------------------------------------- sources
@@ -367,8 +496,12 @@ class WindowsConfig(Section):
     # How long fusion waits for an input that has gone quiet. Speech comes last (an utterance is
     # transcribed when it ends, up to `max_segment` later), so this must exceed max_segment.
     grace: Duration = 20.0
+    # A feature window starting more than this after the later of the wallclock and the site's
+    # newest window is dead-lettered: one record from a clock gone wrong must not close a site's
+    # windows for good. Replays at full speed run ahead of the wallclock, but in window steps.
+    max_ahead: Duration = 300.0
 
-    @field_validator("size")
+    @field_validator("size", "max_ahead")
     @classmethod
     def _positive(cls, size: float) -> float:
         if size <= 0:
@@ -384,6 +517,7 @@ SIGNAL_PATTERN = (
     r"|audio\.(loudness_dbfs|peak_dbfs|speech_ratio)"
     r"|speech\.(keywords|text_matches|words))$"
 )
+_ZONE_SIGNAL = re.compile(r"video\.zone\.(.+)\.(entered|occupancy|dwell)")
 
 
 class Ramp(Section):
@@ -492,15 +626,49 @@ class OutputsConfig(Section):
 class WebConfig(Section):
     """Dashboard, SSE feed, /metrics and health endpoints."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, hide_input_in_errors=True)
+
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8686, ge=0, le=65535)
     token: SecretStr | None = None
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=16 * 1024 * 1024,
+        description="largest request body accepted on any path (login form, acknowledgements); larger → 413",
+    )
+    max_live_connections: int = Field(
+        default=50, ge=1, le=10_000,
+        description="open live feeds (/api/events) per process, each holding a Redis pub/sub connection; "
+                    "more are refused with 503 while the API keeps answering",
+    )
+    trusted_origins: list[str] = Field(
+        default_factory=list,
+        description="extra Origins (scheme://host[:port]) allowed to send state-changing requests, e.g. the "
+                    "public URL behind a reverse proxy that rewrites Host; the dashboard's own is always allowed",
+    )
+    login_attempts: int = Field(
+        default=5, ge=1, le=1000,
+        description="wrong tokens (login or bearer) a client may send in a row before it must wait",
+    )
+    login_backoff: Duration = Field(
+        default=1.0, gt=0, description="the first wait after login_attempts wrong tokens; doubles with each one more",
+    )
+    login_backoff_max: Duration = Field(default=300.0, gt=0, description="the longest wait between login tries")
+
+    @field_validator("trusted_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+                raise PydanticCustomError("origin", "expected an Origin such as 'https://fusewatch.example', "
+                                          "got {got}", {"got": repr(origin)})
+        return [origin.lower() for origin in value]
 
     @field_validator("token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
-        return None if value == "" else value
+        return None if value == "" else _secret_text(value)
 
 
 # --------------------------------------------------------------------------- root
@@ -543,7 +711,29 @@ class FusewatchConfig(Section):
                                 "at": ("events", e_index, "terms", t_index, "streams", s_index),
                             },
                         )
+                self._check_zone(event, term, ("events", e_index, "terms", t_index, "signal"))
         return self
+
+    def _check_zone(self, event: EventConfig, term: Term, at: tuple[str | int, ...]) -> None:
+        """A `video.zone.NAME.*` term must name a zone of a source it reads (when the file has sources)."""
+        zone = _ZONE_SIGNAL.fullmatch(term.signal)
+        if zone is None or not self.sources:
+            return
+        zones = sorted({
+            defined.name
+            for source in self.sources
+            if (not event.sites or self.site_of(source) in event.sites)
+            and (not term.streams or source.id in term.streams)
+            for defined in source.video.zones
+        })
+        if zone.group(1) not in zones:
+            where = f"zones of this term's sources: {', '.join(zones)}" if zones else (
+                "no source of this term defines a zone"
+            )
+            raise PydanticCustomError(
+                "unknown_zone", "unknown zone {zone} ({where})",
+                {"zone": repr(zone.group(1)), "where": where, "at": at},
+            )
 
     def source(self, stream_id: str) -> SourceConfig:
         """The source with this id; KeyError names the known ids."""

@@ -1,14 +1,14 @@
 """Reading the alert feed back out of Redis: listing, following, finding by id, acknowledging.
 
 The fuse stage appends every alert once to the `…:alerts` stream (and remembers the stream
-entry under `…:alerts:id:<alert id>`). `fusewatch alerts` and the dashboard both read
+entry under `…:alerts:id:<alert id>` for as long as the entry is in the stream: the key is
+deleted when `alerts_maxlen` trims the entry, see `streams.sinks`). `fusewatch alerts` and the dashboard both read
 through `AlertStore`, so they always agree. Acknowledgements live in one hash, shared by
 every operator, and are announced on `…:acks:live` so open dashboards update at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from config.schema import RedisConfig
+from streams.backoff import SERVICE_RETRY
 from streams.models import Alert
 from streams.sinks import REDIS_DOWN, RedisKeys, redis_client, redis_text
 
@@ -138,17 +139,16 @@ class AlertStore:
         if cursor == "$":
             last: Any = await self._client.xrevrange(self.keys.alerts, count=1) or []
             cursor = redis_text(last[0][0]) if last else "0-0"
-        delay = 0.5
+        delays = SERVICE_RETRY.delays()
         while True:
             try:
                 reply: Any = await self._client.xread({self.keys.alerts: cursor}, count=_PAGE, block=block_ms) or []
             except REDIS_DOWN as exc:
-                log.warning("alert feed: redis unavailable (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                log.warning("alert feed: redis unavailable (%s); retrying in %.1fs", exc, delays.next)
+                await delays.wait()
                 yield None
                 continue
-            delay = 0.5
+            delays.succeeded()
             if not reply:
                 yield None
                 continue

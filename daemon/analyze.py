@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from config.schema import FusewatchConfig, SourceConfig
 from daemon.batcher import DetectionBatcher
@@ -39,12 +40,12 @@ from daemon.video_windows import VideoFeatureBuilder, VideoWindowState
 from detectors import registry
 from detectors.base import AudioAnalyzer, ObjectDetector, Transcriber
 from detectors.keywords import KeywordSpotter
+from streams.checkpoint import Checkpoint, merge_offsets
 from streams.decode import DecodedItem, MediaConsumer, StreamEnded
 from streams.kafka import (
-    CommitThenRelease,
+    DeadLetters,
     PendingAcks,
     SourcePosition,
-    commit_assigned,
     consumer_lag,
     ensure_topics,
     make_consumer,
@@ -61,9 +62,16 @@ from streams.models import (
 )
 from streams.sinks import REDIS_DOWN, redis_client
 from streams.windows import AudioWindow, AudioWindower, FrameSampler, window_size_ms, window_start
+from streams.wire import WireRecord
 
 log = logging.getLogger(__name__)
 NS_PER_MS = 1_000_000
+OUTPUT_DOWN = (KafkaError,)
+"""Failures of the outputs, not of an item: they stop the worker (the supervisor restarts it)."""
+
+
+async def _ignore_failure(stream: str, position: SourcePosition | None, reason: str) -> None:
+    """Where failures go when nobody dead-letters them (tests, in-process evaluation): counted only."""
 
 
 class FeatureSink(Protocol):
@@ -89,6 +97,7 @@ class AnalyzeCounters:
     windows_by_stream: Counter[tuple[str, str]] = field(default_factory=Counter)
     last_window_end: dict[str, int] = field(default_factory=dict)
     partitions_released: int = 0
+    item_errors: int = 0
 
 
 @dataclass
@@ -184,7 +193,9 @@ class AnalyzeWorker:
         self._last_position: dict[tuple[str, int], int] = {}
         self._sources = {source.id: source for source in config.sources}
         self._tasks: asyncio.TaskGroup | None = None
+        self._logged_failure: dict[str, float] = {}
         self.observe_inference: Callable[[str, float], None] = lambda model, seconds: None
+        self.on_failure: Callable[[str, SourcePosition | None, str], Awaitable[None]] = _ignore_failure
 
     @property
     def streams(self) -> dict[str, tuple[str, int | None]]:
@@ -234,18 +245,38 @@ class AnalyzeWorker:
             self._audio_executor.shutdown(wait=False, cancel_futures=True)
 
     async def handle(self, decoded: DecodedItem) -> None:
+        """Take one decoded item; an item that cannot be analysed is reported and skipped, never raised.
+
+        Only the outputs failing (the broker refusing features) stops the worker: that is not
+        one item's fault, and losing the window would break at-least-once delivery.
+        """
         item = decoded.item
         self._last_position[(decoded.position.topic, decoded.position.partition)] = decoded.position.offset
-        if isinstance(item, StreamEnded):
-            if item.stream in self._streams:
-                await self._end_stream(item.stream)
-            return
-        state = self._state(decoded, item)
-        if isinstance(item, Frame):
-            if state.video_enabled:
-                await self._on_frame(state, item, decoded.restart)
-        elif isinstance(item, AudioChunk) and state.audio_enabled:
-            await self._on_audio(state, item, decoded.restart)
+        try:
+            if isinstance(item, StreamEnded):
+                if item.stream in self._streams:
+                    await self._end_stream(item.stream)
+                return
+            state = self._state(decoded, item)
+            if isinstance(item, Frame):
+                if state.video_enabled:
+                    await self._on_frame(state, item, decoded.restart)
+            elif isinstance(item, AudioChunk) and state.audio_enabled:
+                await self._on_audio(state, item, decoded.restart)
+        except OUTPUT_DOWN:
+            raise
+        except Exception as exc:
+            await self._failed(item.stream, decoded.position, f"{type(item).__name__} not analysed", exc)
+
+    async def _failed(self, stream: str, position: SourcePosition | None, what: str, exc: BaseException) -> None:
+        """Count, log (with the traceback, at most once a minute per stream) and dead-letter one failure."""
+        self.counters.item_errors += 1
+        reason = f"{what}: {type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        if now - self._logged_failure.get(stream, -60.0) >= 60.0:
+            self._logged_failure[stream] = now
+            log.error("analyze: %s of stream %r; the stream goes on", what, stream, exc_info=exc)
+        await self.on_failure(stream, position, reason)
 
     def _state(self, decoded: DecodedItem, item: Frame | AudioChunk) -> _StreamState:
         state = self._streams.get(item.stream)
@@ -285,11 +316,16 @@ class AnalyzeWorker:
     async def _drain_video(self, state: _StreamState, final: bool = False) -> None:
         while state.pending and state.pending[0].future.done():
             job = state.pending.popleft()
-            detections = job.future.result()
+            failure = job.future.exception()
+            detections = job.future.result() if failure is None else None
             window = state.video_windows.get(job.window)
             if window is None:
                 continue
-            if detections is None:
+            if failure is not None:  # the window goes on without this frame, as with a dropped one
+                await self._failed(state.stream, None, "frame not detected", failure)
+                self.counters.frames_dropped += 1
+                self.counters.dropped_by_stream[state.stream] += 1
+            elif detections is None:
                 self.counters.frames_dropped += 1
                 self.counters.dropped_by_stream[state.stream] += 1
             else:
@@ -332,7 +368,13 @@ class AnalyzeWorker:
         while (window := await state.audio_queue.get()) is not None:
             pcm = window.pcm()
             began = time.perf_counter()
-            stats = await loop.run_in_executor(self._audio_executor, self._analyzer.analyze, pcm)
+            try:
+                stats = await loop.run_in_executor(self._audio_executor, self._analyzer.analyze, pcm)
+            except Exception as exc:  # this window is lost, counted and reported; the stream goes on
+                await self._failed(state.stream, None, f"audio window {window.start_ms} not analysed", exc)
+                state.unfinished.pop(("audio", window.start_ms), None)
+                state.unfinished.pop(("speech", window.start_ms), None)
+                continue
             self.observe_inference("audio", time.perf_counter() - began)
             await self._emit(state, "audio", window.start_ms, WindowFeatures(
                 stream=state.stream, site=state.site, modality="audio", window_start=window.start_ms,
@@ -356,7 +398,11 @@ class AnalyzeWorker:
         assert self._transcriber is not None
         loop = asyncio.get_running_loop()
         began = time.perf_counter()
-        transcript = await loop.run_in_executor(self._audio_executor, self._transcriber.transcribe, segment.audio)
+        try:
+            transcript = await loop.run_in_executor(self._audio_executor, self._transcriber.transcribe, segment.audio)
+        except Exception as exc:  # its windows are emitted without these words
+            await self._failed(state.stream, None, "speech segment not transcribed", exc)
+            return
         self.observe_inference("transcriber", time.perf_counter() - began)
         self.counters.segments_transcribed += 1
         for word in owned_words(segment, transcript):
@@ -389,8 +435,8 @@ class AnalyzeWorker:
         state = self._streams.get(stream)
         if state is None:  # released by a rebalance meanwhile
             return
-        if state.pending:
-            await asyncio.gather(*(job.future for job in state.pending))
+        if state.pending:  # a failed detection is reported by _drain_video, not raised here
+            await asyncio.wait([job.future for job in state.pending])
         await self._drain_video(state, final=True)
         for window in state.audio.flush():
             await self._queue_audio(state, window)
@@ -439,32 +485,23 @@ class AnalyzeWorker:
             self._last_position.pop(key, None)
         self.counters.partitions_released += len(keys)
 
-    def note_handled(self, positions: Mapping[tuple[str, int], int]) -> None:
-        """Records up to these offsets are handled, also those that gave no item (`MediaConsumer.handled_positions`).
-
-        Without it, a dead letter or an init at the end of a partition would stay in the
-        consumer lag and be read (and dead-lettered) again after a restart.
-        """
-        for key, offset in positions.items():
-            if offset > self._last_position.get(key, -1):
-                self._last_position[key] = offset
+    def unfinished_positions(self) -> dict[tuple[str, int], int]:
+        """Per partition: the init of the oldest window not yet emitted; no commit may pass it."""
+        held: dict[tuple[str, int], int] = {}
+        for state in self._streams.values():
+            oldest = state.oldest_unfinished()
+            if oldest is not None:
+                key = (oldest.topic, oldest.partition)
+                held[key] = min(held.get(key, oldest.offset), oldest.offset)
+        return held
 
     def commit_offsets(self, unstarted: Mapping[tuple[str, int], int] | None = None) -> dict[TopicPartition, int]:
         """Per partition: the init of the oldest unfinished window, else the next unread offset.
 
         `unstarted` (`MediaConsumer.unstarted_positions`): inits of streams that gave no item
-        yet; no commit passes them either.
+        yet; no commit passes them either. (What the `Checkpoint` of `run_analyze` commits.)
         """
-        offsets = {TopicPartition(topic, part): offset + 1 for (topic, part), offset in self._last_position.items()}
-        for (topic, part), offset in (unstarted or {}).items():
-            tp = TopicPartition(topic, part)
-            offsets[tp] = min(offsets.get(tp, offset), offset)
-        for state in self._streams.values():
-            oldest = state.oldest_unfinished()
-            if oldest is not None:
-                tp = TopicPartition(oldest.topic, oldest.partition)
-                offsets[tp] = min(offsets.get(tp, oldest.offset), oldest.offset)
-        return offsets
+        return merge_offsets(self._last_position, unstarted or {}, self.unfinished_positions())
 
 
 class KafkaFeatureSink:
@@ -506,47 +543,49 @@ async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None
                            Path(config.outputs.snapshots_dir) if config.outputs.snapshots_dir else None)
     sampler = FrameSampler(worker.sample_rates(), worker.default_fps)
     media = MediaConsumer(consumer, producer, config.kafka.topics.dead_letter, frame_filter=sampler)
-    reporter = _AnalyzeReporter(config, telemetry, worker, media, consumer, group)
     worker.observe_inference = lambda model, seconds: telemetry.metrics.inference_seconds.labels(model).observe(
         seconds)
-    last_commit = time.monotonic()
+    analyze_dead = DeadLetters(producer, config.kafka.topics.dead_letter, stage="analyze")
 
-    lock = asyncio.Lock()  # one commit at a time: the loop's or a rebalance's
+    async def dead_letter(stream: str, position: SourcePosition | None, reason: str) -> None:
+        # The record itself stays on fw.media; the dead letter names it (stream key, dl-* origin headers).
+        origin = position or SourcePosition(config.kafka.topics.media, -1, -1)
+        await analyze_dead.send(WireRecord(stream.encode(), None, []), origin, reason)
 
-    async def commit_now() -> None:  # under `lock`
+    worker.on_failure = dead_letter
+    async def flush() -> bool:
         await sink.flush()
-        worker.note_handled(media.handled_positions)
-        await commit_assigned(consumer, worker.commit_offsets(media.unstarted_positions), "analyze")
-
-    async def commit() -> None:
-        async with lock:
-            await commit_now()
+        return True
 
     def release(revoked: set[TopicPartition]) -> None:
         media.release(revoked)
         worker.release(revoked)
 
-    consumer.subscribe([config.kafka.topics.media], listener=CommitThenRelease("analyze", lock, commit_now, release))
+    checkpoint = Checkpoint(consumer, "analyze", flush=flush,
+                            progress=[lambda: media.handled_positions, lambda: worker.last_positions],
+                            holds=[lambda: media.unstarted_positions, worker.unfinished_positions],
+                            release=release, every=commit_every, reset=config.kafka.offset_reset)
+    reporter = _AnalyzeReporter(config, telemetry, worker, media, consumer, group, checkpoint)
+    consumer.subscribe([config.kafka.topics.media], listener=checkpoint.listener())
     await producer.start()
     await consumer.start()
     telemetry.loaded.add("analyze")
 
     async def maybe_commit(_: DecodedItem) -> None:
-        nonlocal last_commit
-        if time.monotonic() - last_commit >= commit_every:
-            last_commit = time.monotonic()
-            await commit()
+        await checkpoint.maybe_commit()
 
     try:
         async with asyncio.TaskGroup() as tasks:
             reporting = tasks.create_task(reporter.run(report_every))
-            await worker.run(media.items(idle_timeout=idle_timeout, stop=stop), on_item=maybe_commit,
+            await worker.run(media.items(idle_timeout=idle_timeout, stop=stop, on_idle=checkpoint.maybe_commit),
+                             on_item=maybe_commit,
                              finish=lambda: stop is None or not stop.is_set())
-            await commit()
+            await checkpoint.commit()
             reporting.cancel()
         await reporter.report()
     finally:
         telemetry.loaded.discard("analyze")
+        telemetry.consumers.pop("analyze", None)
         media.close()
         await reporter.close()
         await consumer.stop()
@@ -558,7 +597,9 @@ class _AnalyzeReporter:
     """Mirrors the worker's counters into metrics and writes per-stream status to Redis."""
 
     def __init__(self, config: FusewatchConfig, telemetry: Telemetry, worker: AnalyzeWorker,
-                 media: MediaConsumer, consumer: AIOKafkaConsumer, group: str) -> None:
+                 media: MediaConsumer, consumer: AIOKafkaConsumer, group: str, checkpoint: Checkpoint) -> None:
+        self._telemetry = telemetry
+        self._checkpoint = checkpoint
         self._metrics = telemetry.metrics
         self._process = telemetry.process
         self._mirror = self._metrics.mirror()
@@ -589,8 +630,9 @@ class _AnalyzeReporter:
             mirror.sync(metrics.frames_dropped, count, stream)
         for (stream, modality), count in counters.windows_by_stream.items():
             mirror.sync(metrics.windows_emitted, count, stream, modality)
-        mirror.sync(metrics.dead_letters, decoded.dead_letters, "analyze")
+        mirror.sync(metrics.dead_letters, decoded.dead_letters + counters.item_errors, "analyze")
         mirror.sync(metrics.partitions_revoked, counters.partitions_released, "analyze")
+        mirror.sync(metrics.offset_resets, self._checkpoint.counters.offset_resets, "analyze")
         lag = await self._lag()
         now = time.monotonic()
         then, before = self._previous
@@ -617,8 +659,8 @@ class _AnalyzeReporter:
             log.debug("analyze: status not written (redis: %s)", exc)
 
     async def _lag(self) -> dict[int, int]:
-        self._worker.note_handled(self._media.handled_positions)
-        lags = await consumer_lag(self._consumer, self._worker.last_positions)
+        self._telemetry.consumers["analyze"] = self._checkpoint.health
+        lags = await consumer_lag(self._consumer, self._checkpoint.positions)
         self._lag_gauge.show(lags)
         return {tp.partition: lag for tp, lag in lags.items()}
 

@@ -17,7 +17,6 @@ import logging
 import os
 import signal
 import threading
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 from config.schema import FusewatchConfig, SourceConfig
 from daemon.metrics import Telemetry
 from daemon.status import RoleStatus, StatusStore, now_ms
+from streams.backoff import ROLE_RESTART, Backoff
 from streams.kafka import MediaPublisher, ensure_topics
 from streams.sinks import REDIS_DOWN, redis_client
 from streams.sources import ReplayOptions, ingest_live, open_spec, replay
@@ -35,16 +35,6 @@ log = logging.getLogger(__name__)
 ROLES = ("ingest", "analyze", "fuse", "web")
 # A looping file source: replay "forever" (a 2 s loop would take 60 years to run out).
 _FOREVER = 10**9
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Restart delays: `initial`, times `factor` per crash, at most `maximum`; reset after a healthy run."""
-
-    initial: float = 1.0
-    maximum: float = 30.0
-    factor: float = 2.0
-    healthy_after: float = 60.0
 
 
 @dataclass
@@ -63,7 +53,7 @@ RoleRun = Callable[[asyncio.Event], Awaitable[object]]
 class Supervisor:
     """Runs roles until `stop`; restarts a crashed role with backoff and reports it."""
 
-    def __init__(self, stop: asyncio.Event, telemetry: Telemetry, backoff: Backoff = Backoff()) -> None:
+    def __init__(self, stop: asyncio.Event, telemetry: Telemetry, backoff: Backoff = ROLE_RESTART) -> None:
         self.stop = stop
         self.telemetry = telemetry
         self.backoff = backoff
@@ -73,18 +63,19 @@ class Supervisor:
         """Run `run(stop)` until stop; a crash (or, if `restart_on_exit`, an early return) restarts it."""
         state = self.roles[name] = RoleState(name)
         up = self.telemetry.metrics.role_up.labels(name)
-        delay = self.backoff.initial
+        delays = self.backoff.delays()
         while not self.stop.is_set():
-            began = time.monotonic()
             state.state = "running"
             up.set(1)
+            failure: BaseException | None = None
             try:
                 await run(self.stop)
             except asyncio.CancelledError:
                 state.state = "stopped"
                 raise
             except Exception as exc:
-                reason = f"{type(exc).__name__}: {exc}"
+                failure = exc
+                reason = crash_reason(exc)
             else:
                 if self.stop.is_set():
                     break
@@ -95,28 +86,35 @@ class Supervisor:
                 reason = "exited while it should run"
             finally:
                 up.set(0)
-            if time.monotonic() - began >= self.backoff.healthy_after:
-                delay = self.backoff.initial
+            delay = delays.next
             state.restarts += 1
             state.last_error = reason
             state.state = "backoff"
             self.telemetry.metrics.role_restarts.labels(name).inc()
             log.error("role %s failed (%s); restart %d in %.1fs", name, reason, state.restarts, delay,
-                      extra={"role": name, "restarts": state.restarts},
-                      exc_info=not reason.startswith("exited"))
-            await wait_or_stop(self.stop, delay)
-            delay = min(delay * self.backoff.factor, self.backoff.maximum)
+                      extra={"role": name, "restarts": state.restarts}, exc_info=failure)
+            await delays.wait(self.stop)
         state.state = "stopped"
 
     def statuses(self) -> list[RoleStatus]:
         return [RoleStatus(role=s.name, process=self.telemetry.process, state=s.state, restarts=s.restarts,
-                           last_error=s.last_error[:500], updated_ms=now_ms()) for s in self.roles.values()]
+                           last_error=s.last_error[:500], updated_ms=now_ms(), consumer=self._consumer(s.name))
+                for s in self.roles.values()]
+
+    def _consumer(self, role: str) -> str:
+        health = self.telemetry.consumers.get(role)
+        if health is None:
+            return ""
+        if health.stalled:
+            return "stalled: " + ", ".join(health.stalled)
+        return health.broker[:200]
 
 
-async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep `seconds`, or less if `stop` is set meanwhile."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+def crash_reason(exc: BaseException) -> str:
+    """`Type: message` of what really failed: the leaves of an ExceptionGroup, not the group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(crash_reason(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
 
 
 async def until_stopped(work: Coroutine[Any, Any, object], stop: asyncio.Event) -> None:
@@ -219,7 +217,7 @@ def install_signal_handlers(stop: asyncio.Event, main: asyncio.Task[Any], hard_e
 
 
 async def run_app(config: FusewatchConfig, roles: tuple[str, ...], token: str, stop: asyncio.Event | None = None,
-                  telemetry: Telemetry | None = None, backoff: Backoff = Backoff(), metrics_port: int | None = None,
+                  telemetry: Telemetry | None = None, backoff: Backoff = ROLE_RESTART, metrics_port: int | None = None,
                   report_every: float = 2.0, extra: dict[str, RoleRun] | None = None) -> Supervisor:
     """Run `roles` (and `extra` named roles) under one supervisor until `stop` (set by the signal handlers)."""
     stop = stop or asyncio.Event()

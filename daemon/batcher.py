@@ -1,9 +1,11 @@
 """Batches frames of every stream for the object detector, with explicit backpressure.
 
 A bounded queue sits between decode and detection. When the detector is slower than the
-streams, `when_behind="drop"` drops the oldest waiting frame (counted: live video must not
-fall behind and memory must not grow) and `when_behind="wait"` makes the producer wait
-(replays and evaluation: every frame analysed, results deterministic). Batches are run in
+streams, `when_behind="drop"` drops the oldest waiting live frame (counted: live video must
+not fall behind and memory must not grow) and `when_behind="wait"` makes the producer wait
+(evaluation: every frame analysed, results deterministic). Frames of a replayed recording
+(`Frame.live` false, from the stream's init) always wait, even under `drop`: a replay at
+`--speed max` must give the alerts it gives at real speed. Batches are run in
 one worker thread, in arrival order, so results come back in order per stream.
 """
 
@@ -64,12 +66,23 @@ class DetectionBatcher:
         return len(self._queue)
 
     async def submit(self, frame: Frame) -> asyncio.Future[list[Detection] | None]:
-        """Queue a frame; under `wait` this blocks while the queue is full."""
+        """Queue a frame; this blocks while the queue is full unless the frame may be dropped.
+
+        Only a live frame (`frame.live`) under `drop` may be dropped: then the oldest queued
+        live frame makes room, or this frame itself when every queued frame is a replay's.
+        A replayed recording can be held back (Kafka keeps the rest), so its frames wait
+        for room under either policy and are never dropped.
+        """
         future: asyncio.Future[list[Detection] | None] = asyncio.get_running_loop().create_future()
         if len(self._queue) >= self._capacity:
-            if self._policy == "drop":
-                oldest = self._queue.popleft()
+            if self._policy == "drop" and frame.live:
+                victim = next((index for index, job in enumerate(self._queue) if job.frame.live), None)
                 self.stats.dropped += 1
+                if victim is None:
+                    future.set_result(None)
+                    return future
+                oldest = self._queue[victim]
+                del self._queue[victim]
                 oldest.future.set_result(None)
             else:
                 async with self._space:

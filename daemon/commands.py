@@ -31,10 +31,10 @@ from daemon.evaluation import Recording, load_labels
 from daemon.services import ServiceError, ServiceSet, port_open
 from streams import models
 from streams.decode import DecodeCounters, FrameFilter, MediaConsumer, StreamEnded
-from streams.kafka import MediaPublisher, assign_all, ensure_topics, make_consumer, make_producer
+from streams.kafka import MediaPublisher, Unacknowledged, assign_all, ensure_topics, make_consumer, make_producer
 from streams.models import AudioChunk, Frame
 from streams.sinks import REDIS_DOWN
-from streams.sources import IngestState, ReplayOptions, ReplayResult, SourceError, ingest_live
+from streams.sources import Demuxer, IngestState, ReplayOptions, ReplayResult, SourceError, ingest_live, open_spec
 from streams.sources import replay as replay_file
 
 console = Console(stderr=True)
@@ -162,8 +162,7 @@ async def _replay_many(
     config: FusewatchConfig, files: list[tuple[str, str, str]], speed: float | None, loops: int,
 ) -> dict[str, ReplayResult]:
     for file, _, _ in files:
-        if not await asyncio.to_thread(Path(file).is_file):
-            raise UserError(f"no such file: {file}")
+        await asyncio.to_thread(_check_recording, file)
     await _ensure_topics(config)
     results: dict[str, ReplayResult] = {}
     async with MediaPublisher(config.kafka) as publisher:
@@ -181,15 +180,37 @@ async def _replay_many(
                         ReplayOptions(speed=speed, loops=loops, align_s=config.windows.size),
                         progress=tick,
                     )
-                except SourceError as exc:
+                except (SourceError, Unacknowledged) as exc:
                     raise UserError(str(exc)) from exc
                 progress.update(task, total=results[stream_id].stats.media_seconds)
 
-            async with asyncio.TaskGroup() as group:
-                for file, stream_id, site in files:
-                    group.create_task(one(file, stream_id, site))
-        await publisher.flush()
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for file, stream_id, site in files:
+                        group.create_task(one(file, stream_id, site))
+            except ExceptionGroup as failed:
+                # The operator's mistake is one line, not a traceback of the task group around it.
+                mistakes, others = failed.split(UserError)
+                if mistakes is None or others is not None:
+                    raise
+                first: UserError | ExceptionGroup[UserError] = mistakes.exceptions[0]
+                while isinstance(first, ExceptionGroup):
+                    first = first.exceptions[0]
+                raise first from None
+        try:
+            await publisher.flush()
+        except Unacknowledged as exc:
+            raise UserError(f"replay incomplete: {exc}") from None
     return results
+
+
+def _check_recording(file: str) -> None:
+    """Refuse what cannot be replayed (missing, a directory, empty, not media) before Kafka is touched."""
+    try:
+        with Demuxer(open_spec(file), "probe", "probe"):
+            pass
+    except SourceError as exc:
+        raise UserError(str(exc)) from None
 
 
 async def _ensure_topics(config: FusewatchConfig) -> None:
@@ -215,10 +236,13 @@ async def ingest(config: FusewatchConfig, source_id: str) -> int:
         try:
             await ingest_live(source.url, source.id, config.site_of(source), publisher,
                               source.reconnect, dict(source.options), state=state, stop=stop)
-        except SourceError as exc:
+        except (SourceError, Unacknowledged) as exc:
             raise UserError(str(exc)) from exc
         finally:
-            await publisher.flush()
+            try:
+                await publisher.flush()
+            except Unacknowledged as exc:
+                raise UserError(f"ingest {source_id}: {exc}") from None
     console.print(f"ingest {source_id}: {state.messages} messages, {state.connects} connects")
     return 0
 
@@ -464,16 +488,35 @@ def parse_roles(raw: list[str]) -> tuple[str, ...]:
     return tuple(role for role in ROLES if role in names)
 
 
+def show_dashboard_link(config: FusewatchConfig, token: str, generated: bool) -> None:
+    """The sign-in link with the token on a terminal only; elsewhere stderr is the log, and logs travel.
+
+    Off a terminal (journald, a log file, a collector) the line names the sign-in page without
+    the token. Checked on the stream itself, not rich's idea of a terminal (FORCE_COLOR fakes one).
+    """
+    import logging
+
+    from daemon.web import dashboard_url
+
+    isatty = getattr(console.file, "isatty", None)
+    if callable(isatty) and isatty():
+        note = " (a fresh token: set web.token to keep one)" if generated else ""
+        console.print(f"dashboard: [link]{dashboard_url(config, token)}[/link]{note}")
+        return
+    how = ("a fresh token was made and is shown only on a terminal: set web.token (FUSEWATCH_WEB_TOKEN) to sign in"
+           if generated else "sign in with web.token")
+    logging.getLogger(__name__).info("dashboard: %s (%s; the token is not logged)", dashboard_url(config, None), how)
+
+
 async def run(config: FusewatchConfig, roles: tuple[str, ...], metrics_port: int | None) -> int:
     """`fusewatch run`: the given roles, supervised, until SIGTERM/SIGINT (twice: at once)."""
     from daemon.app import run_app
-    from daemon.web import dashboard_url, resolve_token
+    from daemon.web import resolve_token
 
     token, generated = resolve_token(config)
     stop = _stop_on_signals()
     if "web" in roles:
-        note = " (a fresh token: set web.token to keep one)" if generated else ""
-        console.print(f"dashboard: [link]{dashboard_url(config, token)}[/link]{note}")
+        show_dashboard_link(config, token, generated)
     await run_app(config, roles, token, stop=stop, metrics_port=metrics_port)
     return 0
 

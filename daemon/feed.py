@@ -120,8 +120,10 @@ def status_tables(overview: dict[str, Any]) -> list[Table]:
             f"{alert['event']} {_clock(alert['window_start'])}" if alert else "–", seen or "–",
             escape(summary.get("transcript", ""))[:60],
         )
-    roles = Table("role", "process", "state", "restarts", "last error", title="roles")
+    roles = Table("role", "process", "state", "restarts", "consumer", "last error", title="roles")
     for role in overview["roles"]:
+        consumer = escape(role.get("consumer", ""))
+        shown = consumer if consumer in ("", "ok") else f"[red]{consumer}[/]"
         roles.add_row(role["role"], role["process"], role["state"] + (" [red](stale)[/]" if role["stale"] else ""),
-                      str(role["restarts"]), escape(role["last_error"])[:80])
+                      str(role["restarts"]), shown, escape(role["last_error"])[:80])
     return [streams, roles]

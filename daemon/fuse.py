@@ -33,12 +33,11 @@ from config.schema import FusewatchConfig
 from daemon.learned import LearnedRule
 from daemon.metrics import LagGauge, Metrics, Telemetry
 from daemon.rules import EventRule, JoinedWindow, RuleState, summaries
+from streams.backoff import SERVICE_RETRY
+from streams.checkpoint import Checkpoint
 from streams.kafka import (
-    CommitThenRelease,
     DeadLetters,
-    Revocations,
     SourcePosition,
-    commit_assigned,
     consumer_lag,
     ensure_topics,
     make_consumer,
@@ -95,15 +94,24 @@ class JoinCounters:
     windows_closed: int = 0
     late: int = 0
     duplicates: int = 0
+    out_of_range: int = 0
+    marks_ignored: int = 0
+
+
+class OutOfRange(ValueError):
+    """A record whose window no site could be waiting for; the message is the dead-letter reason."""
 
 
 class WindowJoiner:
     """Per-site window join with per-input watermarks and idle inputs (see module doc)."""
 
-    def __init__(self, config: FusewatchConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: FusewatchConfig, clock: Callable[[], float] = time.monotonic,
+                 wallclock: Callable[[], float] = time.time) -> None:
         self._size = window_size_ms(config.windows.size)
         self._grace = config.windows.grace
+        self._max_ahead_ms = round(config.windows.max_ahead * 1000)
         self._clock = clock
+        self._wallclock = wallclock
         self._sites: dict[str, _Site] = defaultdict(_Site)
         self._site_partition: dict[str, tuple[str, int]] = {}
         self._expected: dict[str, set[Input]] = defaultdict(set)
@@ -119,12 +127,43 @@ class WindowJoiner:
         self.counters = JoinCounters()
 
     def resume(self, site: str, closed_upto: int) -> None:
-        """Windows up to `closed_upto` were closed by a previous worker: don't close them again."""
+        """Windows up to `closed_upto` were closed by a previous worker: don't close them again.
+
+        A mark beyond the wallclock by more than `max_ahead` (left by a record of a clock gone
+        wrong, before such records were refused) is ignored: trusting it would silence the site.
+        """
+        horizon = self._wall_ms() + self._max_ahead_ms
+        if closed_upto > horizon:
+            self.counters.marks_ignored += 1
+            log.error("fuse: site %r: stored closed window %d is %.0f s ahead of the wallclock; ignored",
+                      site, closed_upto, (closed_upto - self._wall_ms()) / 1000)
+            return
         state = self._sites[site]
         state.closed_upto = max(state.closed_upto, closed_upto)
 
+    def _wall_ms(self) -> int:
+        return int(self._wallclock() * 1000)
+
+    def check(self, features: WindowFeatures) -> None:
+        """Raise `OutOfRange` for a record no window of its site can take (it must not move a watermark)."""
+        if features.window_end - features.window_start != self._size:
+            raise OutOfRange(f"window {features.window_start}-{features.window_end} is "
+                             f"{features.window_end - features.window_start} ms long; this site's windows are "
+                             f"{self._size} ms")
+        site = self._sites.get(features.site)
+        newest = max([site.closed_upto, *site.watermarks.values()], default=-1) if site else -1
+        reference = max(self._wall_ms(), newest)
+        if features.window_start > reference + self._max_ahead_ms:
+            raise OutOfRange(f"window {features.window_start} of {features.stream}/{features.modality} is "
+                             f"{(features.window_start - reference) // 1000} s ahead of the site's newest window "
+                             f"and the wallclock (windows.max_ahead: {self._max_ahead_ms / 1000:g} s)")
+
     def add(self, features: WindowFeatures, position: SourcePosition | None = None) -> list[JoinedWindow]:
-        """Take one record; return the windows of its site that are now complete, oldest first."""
+        """Take one record; return the windows of its site that are now complete, oldest first.
+
+        Raises `OutOfRange` (see `check`) without touching any state.
+        """
+        self.check(features)
         self.counters.records += 1
         site = self._sites[features.site]
         if position is not None:
@@ -224,9 +263,9 @@ class FuseWorker:
     CLOSED_KEY = "__closed_upto__"
 
     def __init__(self, config: FusewatchConfig, outputs: list[Outputs], store: RuleStore | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], float] = time.time) -> None:
         self._size = window_size_ms(config.windows.size)
-        self.joiner = WindowJoiner(config, clock)
+        self.joiner = WindowJoiner(config, clock, wallclock)
         self._rules = [EventRule(event, self._size) if event.fusion == "weighted" else LearnedRule(event, self._size)
                        for event in config.events]
         self._outputs = outputs
@@ -239,6 +278,7 @@ class FuseWorker:
         self.on_alert: Callable[[Alert], None] = lambda alert: None
 
     async def handle(self, features: WindowFeatures, position: SourcePosition | None = None) -> None:
+        """Join one record and evaluate the windows it closes; `OutOfRange` for a record to dead-letter."""
         await self._load(features.site)
         for window in self.joiner.add(features, position):
             await self._on_closed(window)
@@ -337,80 +377,75 @@ async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, i
     worker = FuseWorker(config, outputs, redis_outputs)
     worker.on_alert = functools.partial(_observe_alert, metrics)
     dead = DeadLetters(producer, config.kafka.topics.dead_letter, stage="fuse")
-    last: dict[tuple[str, int], int] = {}
-    revocations = Revocations()
     lag_gauge = LagGauge(metrics, group)
+
+    async def flush() -> bool:
+        await kafka_outputs.flush()
+        await worker.persist()
+        return await redis_outputs.flush(raise_on_error=False)  # Redis down: offsets stay until it is back
+
+    def release(revoked: set[TopicPartition]) -> None:
+        worker.release({(tp.topic, tp.partition) for tp in revoked})
+
+    checkpoint = Checkpoint(consumer, "fuse", flush=flush, holds=[worker.joiner.oldest_open], release=release,
+                            every=commit_every, reset=config.kafka.offset_reset)
 
     async def export() -> None:
         mirror.sync(metrics.late_records, worker.joiner.counters.late)
         mirror.sync(metrics.dead_letters, dead.count, "fuse")
         metrics.redis_buffer_depth.set(redis_outputs.pending)
         mirror.sync(metrics.partitions_revoked, worker.counters.partitions_released, "fuse")
-        lag_gauge.show(await consumer_lag(consumer, last))
+        mirror.sync(metrics.offset_resets, checkpoint.counters.offset_resets, "fuse")
+        telemetry.consumers["fuse"] = checkpoint.health
+        lag_gauge.show(await consumer_lag(consumer, checkpoint.positions))
 
-    lock = asyncio.Lock()  # a rebalance's commit and release never cut into a record's handling
-
-    async def commit() -> None:  # under `lock`
-        await kafka_outputs.flush()
-        await worker.persist()
-        if not await redis_outputs.flush(raise_on_error=False):
-            return  # Redis is down: keep the offsets where they are until it is back
-        offsets = {TopicPartition(t, p): o + 1 for (t, p), o in last.items()}
-        for (topic, part), offset in worker.joiner.oldest_open().items():
-            offsets[TopicPartition(topic, part)] = min(offsets.get(TopicPartition(topic, part), offset), offset)
-        await commit_assigned(consumer, offsets, "fuse")
-
-    def release(revoked: set[TopicPartition]) -> None:
-        revocations.revoke(revoked)
-        partitions = {(tp.topic, tp.partition) for tp in revoked}
-        for key in partitions:
-            last.pop(key, None)
-        worker.release(partitions)
-
-    async def handle(record: Any, fetched_in: int) -> None:  # under `lock`
-        if revocations.stale(record.topic, record.partition, fetched_in):
+    async def handle(record: Any, fetched_in: int) -> None:  # under the checkpoint's lock
+        if checkpoint.revocations.stale(record.topic, record.partition, fetched_in):
             return  # revoked while this batch waited: read again from the committed offset
         position = SourcePosition(record.topic, record.partition, record.offset)
+        reason = None
         try:
             features = WindowFeatures.model_validate_json(record.value or b"")
         except ValidationError as exc:
             reason = f"invalid WindowFeatures: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
-            await dead.send(WireRecord(record.key, record.value, list(record.headers or ())), position, reason)
         else:
-            await _until_redis(functools.partial(worker.handle, features, position), stop)
-        last[(record.topic, record.partition)] = record.offset
+            try:
+                await _until_redis(functools.partial(worker.handle, features, position), stop)
+            except OutOfRange as exc:
+                worker.joiner.counters.out_of_range += 1
+                reason = str(exc)
+        if reason is not None:
+            await dead.send(WireRecord(record.key, record.value, list(record.headers or ())), position, reason)
+        checkpoint.processed(record.topic, record.partition, record.offset)
 
-    consumer.subscribe([config.kafka.topics.features], listener=CommitThenRelease("fuse", lock, commit, release))
+    consumer.subscribe([config.kafka.topics.features], listener=checkpoint.listener())
     await producer.start()
     await consumer.start()
     telemetry.loaded.add("fuse")
     idle = 0.0
-    last_commit = time.monotonic()
     try:
         while stop is None or not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=500)
-            fetched_in = revocations.epoch
+            fetched_in = checkpoint.revocations.epoch
             records = [r for batch in batches.values() for r in batch]
             idle = 0.0 if records else idle + 0.2
             for record in records:
-                async with lock:
+                async with checkpoint.lock:
                     await handle(record, fetched_in)
-            async with lock:
+            async with checkpoint.lock:
                 await worker.tick()
                 if idle_timeout is not None and idle >= idle_timeout:
                     await worker.finish()
                     break
-            if time.monotonic() - last_commit >= commit_every:
-                last_commit = time.monotonic()
-                async with lock:
-                    await commit()
+            if checkpoint.due():
+                await checkpoint.commit()
                 await export()
         await redis_outputs.flush_with_retry(stop=stop)
-        async with lock:
-            await commit()
+        await checkpoint.commit()
         await export()
     finally:
         telemetry.loaded.discard("fuse")
+        telemetry.consumers.pop("fuse", None)
         await consumer.stop()
         await producer.stop()
         await redis_outputs.close()
@@ -424,7 +459,7 @@ def _observe_alert(metrics: Metrics, alert: Alert) -> None:
 
 async def _until_redis(step: Callable[[], Awaitable[None]], stop: asyncio.Event | None) -> None:
     """Run a step that may need Redis (loading rule state); wait for Redis with backoff if it is down."""
-    delay = 0.2
+    delays = SERVICE_RETRY.delays()
     while True:
         try:
             await step()
@@ -432,6 +467,5 @@ async def _until_redis(step: Callable[[], Awaitable[None]], stop: asyncio.Event 
         except REDIS_DOWN as exc:
             if stop is not None and stop.is_set():
                 raise
-            log.warning("fuse: redis unavailable (%s), retrying in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            log.warning("fuse: redis unavailable (%s), retrying in %.1fs", exc, delays.next)
+            await delays.wait()

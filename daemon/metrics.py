@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from streams.checkpoint import CheckpointHealth
+
 # Inference of one batch/segment on 2 CPU cores takes 10 ms … 10 s; a GPU goes below that.
 _INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Window end → alert published: the window itself, the join grace and Whisper's delay.
@@ -53,6 +55,9 @@ class Metrics:
         self.partitions_revoked = Counter("fusewatch_partitions_revoked",
                                           "Partitions taken from this worker by a consumer-group rebalance",
                                           ["role"], registry=r)
+        self.offset_resets = Counter("fusewatch_offset_resets",
+                                     "Partitions read again per kafka.offset_reset: their offset lay beyond "
+                                     "the log end (topic recreated, broker replaced)", ["role"], registry=r)
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
@@ -104,3 +109,4 @@ class Telemetry:
         self.metrics = metrics or Metrics()
         self.process = process or f"{socket.gethostname()}:{os.getpid()}"
         self.loaded: set[str] = set()
+        self.consumers: dict[str, CheckpointHealth] = {}  # role → its consumer's broker state and stalls

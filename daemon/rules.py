@@ -56,11 +56,12 @@ def signal_value(term: Term, window: JoinedWindow) -> float | None:
             video = features.video
             if video is None:
                 continue
-            if parts[1] == "zone":
-                zone = video.zones.get(parts[2])
+            if parts[1] == "zone":  # video.zone.NAME.STAT, where NAME may hold dots itself
+                name, stat = ".".join(parts[2:-1]), parts[-1]
+                zone = video.zones.get(name)
                 if zone is not None:
                     values.append({"entered": float(zone.entered), "occupancy": zone.occupancy,
-                                   "dwell": zone.dwell_s}[parts[3]])
+                                   "dwell": zone.dwell_s}[stat])
                 continue
             stats = video.classes.get(parts[1])
             stat = parts[2]

@@ -51,6 +51,8 @@ class RoleStatus(BaseModel):
     restarts: int
     last_error: str
     updated_ms: int
+    # analyze/fuse: "ok", the broker's error, or "stalled: topic[partition], …" (log grows, nothing processed)
+    consumer: str = ""
 
 
 class StatusKeys:

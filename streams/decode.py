@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +44,10 @@ class DecodeError(ValueError):
     """A message that reached a decoder but could not be decoded; the reason is the message."""
 
 
+class Desynchronised(DecodeError):
+    """A message broke its stream's decoder: the stream was dropped and starts again at its next init."""
+
+
 @dataclass
 class DecodeCounters:
     """Per-consumer counts, exported as metrics."""
@@ -56,6 +60,7 @@ class DecodeCounters:
     audio_samples: int = 0
     skipped_before_init: int = 0
     corrupt_packets: int = 0
+    desynchronised: int = 0
     dead_letters: int = 0
     streams_ended: int = 0
     released_items: int = 0
@@ -99,6 +104,16 @@ def _codec_context(track: TrackInfo) -> CodecContext:
         ctx = av.CodecContext.create(track.codec, "r")
     except (av.FFmpegError, ValueError) as exc:
         raise DecodeError(f"no decoder for codec {track.codec!r}: {exc}") from exc
+    try:
+        return _configure(ctx, track)
+    except DecodeError:
+        raise
+    except Exception as exc:  # PyAV raises ValueError, OverflowError, TypeError… for values FFmpeg refuses
+        raise DecodeError(f"{track.kind} track of codec {track.codec!r} cannot be set up: "
+                          f"{type(exc).__name__}: {exc}") from exc
+
+
+def _configure(ctx: av.CodecContext, track: TrackInfo) -> CodecContext:
     if track.extradata:
         ctx.extradata = track.extradata
     if isinstance(ctx, av.VideoCodecContext) and track.kind == "video":
@@ -126,6 +141,7 @@ class StreamDecoder:
         self._contexts: dict[str, CodecContext] = {
             track.kind: _codec_context(track) for track in init.tracks
         }
+        self._channels = {track.kind: track.channels for track in init.tracks}
         self._walls: OrderedDict[tuple[str, int], int] = OrderedDict()
         self._last_wall = init.wall_ns
 
@@ -152,6 +168,21 @@ class StreamDecoder:
             raise DecodeError(f"{packet.kind} packet seq {packet.seq} does not decode: {exc}") from exc
         return self._convert(packet.kind, frames)
 
+    def decode_contained(self, packet: Packet) -> list[Frame | AudioChunk]:
+        """`decode`, with anything but a corrupt packet raised as `Desynchronised`.
+
+        FFmpeg recovers from a corrupt packet at the next keyframe on its own; any other
+        failure (PyAV refusing a value, a frame that cannot be converted) leaves the decoder
+        in a state nobody can vouch for, so the stream starts afresh at its next init.
+        """
+        try:
+            return self.decode(packet)
+        except DecodeError:
+            raise
+        except Exception as exc:
+            raise Desynchronised(f"{packet.kind} packet seq {packet.seq} of {packet.stream!r} broke its decoder: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+
     def flush(self) -> list[Frame | AudioChunk]:
         out: list[Frame | AudioChunk] = []
         for kind, ctx in self._contexts.items():
@@ -160,6 +191,20 @@ class StreamDecoder:
             except av.FFmpegError as exc:
                 log.warning("flush of %s/%s failed: %s", self.init.stream, kind, exc)
         return out
+
+    def _check_audio(self, frame: av.AudioFrame) -> None:
+        """Refuse an audio frame whose shape a damaged packet changed (PyAV crashes converting some).
+
+        AAC can carry a channel configuration in band, so one flipped bit can turn a mono
+        stream into 29 channels with more planes than channels.
+        """
+        channels = len(frame.layout.channels)
+        expected = self._channels.get("audio", 0)
+        planes = len(frame.planes)
+        if not 1 <= channels <= 64 or (expected and channels != expected) or frame.samples <= 0 \
+                or planes != (channels if frame.format.is_planar else 1):
+            raise DecodeError(f"audio frame of {self.init.stream!r} has {channels} channels in {planes} planes "
+                              f"(init: {expected or 'unknown'}), {frame.samples} samples: a damaged packet")
 
     def _wall(self, kind: str, pts: int | None) -> int:
         if pts is None:
@@ -178,8 +223,10 @@ class StreamDecoder:
                     continue
                 self._counters.frames_emitted += 1
                 out.append(Frame(stream, site, frame.pts, frame.time_base, wall,
-                                 frame.to_ndarray(format="rgb24"), bool(frame.key_frame)))
+                                 frame.to_ndarray(format="rgb24"), bool(frame.key_frame),
+                                 live=self.init.live))
             else:
+                self._check_audio(frame)
                 samples = audio_to_float(frame)
                 self._counters.audio_samples += samples.shape[1]
                 out.append(AudioChunk(stream, site, frame.pts, frame.time_base, wall, samples,
@@ -204,15 +251,39 @@ class MediaDecoder:
         self._streams.pop(stream, None)
 
     def handle(self, message: MediaMessage) -> list[Decoded]:
-        """Decode one message; raise DecodeError if it cannot be used."""
+        """Decode one message; raise DecodeError if it cannot be used.
+
+        Nothing else leaves this method: whatever one message does to PyAV or FFmpeg is
+        that message's `DecodeError`, and the other streams never notice.
+        """
         self.counters.messages += 1
+        try:
+            return self._handle(message)
+        except DecodeError as exc:
+            self.counters.corrupt_packets += isinstance(message, Packet)
+            if isinstance(exc, Desynchronised):
+                self.counters.desynchronised += 1
+                self._streams.pop(message.stream, None)
+            raise
+        except Exception as exc:  # a message no check foresaw: contained to its stream all the same
+            self.counters.corrupt_packets += isinstance(message, Packet)
+            self.counters.desynchronised += 1
+            self._streams.pop(message.stream, None)
+            raise Desynchronised(f"{type(message).__name__} of {message.stream!r} broke its decoder: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+
+    def _handle(self, message: MediaMessage) -> list[Decoded]:
         if isinstance(message, StreamInit):
             current = self._streams.get(message.stream)
             if current is not None and current.init.tracks == message.tracks:
                 current.init = message
                 return []
             flushed: list[Decoded] = list(current.flush()) if current is not None else []
-            fresh = StreamDecoder(message, self.counters, self._filter)
+            try:
+                fresh = StreamDecoder(message, self.counters, self._filter)
+            except DecodeError as exc:  # the stream resynchronises at its next good init
+                self._streams.pop(message.stream, None)
+                raise Desynchronised(f"init of {message.stream!r}: {exc}") from exc
             if current is not None:
                 fresh.origin = current.origin
             self._streams[message.stream] = fresh
@@ -228,11 +299,7 @@ class MediaDecoder:
             self.counters.skipped_before_init += 1
             return []
         self.counters.packets += 1
-        try:
-            return list(decoder.decode(message))
-        except DecodeError:
-            self.counters.corrupt_packets += 1
-            raise
+        return list(decoder.decode_contained(message))
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,9 +419,13 @@ class MediaConsumer:
         self._unstarted_delivered = {stream: position for stream, position in self._unstarted_delivered.items()
                                      if (position.topic, position.partition) not in gone}
 
-    async def items(self, idle_timeout: float | None = None,
-                    stop: asyncio.Event | None = None) -> AsyncIterator[DecodedItem]:
+    async def items(self, idle_timeout: float | None = None, stop: asyncio.Event | None = None,
+                    on_idle: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[DecodedItem]:
         """Decoded items in partition order; ends after `idle_timeout` s without records or on `stop`.
+
+        `on_idle` is awaited after each fetch that brought nothing while nothing waits to be
+        delivered: the caller's periodic work (commits, the log-end check) goes on while no
+        record comes, at a point where the caller is between items, as with work done per item.
 
         Three things overlap: the consumer fetches, the decode thread decodes the next batch,
         and the caller handles the items of the one before. Fetched records are taken from the
@@ -379,9 +450,11 @@ class MediaConsumer:
                 if records:
                     quiet_since = loop.time()
                     self._take(records, epoch)
-                elif not self._batches and not self._fetched and idle_timeout is not None \
-                        and loop.time() - quiet_since >= idle_timeout:
-                    return
+                elif not self._batches and not self._fetched:
+                    if idle_timeout is not None and loop.time() - quiet_since >= idle_timeout:
+                        return
+                    if on_idle is not None:
+                        await on_idle()
             if head is not None and head.done():
                 async for item in self._deliver(await self._batches.popleft()):
                     yield item
@@ -455,9 +528,22 @@ class MediaConsumer:
                     self._partition_of[message.stream] = (record.topic, record.partition)
                     if message.stream not in self._decoder.streams:
                         self._unstarted[message.stream] = position
+                skipped = self._decoder.counters.skipped_before_init
                 decoded = self._decoder.handle(message)
+                if isinstance(message, Packet) and self._decoder.counters.skipped_before_init > skipped:
+                    # Not decodable without its init: dead-lettered so nothing vanishes unseen (after a
+                    # start mid-stream that is at most a GOP per stream; an unknown stream id is all of it).
+                    raise DecodeError(f"{message.kind} packet of stream {message.stream!r} before any init of it "
+                                      f"(an unknown stream, a source that sends no init, or a start mid-stream)")
             except (WireError, DecodeError) as exc:
                 result.failures.append(_Failure(wire, position, str(exc)))
+                if isinstance(exc, Desynchronised):
+                    self._drop_stream(record.key)
+                continue
+            except Exception as exc:  # a bug of ours must not stop every stream: this record's alone
+                log.exception("decode: record %s[%d]@%d failed", record.topic, record.partition, record.offset)
+                self._drop_stream(record.key)
+                result.failures.append(_Failure(wire, position, f"{type(exc).__name__}: {exc}"))
                 continue
             restart = self._restart.get(message.stream)
             stream_decoder = self._decoder.streams.get(message.stream)
@@ -472,6 +558,13 @@ class MediaConsumer:
                 self._restart.pop(message.stream, None)
         result.unstarted = dict(self._unstarted)
         return result
+
+    def _drop_stream(self, key: bytes | None) -> None:
+        """A stream whose decoder broke: nothing of it is kept, and no commit waits for its init."""
+        stream = key.decode(errors="replace") if isinstance(key, bytes) else ""
+        self._decoder.forget(stream)
+        self._restart.pop(stream, None)
+        self._unstarted.pop(stream, None)
 
     async def commit(self, positions: Iterable[SourcePosition]) -> None:
         """Commit, per partition, the next offset after the highest given position."""

@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from config.schema import KafkaConfig
+from streams.backoff import SERVICE_RETRY
 from streams.models import MediaMessage
 from streams.wire import WireRecord, encode_media
 
@@ -27,16 +28,29 @@ log = logging.getLogger(__name__)
 
 
 def client_options(config: KafkaConfig) -> dict[str, Any]:
-    """Connection arguments shared by every aiokafka client."""
+    """Connection arguments shared by every aiokafka client.
+
+    SSL/SASL_SSL: a context that verifies the brokers' certificates (against `ssl_cafile`, else the
+    system's CAs) and their names, with the client certificate when one is configured. A file that
+    cannot be read or parsed raises OSError naming the setting and the path. The SASL password is
+    handed to aiokafka only; `configure_logging` keeps aiokafka's request logging (which would show
+    a PLAIN exchange) off even with --verbose.
+    """
     options: dict[str, Any] = {
         "bootstrap_servers": list(config.bootstrap_servers),
         "client_id": config.client_id,
         "security_protocol": config.security_protocol,
     }
     if config.security_protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(cafile=config.ssl_cafile)
-        if config.ssl_certfile:
-            context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile)
+        try:
+            context = ssl.create_default_context(cafile=config.ssl_cafile)
+            if config.ssl_certfile:
+                context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile)
+        except OSError as exc:  # ssl.SSLError too: a file that is not PEM, a key that does not match
+            files = ", ".join(f"{name} {path}" for name, path in (
+                ("kafka.ssl_cafile", config.ssl_cafile), ("kafka.ssl_certfile", config.ssl_certfile),
+                ("kafka.ssl_keyfile", config.ssl_keyfile)) if path)
+            raise OSError(exc.errno, f"cannot load the Kafka TLS files ({files}): {exc.strerror or exc}") from exc
         options["ssl_context"] = context
     if config.security_protocol.startswith("SASL"):
         assert config.sasl_password is not None
@@ -82,6 +96,7 @@ def topic_partitions(config: KafkaConfig) -> dict[str, int]:
 async def ensure_topics(config: KafkaConfig, wait: float = 30.0) -> None:
     """Create the wire-format topics that do not exist yet; retry while the broker starts."""
     deadline = asyncio.get_running_loop().time() + wait
+    delays = SERVICE_RETRY.delays()
     while True:
         admin = AIOKafkaAdminClient(**client_options(config))
         try:
@@ -98,7 +113,7 @@ async def ensure_topics(config: KafkaConfig, wait: float = 30.0) -> None:
         except KafkaConnectionError:
             if asyncio.get_running_loop().time() > deadline:
                 raise
-            await asyncio.sleep(0.2)
+            await delays.wait()
         finally:
             await admin.close()
 
@@ -113,6 +128,8 @@ class MediaPublisher:
         self._owns = producer is None
         self._on_publish = on_publish
         self.sent = 0
+        self.failed = 0  # sends the broker never acknowledged
+        self.last_error = ""
 
     async def start(self) -> None:
         if self._owns:
@@ -130,18 +147,50 @@ class MediaPublisher:
         await self.stop()
 
     async def publish(self, message: MediaMessage) -> asyncio.Future[Any]:
-        """Queue one message; the returned future resolves when the broker acknowledged it."""
+        """Queue one message; the returned future resolves when the broker acknowledged it.
+
+        Once a send has failed, the next publish raises `Unacknowledged`: a source must not go
+        on as if its records arrived.
+        """
+        if self.failed:
+            raise Unacknowledged(self.failed, self.sent, self.last_error)
         record = encode_media(message)
         future: asyncio.Future[Any] = await self._producer.send(
             self._topic, value=record.value, key=record.key, headers=record.headers
         )
         self.sent += 1
+        future.add_done_callback(self._acknowledged)
         if self._on_publish is not None:
             self._on_publish()
         return future
 
+    def _acknowledged(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            self.failed += 1
+            self.last_error = "cancelled"
+        elif (exc := future.exception()) is not None:
+            self.failed += 1
+            text = str(exc)  # aiokafka's errors already begin with their type's name
+            self.last_error = text if text.startswith(type(exc).__name__) else f"{type(exc).__name__}: {text}"
+
     async def flush(self) -> None:
+        """Wait for every send; raise `Unacknowledged` if the broker did not acknowledge some."""
         await self._producer.flush()
+        await asyncio.sleep(0)  # let the done callbacks of the last acknowledgements run
+        if self.failed:
+            raise Unacknowledged(self.failed, self.sent, self.last_error)
+
+
+class Unacknowledged(KafkaError):  # type: ignore[misc]  # aiokafka ships no stubs
+    """Records the broker never acknowledged: they are lost unless sent again."""
+
+    def __init__(self, failed: int, sent: int, error: str) -> None:
+        self.message = f"{failed} of {sent} records were not acknowledged by the broker (last error: {error})"
+        super().__init__(self.message)
+        self.failed = failed
+
+    def __str__(self) -> str:  # the operator's line, without KafkaError's "Type: " prefix
+        return self.message
 
 
 @dataclass(frozen=True, slots=True)

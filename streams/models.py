@@ -48,6 +48,10 @@ class StreamInit:
     tracks: tuple[TrackInfo, ...]
     wall_ns: int
     seq: int
+    # False for a recording replayed into `fw.media` (`fusewatch replay`, file sources): its
+    # frames are held back rather than dropped when the detector is behind. True (the
+    # default, also for an init written before the field existed) for a camera or microphone.
+    live: bool = True
 
     def track(self, kind: MediaKind) -> TrackInfo | None:
         """The first track of this kind, if the stream has one."""
@@ -92,6 +96,9 @@ class Frame:
     wall_ns: int
     image: npt.NDArray[np.uint8] = field(repr=False)
     keyframe: bool = False
+    # From the stream's init: a live source cannot wait, so the detector may drop its frames
+    # when behind; a replayed recording is held back instead (see `DetectionBatcher.submit`).
+    live: bool = True
 
     @property
     def width(self) -> int:
@@ -301,15 +308,17 @@ class InitTrack(WireModel):
     """JSON shape of one track inside an `init` message."""
 
     kind: MediaKind
-    codec: str
-    tb: str = Field(pattern=r"^\d+/\d+$")
+    codec: str = Field(max_length=64)
+    tb: str = Field(pattern=r"^\d{1,10}/\d{1,10}$")
     extradata: str = Field(default="", description="base64")
-    width: int = Field(default=0, ge=0)
-    height: int = Field(default=0, ge=0)
-    pix_fmt: str = ""
-    sample_rate: int = Field(default=0, ge=0)
-    channels: int = Field(default=0, ge=0)
-    layout: str = ""
+    # Bounds above any real camera or microphone (16K video, 768 kHz, 64 channels): a hostile init
+    # is refused here with its reason before it reaches the codec setup.
+    width: int = Field(default=0, ge=0, le=16384)
+    height: int = Field(default=0, ge=0, le=16384)
+    pix_fmt: str = Field(default="", max_length=32)
+    sample_rate: int = Field(default=0, ge=0, le=768_000)
+    channels: int = Field(default=0, ge=0, le=64)
+    layout: str = Field(default="", max_length=64)
 
 
 class InitMessage(WireModel):
@@ -318,3 +327,11 @@ class InitMessage(WireModel):
     stream: str
     site: str
     tracks: list[InitTrack] = Field(min_length=1)
+    # Added to v1 without a version bump: absent means live, and live inits leave it out, so
+    # a reader that predates it still takes every live stream's init.
+    live: bool = Field(
+        default=True, strict=True,
+        description="false: a replayed recording; analyze then waits for its frames instead of dropping "
+                    "them when behind (detectors.when_behind: drop applies to live sources only). "
+                    "Absent: live.",
+    )

@@ -3,13 +3,15 @@
 `Demuxer` reads one source with PyAV and yields `StreamInit` (before the first packet and
 before every video keyframe), `Packet` and finally `EndOfStream`, each stamped with a
 capture wallclock. `replay` paces a recording at its own timing (or as fast as possible)
-and `ingest_live` keeps a live source connected, reconnecting with backoff. Blocking
-reads run in an executor, a batch at a time, never on the event loop.
+and marks it as a replay in its inits (analyze never drops its frames); `ingest_live` keeps
+a live source connected, reconnecting with backoff. Blocking reads run in an executor, a
+batch at a time, never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -67,8 +69,13 @@ def open_spec(url: str, options: dict[str, str] | None = None) -> OpenSpec:
     if scheme == "alsa":
         return OpenSpec(parts.netloc + parts.path, "alsa", opts, live=True)
     path = parts.path if scheme == "file" else url
-    if not Path(path).is_file():
+    file = Path(path)
+    if file.is_dir():
+        raise SourceError(f"{path} is a directory, not a media file")
+    if not file.is_file():
         raise SourceError(f"no such media file: {path}")
+    if file.stat().st_size == 0:
+        raise SourceError(f"{path} is empty (0 bytes), not a media file")
     return OpenSpec(path, None, opts, live=False)
 
 
@@ -107,20 +114,24 @@ class Demuxer:
     """Reads one source with PyAV (no decoding) and yields wire messages in file order.
 
     Wallclock: `wall_base_ns` + (packet time - first packet time), so a recording keeps its
-    own timing and a live stream its capture timing. `seq` counts every message.
+    own timing and a live stream its capture timing. `seq` counts every message. Its inits
+    say whether the stream is `live` (default: whether the source is, `spec.live`).
     """
 
-    def __init__(self, spec: OpenSpec, stream_id: str, site: str, seq: int = 0) -> None:
+    def __init__(self, spec: OpenSpec, stream_id: str, site: str, seq: int = 0, live: bool | None = None) -> None:
         self.stream_id = stream_id
         self.site = site
         self.seq = seq
+        self.live = spec.live if live is None else live
         self.stats = DemuxStats()
         try:
             self._container: av.container.InputContainer = av.open(
                 spec.target, mode="r", format=spec.format, options=spec.options, timeout=10.0
             )
         except (av.FFmpegError, OSError) as exc:
-            raise SourceError(f"cannot open {spec.target}: {exc}") from exc
+            # FFmpeg's own words ("Invalid data found when processing input"), not the errno and path again
+            reason = exc.strerror or str(exc)
+            raise SourceError(f"cannot open {spec.target}: {reason}") from exc
         selected = [s for s in (_first(self._container, "video"), _first(self._container, "audio")) if s]
         if not selected:
             self._container.close()
@@ -147,7 +158,7 @@ class Demuxer:
 
     def init(self, wall_ns: int) -> StreamInit:
         self.stats.inits += 1
-        return StreamInit(self.stream_id, self.site, self.tracks, wall_ns, self._next_seq())
+        return StreamInit(self.stream_id, self.site, self.tracks, wall_ns, self._next_seq(), live=self.live)
 
     def messages(self, wall_of: Callable[[float], int]) -> Iterator[tuple[float, MediaMessage]]:
         """Yield (media time in seconds, message); `wall_of` maps media time to wallclock ns."""
@@ -240,12 +251,22 @@ class CaptureWall:
 
 @dataclass(frozen=True)
 class ReplayOptions:
-    """`speed` 1.0 keeps the recording's timing; None sends as fast as possible."""
+    """`speed` 1.0 keeps the recording's timing; None sends as fast as possible.
+
+    `live` is what the stream's inits say (wire field `live`). A replay is not live by
+    default, at any speed: analyze holds its frames back instead of dropping them, so a
+    `--speed max` replay gives the alerts of a real-speed one. That includes a configured
+    `file` source in `fusewatch run` (the demo's looping recordings): it stands in for a
+    camera at real speed, but it is a recording whose every loop should give the same
+    alerts, so a slow machine lets it fall behind (consumer lag) rather than drop frames.
+    A caller that wants a recording to behave exactly like a camera passes `live=True`.
+    """
 
     speed: float | None = 1.0
     loops: int = 1
     align_s: float = 2.0
     wall_base_ns: int | None = None
+    live: bool = False
 
 
 @dataclass
@@ -285,7 +306,7 @@ async def replay(
     last_wall = base
     for _ in range(max(options.loops, 1)):
         demuxer = await asyncio.get_running_loop().run_in_executor(
-            None, Demuxer, spec, stream_id, site, seq
+            None, functools.partial(Demuxer, spec, stream_id, site, seq, live=options.live)
         )
         try:
             iterator = demuxer.messages(RecordingWall(base, loop_offset))
@@ -346,6 +367,8 @@ async def ingest_live(
     Wallclock is anchored at the first packet of each connection to the capture time and
     follows the stream's own timestamps from there, re-anchored if it drifts by > 1 s.
     Runs until `stop` is set or the task is cancelled; a file source ends with `eos`.
+    Its inits are marked live (frames may be dropped when analyze is behind), except for a
+    file source, which is a replay at real speed (see `ReplayOptions`).
     """
     clock = clock or SystemClock()
     state = state or IngestState()

@@ -29,6 +29,8 @@ from streams.models import (
 )
 
 Headers = list[tuple[str, bytes]]
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT32_MAX = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +47,11 @@ class WireError(ValueError):
 
 
 def encode_media(message: MediaMessage) -> WireRecord:
-    """Encode an init, packet or end-of-stream message as a v1 record."""
+    """Encode an init, packet or end-of-stream message as a v1 record.
+
+    A replayed recording's init carries `"live": false`; a live one leaves the field out,
+    so it stays exactly the init that readers from before the field accept.
+    """
     key = message.stream.encode()
     headers: Headers = [("fw-v", b"1")]
     if isinstance(message, Packet):
@@ -72,7 +78,8 @@ def encode_media(message: MediaMessage) -> WireRecord:
                 )
                 for track in message.tracks
             ],
-        ).model_dump_json().encode()
+            live=message.live,
+        ).model_dump_json(exclude=None if not message.live else {"live"}).encode()
     else:
         headers.append(("kind", b"eos"))
         value = b""
@@ -127,7 +134,7 @@ def _decode_init(stream: str, value: bytes | None, wall_ns: int, seq: int) -> St
     for track in init.tracks:
         try:
             extradata = base64.b64decode(track.extradata, validate=True)
-        except binascii.Error as exc:
+        except (binascii.Error, ValueError) as exc:  # ValueError: not ASCII
             raise WireError(f"init track {track.kind}: extradata is not base64") from exc
         tracks.append(
             TrackInfo(
@@ -137,7 +144,8 @@ def _decode_init(stream: str, value: bytes | None, wall_ns: int, seq: int) -> St
                 layout=track.layout,
             )
         )
-    return StreamInit(stream=stream, site=init.site, tracks=tuple(tracks), wall_ns=wall_ns, seq=seq)
+    return StreamInit(stream=stream, site=init.site, tracks=tuple(tracks), wall_ns=wall_ns, seq=seq,
+                      live=init.live)
 
 
 def _header_map(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
@@ -158,18 +166,24 @@ def _require(headers: dict[str, str], name: str) -> str:
     return headers[name]
 
 
-def _int(headers: dict[str, str], name: str) -> int:
+def _int(headers: dict[str, str], name: str, low: int = 0) -> int:
+    """A header integer that fits FFmpeg's int64 (`low` is the smallest allowed)."""
     raw = _require(headers, name)
+    if len(raw) > 20:  # int64 has at most 19 digits and a sign; longer would only cost parse time
+        raise WireError(f"header {name!r} is out of range: {raw[:40]!r}…")
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise WireError(f"header {name!r} is not an integer: {raw[:40]!r}") from exc
+    if not low <= value <= INT64_MAX:
+        raise WireError(f"header {name!r} is out of range [{low}, 2^63): {raw!r}")
+    return value
 
 
 def _opt(headers: dict[str, str], name: str) -> int | None:
     if _require(headers, name) == "":
         return None
-    return _int(headers, name)
+    return _int(headers, name, low=INT64_MIN)
 
 
 def _opt_int(value: int | None) -> bytes:
@@ -178,7 +192,12 @@ def _opt_int(value: int | None) -> bytes:
 
 def _fraction(raw: str, name: str) -> Fraction:
     numerator, sep, denominator = raw.partition("/")
-    if not sep or not numerator.isdigit() or not denominator.isdigit() or int(denominator) == 0:
+    if not sep or not numerator.isdecimal() or not denominator.isdecimal():
+        raise WireError(f"header {name!r} is not a time base like 1/90000: {raw[:40]!r}")
+    # An AVRational holds two C ints; the length check first keeps int() cheap on a hostile value.
+    if len(numerator) > 10 or len(denominator) > 10 or max(int(numerator), int(denominator)) > INT32_MAX:
+        raise WireError(f"header {name!r} does not fit a 32-bit time base: {raw[:40]!r}")
+    if int(denominator) == 0:
         raise WireError(f"header {name!r} is not a time base like 1/90000: {raw[:40]!r}")
     value = Fraction(int(numerator), int(denominator))
     if value <= 0:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from config.schema import FusewatchConfig
+from daemon import commands
+from daemon.errors import UserError
 from daemon.services import ServiceSet, free_port, port_open
 
 pytestmark = pytest.mark.integration
@@ -63,3 +70,36 @@ def test_replay_without_a_broker_says_how_to_start_one(tmp_path: Path, media_dir
     done = _fusewatch("replay", str(media_dir / "street.ts"), "--stream-id", "s", "--config", str(config), env={})
     assert done.returncode == 1
     assert "cannot reach Kafka" in done.stderr and "fusewatch services up" in done.stderr
+
+
+@pytest.mark.parametrize(("make", "says"), [
+    (lambda path: path.write_bytes(b""), "{path} is empty (0 bytes), not a media file"),
+    (lambda path: path.write_text("these are not the packets you are looking for\n" * 20),
+     "cannot open {path}: Invalid data found when processing input"),
+    (lambda path: path.mkdir(), "{path} is a directory, not a media file"),
+], ids=["zero-byte", "text", "directory"])
+def test_replay_of_something_that_is_not_a_recording_is_one_line_and_no_traceback(
+    services: ServiceSet, tmp_path: Path, make: Callable[[Path], object], says: str
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"site: cli\nkafka:\n  bootstrap_servers: {services.kafka.address}\n")
+    target = tmp_path / "cam.ts"
+    make(target)
+    done = _fusewatch("replay", str(target), "--stream-id", "cam", "--speed", "max", "--config", str(config),
+                      env={"COLUMNS": "1000"})  # no wrapping: the message is one line
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: " + says.format(path=target), done.stderr
+
+
+async def test_a_recording_that_goes_away_during_the_replay_is_one_error_not_an_exception_group(
+    fw_config: FusewatchConfig, media_dir: Path, tmp_path: Path
+) -> None:
+    recording = tmp_path / "street.ts"
+    shutil.copy(media_dir / "street.ts", recording)
+    # At 10x the first of two loops lasts 3 s; the file is gone long before the second opens it.
+    replaying = asyncio.create_task(commands.replay(fw_config, str(recording), "street", None, 10.0, 2))
+    await asyncio.sleep(1.0)
+    assert not replaying.done()
+    recording.unlink()
+    with pytest.raises(UserError, match=f"^cannot open {re.escape(str(recording))}: No such file or directory$"):
+        await asyncio.wait_for(replaying, 30)

@@ -6,10 +6,12 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from config.schema import FusewatchConfig, RedisConfig
+from daemon.alerts import AlertStore
 from daemon.rules import alert_id
 from daemon.services import EmbeddedService
 from streams.models import Alert, Summary, TermContribution
@@ -88,5 +90,62 @@ async def test_a_full_buffer_drops_the_oldest_and_counts_it(tmp_path: Path) -> N
         for n in range(8):
             await sink.publish_alert(_alert(n * 2000))
         assert sink.pending == 5 and sink.counters.buffer_dropped == 3
+    finally:
+        await sink.close()
+
+
+async def test_alert_id_keys_leave_with_the_entries_maxlen_trims(fw_config: FusewatchConfig) -> None:
+    config = fw_config.redis.model_copy(update={"alerts_maxlen": 100})
+    sink = RedisOutputs(config)
+    try:
+        for n in range(300):
+            await sink.publish_alert(_alert(n * 2000))
+        entries: Any = await sink.client.xrange(sink.keys.alerts)
+        assert [json.loads(f[b"alert"])["window_start"] for _, f in entries] == [n * 2000 for n in range(200, 300)]
+        id_keys = {key async for key in sink.client.scan_iter(match=sink.keys.alert_id("*"), count=1000)}
+        assert id_keys == {sink.keys.alert_id(_alert(n * 2000).id).encode() for n in range(200, 300)}
+        assert [await sink.client.ttl(key) for key in id_keys] == [-1] * 100, "an id key lives as long as its entry"
+
+        # Still idempotent while an alert is in the stream; one trimmed away may be stored again.
+        for n in (200, 299, 250):
+            await sink.publish_alert(_alert(n * 2000))
+        assert sink.counters.alerts_duplicate == 3 and await sink.client.xlen(sink.keys.alerts) == 100
+        store = AlertStore(sink.client, config.key_prefix)
+        found = await store.get(_alert(250 * 2000).id)
+        assert found is not None and found.alert.window_start == 250 * 2000
+        assert await store.get(_alert(10 * 2000).id) is None
+        await sink.publish_alert(_alert(10 * 2000))
+        assert sink.counters.alerts_published == 301
+        again = await store.get(_alert(10 * 2000).id)
+        assert again is not None and again.alert.window_start == 10 * 2000
+        assert await sink.client.exists(sink.keys.alert_id(_alert(200 * 2000).id)) == 0, "the oldest made room"
+    finally:
+        await sink.close()
+
+
+async def test_an_id_key_whose_entry_is_gone_does_not_block_the_alert(fw_config: FusewatchConfig) -> None:
+    sink = RedisOutputs(fw_config.redis)
+    try:
+        await sink.publish_alert(_alert(2000))
+        await sink.client.delete(sink.keys.alerts)  # e.g. an operator cleared the feed
+        await sink.publish_alert(_alert(2000))
+        entries: Any = await sink.client.xrange(sink.keys.alerts)
+        assert [json.loads(f[b"alert"])["window_start"] for _, f in entries] == [2000]
+        assert await sink.client.get(sink.keys.alert_id(_alert(2000).id)) == entries[0][0]
+    finally:
+        await sink.close()
+
+
+async def test_an_alert_stored_by_an_older_version_leaves_with_its_id_key(fw_config: FusewatchConfig) -> None:
+    config = fw_config.redis.model_copy(update={"alerts_maxlen": 100})
+    sink = RedisOutputs(config)
+    try:
+        old = _alert(0)  # as the previous script stored it: no `id` field in the entry, a TTL on the key
+        entry = await sink.client.xadd(sink.keys.alerts, {"alert": old.model_dump_json()})
+        await sink.client.set(sink.keys.alert_id(old.id), entry, ex=3600)
+        for n in range(1, 101):
+            await sink.publish_alert(_alert(n * 2000))
+        assert await sink.client.xlen(sink.keys.alerts) == 100
+        assert await sink.client.exists(sink.keys.alert_id(old.id)) == 0
     finally:
         await sink.close()

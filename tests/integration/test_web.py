@@ -156,3 +156,5 @@ async def test_readiness_fails_when_the_broker_and_redis_are_unreachable(fw_conf
         response = await client.get("/readyz")
         assert response.status_code == 503
         assert response.json()["checks"] == {"kafka": False, "redis": False}
+        down = await client.get("/api/alerts")
+        assert down.status_code == 503 and "redis" in down.json()["error"]

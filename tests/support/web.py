@@ -12,9 +12,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from config.schema import FusewatchConfig
+from config.schema import FusewatchConfig, WebConfig
 from daemon.metrics import Telemetry
-from daemon.web import serve
+from daemon.web import COOKIE, serve, session_value
 from streams.sinks import RedisOutputs
 from tests.helpers import free_port
 
@@ -33,13 +33,30 @@ class Web:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=10)
 
+    def browser(self, local_address: str | None = None) -> httpx.AsyncClient:
+        """A client signed in the way a browser is: the session cookie, no Authorization header."""
+        transport = httpx.AsyncHTTPTransport(local_address=local_address) if local_address else None
+        return httpx.AsyncClient(base_url=self.url, cookies={COOKIE: session_value(TOKEN)}, timeout=10,
+                                 transport=transport)
+
+    def anonymous(self, local_address: str) -> httpx.AsyncClient:
+        """A client without credentials connecting from `local_address` (127.0.0.x: another client)."""
+        return httpx.AsyncClient(base_url=self.url, timeout=10,
+                                 transport=httpx.AsyncHTTPTransport(local_address=local_address))
+
+    @property
+    def origin(self) -> str:
+        """The dashboard's own Origin, as a browser on one of its pages sends it."""
+        return self.url
+
 
 @contextlib.asynccontextmanager
 async def running_web(config: FusewatchConfig, snapshots: Path, local_roles: tuple[str, ...] = ("web",),
-                      telemetry: Telemetry | None = None) -> AsyncIterator[Web]:
+                      telemetry: Telemetry | None = None, web: dict[str, object] | None = None) -> AsyncIterator[Web]:
+    """The server on a free port; `web` overrides `web.*` settings (validated like a site file's)."""
     port = free_port()
     config = config.model_copy(update={
-        "web": config.web.model_copy(update={"port": port}),
+        "web": WebConfig.model_validate(config.web.model_dump() | (web or {}) | {"port": port}),
         "outputs": config.outputs.model_copy(update={"snapshots_dir": str(snapshots)}),
     })
     telemetry = telemetry or Telemetry()

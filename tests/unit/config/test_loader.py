@@ -166,6 +166,13 @@ def test_env_substitution_and_secrets_stay_hidden() -> None:
     assert "s3cret" not in repr(config) and "s3cret" not in config.model_dump_json()
 
 
+def test_a_dashboard_token_that_is_not_text_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config_text("web:\n  token: 918273645\n", name="s.yaml", env={})
+    assert "918273645" not in str(caught.value)
+    assert "web.token" in str(caught.value) and "not shown" in str(caught.value)
+
+
 def test_every_problem_is_reported_at_once() -> None:
     text = BASE + "    video:\n      sample_fps: 0\nwindows:\n  grace: soon\n"
     with pytest.raises(ConfigError) as caught:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +23,10 @@ from config.schema import (
 )
 from daemon.analyze import AnalyzeWorker
 from detectors import registry
-from detectors.base import AudioStats, Pcm16k
+from detectors.base import AudioStats, Pcm16k, RgbImage
 from streams.decode import DecodedItem
-from streams.models import MediaMessage, StreamInit, WindowFeatures
+from streams.kafka import SourcePosition
+from streams.models import Detection, MediaMessage, StreamInit, WindowFeatures
 from streams.sources import ReplayOptions, replay
 from streams.testing import ListFeatureSink, ListSink, ManualClock
 from streams.windows import FrameSampler
@@ -248,3 +249,53 @@ async def test_a_stream_started_mid_recording_holds_commits_at_its_init_until_a_
     assert worker.counters.incomplete_windows_skipped > 0, "the first window began before this init"
     assert commits[0] == start and all(offset >= start for offset in commits)
     assert commits == sorted(commits), "commits only move forward"
+
+
+async def test_failing_models_cost_their_items_only_the_stream_goes_on(media_dir: Path) -> None:
+    """A detector batch or an audio window that raises is counted and reported; every other window is emitted."""
+    detector = registry.object_detector(DetectorsConfig().objects)
+    loudness = registry.audio_analyzer(DetectorsConfig().audio)
+    calls = itertools.count()
+
+    class FlakyDetector:
+        labels = detector.labels
+
+        def detect(self, images: Sequence[RgbImage]) -> list[list[Detection]]:
+            if next(calls) % 5 == 2:
+                raise ValueError("tensor shape mismatch")
+            return detector.detect(images)
+
+    class FlakyAnalyzer:
+        def __init__(self) -> None:
+            self.windows = 0
+
+        def analyze(self, audio: Pcm16k) -> AudioStats:
+            self.windows += 1
+            if self.windows == 3:
+                raise FloatingPointError("NaN in the VAD")
+            return loudness.analyze(audio)
+
+    config = FusewatchConfig(sources=[SourceConfig(id="street", url="street.ts")],
+                             detectors=DetectorsConfig(when_behind="wait", transcriber=None))
+    sink = ListFeatureSink()
+    worker = AnalyzeWorker(config, FlakyDetector(), FlakyAnalyzer(), None, sink)
+    reported: list[str] = []
+
+    async def report(stream: str, position: SourcePosition | None, reason: str) -> None:
+        reported.append(reason)
+
+    worker.on_failure = report
+    sampler = FrameSampler(worker.sample_rates(), worker.default_fps)
+    messages = await _recording(media_dir / "street.ts", "street")
+    await worker.run(decoded_items(messages, sampler))
+    video, audio = sink.of("video"), sink.of("audio")
+    assert any("ValueError: tensor shape mismatch" in r for r in reported)
+    assert sum("FloatingPointError: NaN in the VAD" in r for r in reported) == 1
+    assert worker.counters.item_errors == len(reported)
+    starts = {f.window_start for f in video}
+    assert len(video) == len(starts) >= 14, "every video window emitted, frames of failed batches counted as dropped"
+    assert worker.counters.frames_dropped > 0
+    audio_starts = [f.window_start for f in audio]
+    every = set(range(audio_starts[0], audio_starts[-1] + 2000, 2000))
+    assert len(every - set(audio_starts)) == 1, "only the failed audio window is missing"
+    assert worker.commit_offsets() == {TopicPartition("fw.media", 0): len(messages)}, "nothing holds the commit"

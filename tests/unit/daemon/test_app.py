@@ -108,3 +108,27 @@ async def test_until_stopped_cancels_the_work_when_stop_is_set_and_passes_its_er
 
     with pytest.raises(ValueError, match="bad file"):
         await until_stopped(broken(), asyncio.Event())
+
+
+async def test_a_crash_inside_a_task_group_is_logged_with_its_real_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    stop = asyncio.Event()
+    supervisor = Supervisor(stop, Telemetry(), Backoff(initial=10.0, maximum=10.0))
+
+    async def explode() -> None:
+        raise ValueError("Invalid layout: 0 channels")
+
+    async def role(stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(explode())
+            await stop.wait()
+
+    with caplog.at_level(logging.ERROR, logger="daemon.app"):
+        task = asyncio.create_task(supervisor.supervise("analyze", role))
+        await eventually(lambda: "analyze" in supervisor.roles and supervisor.roles["analyze"].restarts == 1)
+        stop.set()
+        await asyncio.wait_for(task, 2)
+    assert supervisor.roles["analyze"].last_error == "ValueError: Invalid layout: 0 channels"
+    crash = next(r for r in caplog.records if "role analyze failed" in r.getMessage())
+    text = logging.Formatter().formatException(crash.exc_info) if crash.exc_info else ""
+    assert "in explode" in text and "ValueError: Invalid layout: 0 channels" in text
+    assert "NoneType: None" not in text

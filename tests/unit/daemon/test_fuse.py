@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from config.schema import (
     AudioInput,
     DetectorsConfig,
@@ -12,7 +14,7 @@ from config.schema import (
     VideoInput,
     WindowsConfig,
 )
-from daemon.fuse import FuseWorker, WindowJoiner
+from daemon.fuse import FuseWorker, OutOfRange, WindowJoiner
 from streams.kafka import SourcePosition
 from streams.testing import ListOutputs, ManualClock, MemoryRuleStore
 from tests.helpers import DISTRESS, audio, speech, video
@@ -115,3 +117,43 @@ async def test_a_released_site_starts_again_from_the_stored_state_as_its_next_ow
     assert worker.joiner.counters.late == 0
     assert len(out.summaries) == 4, "window 2000 closed once, window 0 not again"
     assert [a.window_start for a in out.alerts] == [0], "the stored cooldown was loaded again: window 2000 rests"
+
+
+YEAR_MS = 365 * 24 * 3600 * 1000
+
+
+async def test_a_future_dated_record_is_refused_and_never_silences_the_site() -> None:
+    config = _config([DISTRESS.model_copy(update={"cooldown": 0.0})])
+    out, store = ListOutputs(), MemoryRuleStore()
+    now_ms = 1_700_000_000_000
+    worker = FuseWorker(config, [out], store, ManualClock().monotonic, wallclock=lambda: now_ms / 1000)
+    with pytest.raises(OutOfRange, match="ahead of the site's newest window and the wallclock"):
+        await worker.handle(video("cam", now_ms + YEAR_MS, 1))
+    with pytest.raises(OutOfRange, match="ms long"):
+        await worker.handle(video("cam", now_ms, 1).model_copy(update={"window_end": now_ms + YEAR_MS}))
+    for start in (now_ms, now_ms + 2000):
+        for features in (video("cam", start, 1), audio("mic", start, -25), speech("mic", start, "help!")):
+            await worker.handle(features)
+    assert [a.window_start for a in out.alerts] == [now_ms, now_ms + 2000], "later windows still alert"
+    assert worker.joiner.counters.late == 0
+
+
+async def test_a_replay_running_ahead_of_the_wallclock_in_window_steps_is_taken() -> None:
+    config = _config()
+    now_ms = 1_700_000_000_000
+    worker = FuseWorker(config, [ListOutputs()], None, ManualClock().monotonic, wallclock=lambda: now_ms / 1000)
+    for start in range(now_ms, now_ms + 3_600_000, 2000):  # an hour of recording, replayed at full speed
+        await worker.handle(audio("mic", start, -30))
+    assert worker.joiner.counters.records == 1800
+
+
+async def test_a_stored_mark_far_ahead_of_the_wallclock_is_ignored() -> None:
+    config = _config([DISTRESS.model_copy(update={"cooldown": 0.0})])
+    out, store = ListOutputs(), MemoryRuleStore()
+    now_ms = 1_700_000_000_000
+    await store.save_rule_state("hq", FuseWorker.CLOSED_KEY, str(now_ms + YEAR_MS))  # left by an older version
+    worker = FuseWorker(config, [out], store, ManualClock().monotonic, wallclock=lambda: now_ms / 1000)
+    for features in (video("cam", now_ms, 1), audio("mic", now_ms, -25), speech("mic", now_ms, "help!")):
+        await worker.handle(features)
+    assert [a.window_start for a in out.alerts] == [now_ms]
+    assert worker.joiner.counters.marks_ignored == 1

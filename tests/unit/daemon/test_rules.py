@@ -21,6 +21,15 @@ def test_signals_take_the_max_over_the_terms_streams() -> None:
     assert signal_value(DISTRESS.terms[2], joined(0, video("cam", 0, 1))) is None, "no microphone: no value"
 
 
+def test_a_zone_name_with_dots_is_read_whole() -> None:
+    cam = video("cam", 0, 1, door_occupancy=3)
+    assert cam.video is not None
+    zones = {"gate.north": cam.video.zones["door"]}
+    dotted = cam.model_copy(update={"video": cam.video.model_copy(update={"zones": zones})})
+    term = Term(signal="video.zone.gate.north.occupancy", weight=1, when=Predicate(op=">", value=0))
+    assert signal_value(term, joined(0, dotted)) == 3.0
+
+
 @pytest.mark.parametrize(("term", "value", "g"), [
     (Term(signal="audio.loudness_dbfs", weight=1, ramp=Ramp(low=-40, high=-20)), -30.0, 0.5),
     (Term(signal="audio.loudness_dbfs", weight=1, ramp=Ramp(low=-40, high=-20)), -10.0, 1.0),

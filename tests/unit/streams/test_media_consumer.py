@@ -4,6 +4,7 @@ and decodes a partition afresh when a rebalance makes it read again."""
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,54 @@ async def test_records_are_taken_ahead_of_decoding_up_to_a_byte_bound(media_dir:
         assert delivered == sorted(delivered) and consumer.handed_out == len(records)
     assert ahead[1] <= 4 * 20, "one batch fetched ahead, two decoding, one delivering"
     assert ahead[64 * 1024 * 1024] > 200, "with room, records are taken well ahead of the decoder"
+
+
+async def test_poison_records_are_dead_lettered_once_and_other_streams_decode_on(media_dir: Path) -> None:
+    """A hostile init, its stream's packets until its next good init, and packets of a stream never
+    initialised are each dead-lettered with a reason; the good stream beside them loses nothing."""
+    good = await _wire_records(media_dir / "street.ts", "cam", limit=300)
+    bad = await _wire_records(media_dir / "help.wav", "mic", limit=40)
+    init = json.loads(bad[0].value or b"")
+    init["tracks"][0]["layout"] = "bogus-layout"
+    poison = [Record(TOPIC, 0, 0, bad[0].key, json.dumps(init).encode(), bad[0].headers), *bad[1:]]
+    ghost = [Record(TOPIC, 0, 0, b"ghost", r.value, r.headers) for r in good[5:8]]
+    merged = [*poison[:10], *ghost, *good, *poison[10:]]
+    records = [Record(TOPIC, 0, offset, r.key, r.value, r.headers) for offset, r in enumerate(merged)]
+    producer = KeptProducer()
+    media = MediaConsumer(ScriptedConsumer(records), producer, "fw.dead-letter", batch_records=16)  # type: ignore[arg-type]
+    try:
+        items = [d async for d in media.items(idle_timeout=0.4)]
+    finally:
+        media.close()
+    frames = sum(isinstance(d.item, Frame) and d.item.stream == "cam" for d in items)
+    alone = MediaDecoder()
+    direct = sum(isinstance(i, Frame) for m in good for i in alone.handle(
+        decode_media(WireRecord(m.key, m.value, m.headers))))
+    assert frames == direct > 0, "the good stream decodes as if alone"
+    reasons = {int(dict(s["headers"])["dl-offset"]): dict(s["headers"])["dl-reason"].decode() for s in producer.sent}
+    assert len(reasons) == len(producer.sent), "each record dead-lettered once"
+    assert "Invalid layout" in reasons[0]
+    assert all("before any init" in reasons[offset] for offset in range(10, 13)), "the ghost stream's packets"
+    mic_packets = [r.offset for r in records if r.key == b"mic" and dict(r.headers)["kind"] != b"init"]
+    assert all(offset in reasons for offset in mic_packets if offset < 10), "the poisoned stream until a good init"
+    assert media.counters.desynchronised == 1
+    assert media.handled_positions == {(TOPIC, 0): len(records) - 1}, "a commit passes every dead letter"
+
+
+async def test_the_caller_keeps_committing_while_no_record_comes(media_dir: Path) -> None:
+    """A worker with nothing to read must still check its offsets against the log (a replaced broker)."""
+    records = await _wire_records(media_dir / "help.wav", "mic", limit=10)
+    media = MediaConsumer(ScriptedConsumer(records), KeptProducer(), "fw.dead-letter", batch_records=16)  # type: ignore[arg-type]
+    idle_calls: list[int] = []
+    delivered: list[int] = []
+
+    async def on_idle() -> None:
+        idle_calls.append(len(delivered))
+
+    try:
+        async for decoded in media.items(idle_timeout=1.0, on_idle=on_idle):
+            delivered.append(decoded.position.offset)
+    finally:
+        media.close()
+    assert delivered and len(idle_calls) >= 3, "called on every empty fetch while idle"
+    assert all(count == len(delivered) for count in idle_calls), "only once everything fetched was delivered"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from config.schema import Reconnect
 from streams.models import EndOfStream, MediaMessage, Packet, StreamInit
-from streams.sources import ReplayOptions, SourceError, ingest_live, open_spec, replay
+from streams.sources import Demuxer, ReplayOptions, SourceError, ingest_live, open_spec, replay
 from streams.testing import ListSink, ManualClock
 
 NS = 1_000_000_000
@@ -120,3 +121,47 @@ def test_open_spec_maps_urls_to_ffmpeg_inputs(url: str, target: str, fmt: str | 
     assert (spec.target, spec.format, spec.live) == (target, fmt, live)
     if url.startswith("rtsp"):
         assert spec.options["rtsp_transport"] == "tcp"
+
+
+async def test_a_replay_marks_every_init_as_not_live(media_dir: Path) -> None:
+    sink = ListSink()
+    await replay(str(media_dir / "street.ts"), "s", "hq", sink, ReplayOptions(speed=None, loops=2), ManualClock())
+    inits = sink.inits()
+    assert len(inits) > 2 and all(init.live is False for init in inits)
+    # A caller that stands a recording in for a camera says so, and its frames may then be dropped.
+    camera = ListSink()
+    await replay(str(media_dir / "street.ts"), "s", "hq", camera, ReplayOptions(speed=None, live=True), ManualClock())
+    assert camera.inits() and all(init.live for init in camera.inits())
+
+
+async def test_a_file_source_ingested_from_the_config_is_a_replay_too(media_dir: Path) -> None:
+    sink = ListSink()
+    await ingest_live(str(media_dir / "street.ts"), "street", "hq", sink, Reconnect(), clock=ManualClock())
+    assert sink.inits() and not any(init.live for init in sink.inits())
+
+
+def test_a_live_source_marks_its_inits_live(media_dir: Path) -> None:
+    # What `ingest_live` opens for an RTSP/HTTP/V4L2/ALSA URL: a spec with `live` set.
+    spec = open_spec(str(media_dir / "street.ts"))
+    live = dataclasses.replace(spec, live=True)
+    with Demuxer(live, "cam", "hq") as demuxer:
+        inits = [m for _, m in demuxer.messages(lambda t: int(t * NS)) if isinstance(m, StreamInit)]
+    assert inits and all(init.live for init in inits)
+    with Demuxer(spec, "rec", "hq") as demuxer:
+        assert demuxer.init(0).live is False
+
+
+def test_a_directory_or_an_empty_file_is_not_called_missing(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match=r" is a directory, not a media file$"):
+        open_spec(str(tmp_path))
+    (tmp_path / "empty.ts").write_bytes(b"")
+    with pytest.raises(SourceError, match=r"empty\.ts is empty \(0 bytes\), not a media file$"):
+        open_spec(str(tmp_path / "empty.ts"))
+
+
+def test_an_unreadable_file_is_reported_without_errno_noise(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.ts"
+    bad.write_text("not a recording\n" * 50)
+    with pytest.raises(SourceError) as caught:
+        Demuxer(open_spec(str(bad)), "x", "hq")
+    assert str(caught.value) == f"cannot open {bad}: Invalid data found when processing input"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from fractions import Fraction
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.models import EndOfStream, Packet, StreamInit, TrackInfo
+from streams.models import EndOfStream, InitMessage, Packet, StreamInit, TrackInfo
 from streams.wire import WireError, WireRecord, decode_media, encode_media
 
 stream_ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True)
@@ -34,7 +35,8 @@ tracks = st.one_of(
               layout=st.sampled_from(["mono", "stereo", ""])),
 )
 inits = st.builds(StreamInit, stream=stream_ids, site=stream_ids,
-                  tracks=st.lists(tracks, min_size=1, max_size=2).map(tuple), wall_ns=walls, seq=seqs)
+                  tracks=st.lists(tracks, min_size=1, max_size=2).map(tuple), wall_ns=walls, seq=seqs,
+                  live=st.booleans())
 ends = st.builds(EndOfStream, stream=stream_ids, wall_ns=walls, seq=seqs)
 
 
@@ -105,3 +107,37 @@ def test_garbage_never_crashes(value: bytes, headers: list[tuple[str, bytes]]) -
     """Anything at all either decodes or raises WireError: never another exception."""
     with contextlib.suppress(WireError):
         decode_media(WireRecord(b"cam", value, headers))
+
+
+VIDEO = TrackInfo("video", "h264", Fraction(1, 90000), b"\x01", width=768, height=576, pix_fmt="yuv420p")
+
+
+def test_a_replayed_init_is_marked_and_a_live_one_is_the_v1_init_unchanged() -> None:
+    replayed = encode_media(StreamInit("cam", "hq", (VIDEO,), 5, 0, live=False))
+    assert replayed.value is not None and json.loads(replayed.value)["live"] is False
+    decoded = decode_media(replayed)
+    assert isinstance(decoded, StreamInit) and decoded.live is False
+    # A live init has no `live` field at all: byte for byte what readers without it accept.
+    live = encode_media(StreamInit("cam", "hq", (VIDEO,), 5, 0))
+    assert live.value is not None and "live" not in json.loads(live.value)
+    assert decode_media(live) == StreamInit("cam", "hq", (VIDEO,), 5, 0, live=True)
+
+
+def test_an_init_without_the_live_field_is_a_live_stream() -> None:
+    record = _with({"kind": b"init"}, value=b'{"stream": "cam", "site": "s", "tracks": '
+                   b'[{"kind": "video", "codec": "h264", "tb": "1/90000"}]}')
+    decoded = decode_media(record)
+    assert isinstance(decoded, StreamInit) and decoded.live is True
+
+
+def test_a_live_field_that_is_not_a_boolean_is_rejected() -> None:
+    record = _with({"kind": b"init"}, value=b'{"stream": "cam", "site": "s", "live": "maybe", "tracks": '
+                   b'[{"kind": "video", "codec": "h264", "tb": "1/90000"}]}')
+    with pytest.raises(WireError, match="invalid init JSON: live: Input should be a valid boolean"):
+        decode_media(record)
+
+
+def test_the_published_init_schema_documents_the_live_field() -> None:
+    live = InitMessage.model_json_schema()["properties"]["live"]  # what `fusewatch schema init` prints
+    assert live["type"] == "boolean" and live["default"] is True and "replayed" in live["description"]
+    assert "live" not in InitMessage.model_json_schema().get("required", [])
