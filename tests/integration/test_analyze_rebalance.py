@@ -49,10 +49,22 @@ async def _split_shown(first: Telemetry, store: StatusStore) -> bool:
         and set(owners.values()) == {"first", "second"}
 
 
-def _comparable(features: WindowFeatures) -> object:
-    if features.video is not None:  # a new tracker numbers its tracks afresh; all else is the same
-        return ({k: v.max_count for k, v in features.video.classes.items()}, features.video.frames)
-    return features.model_dump(exclude={"latency_ms"})
+def _same(features: WindowFeatures, reference: WindowFeatures) -> bool:
+    if features.video is not None and reference.video is not None:
+        # A new tracker numbers its tracks afresh; all else is the same.
+        return ({k: v.max_count for k, v in features.video.classes.items()}, features.video.frames) == \
+            ({k: v.max_count for k, v in reference.video.classes.items()}, reference.video.frames)
+    if features.audio is not None and reference.audio is not None:
+        # A reader resuming at an init decodes its first AAC frame without the previous frame's
+        # overlap, so a window starting right there can differ in the last printed digit.
+        levels = [(features.audio.loudness_dbfs, reference.audio.loudness_dbfs),
+                  (features.audio.peak_dbfs, reference.audio.peak_dbfs),
+                  (features.audio.loudness_lufs or -120.0, reference.audio.loudness_lufs or -120.0)]
+        return features.model_dump(exclude={"latency_ms", "audio"}) == \
+            reference.model_dump(exclude={"latency_ms", "audio"}) \
+            and all(abs(a - b) <= 0.05 for a, b in levels) \
+            and abs(features.audio.speech_ratio - reference.audio.speech_ratio) <= 0.05
+    return features.model_dump(exclude={"latency_ms"}) == reference.model_dump(exclude={"latency_ms"})
 
 
 async def test_a_worker_joining_mid_replay_takes_over_streams_and_every_window_is_the_same(
@@ -110,6 +122,6 @@ async def test_a_worker_joining_mid_replay_takes_over_streams_and_every_window_i
     for features in await _features(config):
         key = (features.stream, features.modality, features.window_start)
         assert key in reference, key
-        assert _comparable(features) == _comparable(reference[key]), key  # re-emitted windows are the same
+        assert _same(features, reference[key]), (features, reference[key])  # re-emitted windows are the same
         seen.add(key)
     assert seen == set(reference), f"lost windows: {sorted(set(reference) - seen)[:10]}"

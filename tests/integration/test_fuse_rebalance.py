@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 from aiokafka.partitioner import murmur2
@@ -23,7 +24,8 @@ from tests.helpers import eventually, read_topic
 pytestmark = pytest.mark.integration
 
 SITES = ("hq", "annex")
-BASE_MS = 1_800_000_000_000
+# An hour ago on a window boundary: fuse dead-letters windows further ahead than `windows.max_ahead`.
+BASE_MS = (time.time_ns() // 1_000_000 - 3_600_000) // 2000 * 2000
 WINDOWS = 60
 LOUD = EventConfig.model_validate({
     "name": "loud", "threshold": 0.5, "for": 1, "cooldown": 0, "severity": "low",
