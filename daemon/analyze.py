@@ -554,7 +554,7 @@ async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None
 
     worker.on_failure = dead_letter
     async def flush() -> bool:
-        await sink.flush()
+        await asyncio.gather(sink.flush(), media.flush(), analyze_dead.flush())
         return True
 
     def release(revoked: set[TopicPartition]) -> None:

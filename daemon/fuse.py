@@ -380,7 +380,7 @@ async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, i
     lag_gauge = LagGauge(metrics, group)
 
     async def flush() -> bool:
-        await kafka_outputs.flush()
+        await asyncio.gather(kafka_outputs.flush(), dead.flush())
         await worker.persist()
         return await redis_outputs.flush(raise_on_error=False)  # Redis down: offsets stay until it is back
 
@@ -394,6 +394,7 @@ async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, i
         mirror.sync(metrics.late_records, worker.joiner.counters.late)
         mirror.sync(metrics.dead_letters, dead.count, "fuse")
         metrics.redis_buffer_depth.set(redis_outputs.pending)
+        mirror.sync(metrics.redis_buffer_dropped, redis_outputs.counters.buffer_dropped)
         mirror.sync(metrics.partitions_revoked, worker.counters.partitions_released, "fuse")
         mirror.sync(metrics.offset_resets, checkpoint.counters.offset_resets, "fuse")
         telemetry.consumers["fuse"] = checkpoint.health

@@ -50,6 +50,9 @@ class Metrics:
         self.consumer_lag = Gauge("fusewatch_consumer_lag", "Records behind the end of the partition",
                                   ["group", "topic", "partition"], registry=r)
         self.redis_buffer_depth = Gauge("fusewatch_redis_buffer_depth", "Outputs waiting for Redis", registry=r)
+        self.redis_buffer_dropped = Counter("fusewatch_redis_buffer_dropped",
+                                            "Outputs dropped, oldest first, from a full buffer while Redis was down",
+                                            registry=r)
         self.role_restarts = Counter("fusewatch_role_restarts", "Roles restarted after a crash", ["role"], registry=r)
         self.role_up = Gauge("fusewatch_role_up", "1 while a role runs", ["role"], registry=r)
         self.partitions_revoked = Counter("fusewatch_partitions_revoked",

@@ -565,9 +565,15 @@ class MediaConsumer:
         self._decoder.forget(stream)
         self._restart.pop(stream, None)
         self._unstarted.pop(stream, None)
+        self._partition_of.pop(stream, None)
+
+    async def flush(self) -> None:
+        """Wait for the acks of the dead letters sent so far (before a commit passes their records)."""
+        await self._dead.flush()
 
     async def commit(self, positions: Iterable[SourcePosition]) -> None:
         """Commit, per partition, the next offset after the highest given position."""
+        await self.flush()
         offsets: dict[TopicPartition, int] = {}
         for position in positions:
             tp = TopicPartition(position.topic, position.partition)

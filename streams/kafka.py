@@ -340,13 +340,17 @@ class DeadLetters:
     """Sends records that could not be processed to the dead-letter topic, losing nothing.
 
     The original key, value and headers are kept as they were; the reason and origin are
-    added as `dl-*` headers (the same idea as Kafka Connect's error headers).
+    added as `dl-*` headers (the same idea as Kafka Connect's error headers). `send` waits
+    only for the producer to take the record (its buffer is the backpressure), so a flood of
+    bad records does not cost a broker round trip each; `flush` waits for the acks, and a
+    stage's `Checkpoint` flushes before it commits past a dead-lettered record.
     """
 
     def __init__(self, producer: AIOKafkaProducer, topic: str, stage: str) -> None:
         self._producer = producer
         self._topic = topic
         self._stage = stage
+        self._acks = PendingAcks()
         self.count = 0
 
     async def send(self, record: WireRecord, origin: SourcePosition, reason: str) -> None:
@@ -358,11 +362,13 @@ class DeadLetters:
             ("dl-partition", str(origin.partition).encode()),
             ("dl-offset", str(origin.offset).encode()),
         ]
-        await self._producer.send_and_wait(
-            self._topic, value=record.value, key=record.key, headers=headers
-        )
+        self._acks.add(await self._producer.send(self._topic, value=record.value, key=record.key, headers=headers))
         self.count += 1
         log.warning("dead letter %s[%d]@%d: %s", origin.topic, origin.partition, origin.offset, reason)
+
+    async def flush(self) -> None:
+        """Wait until the broker acknowledged every dead letter sent so far."""
+        await self._acks.wait()
 
 
 def _safe_headers(headers: Iterable[tuple[str, bytes]] | None) -> Iterable[tuple[str, bytes]]:

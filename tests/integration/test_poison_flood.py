@@ -172,12 +172,14 @@ async def _replay(config: FusewatchConfig, lobby: Path) -> int:
 
 
 class DeadLetterCount:
-    """How many records the dead-letter topic holds (its end offset), polled in the background.
+    """How many records the dead-letter topic holds (its fetched high watermarks), polled in the background.
 
-    Not a consumer tailing the topic: under CPU contention the embedded broker (Tansu 0.6.0)
-    lets a consumer that tails a partition written by two producers at once skip a record now
-    and then (it is in the log: a read from the beginning finds it). The records themselves
-    are read once from the beginning after the roles stopped.
+    Not the records a consumer tailing the topic received: under CPU contention the embedded
+    broker (Tansu 0.6.0) lets a consumer that tails a partition written by two producers at
+    once skip a record now and then (it is in the log: a read from the beginning finds it).
+    Not ListOffsets either: Tansu answers it with the last batch's base offset + 1, short of
+    the end once dead letters go out in batches. The high watermark of each fetch response is
+    right; the records themselves are read once from the beginning after the roles stopped.
     """
 
     def __init__(self, config: FusewatchConfig) -> None:
@@ -191,10 +193,8 @@ class DeadLetterCount:
         try:
             await assign_all(consumer, self._config.kafka.topics.dead_letter)
             while not self._stop.is_set():
-                ends = await consumer.end_offsets(list(consumer.assignment()))
-                self.count = sum(ends.values())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), 0.5)
+                await consumer.getmany(timeout_ms=500, max_records=10_000)
+                self.count = sum(consumer.highwater(tp) or 0 for tp in consumer.assignment())
         finally:
             await consumer.stop()
 

@@ -65,5 +65,6 @@ def test_counter_mirror_adds_growth_only_and_keeps_totals_across_restarts() -> N
     text = metrics.exposition().decode()
     for name in ("fusewatch_frames_decoded_total", "fusewatch_inference_seconds", "fusewatch_alert_latency_seconds",
                  "fusewatch_consumer_lag", "fusewatch_frames_dropped_total", "fusewatch_dead_letters_total",
-                 "fusewatch_redis_buffer_depth"):
+                 "fusewatch_redis_buffer_depth", "fusewatch_redis_buffer_dropped_total",
+                 "fusewatch_offset_resets_total"):
         assert f"# TYPE {name.removesuffix('_total')}" in text

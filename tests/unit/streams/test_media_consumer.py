@@ -55,8 +55,11 @@ class KeptProducer:
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
 
-    async def send_and_wait(self, topic: str, **record: Any) -> None:
+    async def send(self, topic: str, **record: Any) -> asyncio.Future[None]:
         self.sent.append({"topic": topic, **record})
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acked.set_result(None)
+        return acked
 
 
 async def _wire_records(path: Path, stream: str, limit: int | None = None) -> list[Record]:

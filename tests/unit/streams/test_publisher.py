@@ -1,4 +1,5 @@
-"""`MediaPublisher` says when the broker did not acknowledge records, instead of exiting as if it had."""
+"""`MediaPublisher` and `DeadLetters` say when the broker did not acknowledge records, instead of going on as if
+it had."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from config.schema import KafkaConfig
-from streams.kafka import MediaPublisher, Unacknowledged
+from streams.kafka import DeadLetters, MediaPublisher, SourcePosition, Unacknowledged
 from streams.models import Packet
+from streams.wire import WireRecord
 
 
 class ScriptedProducer:
@@ -65,3 +67,19 @@ async def test_everything_acknowledged_flushes_quietly() -> None:
         await publisher.publish(_packet(seq))
     await publisher.flush()
     assert publisher.sent == 4 and publisher.failed == 0
+
+
+async def test_dead_letters_do_not_wait_for_each_ack_and_flush_raises_a_lost_one() -> None:
+    producer = ScriptedProducer(good=2)
+    dead = DeadLetters(producer, "fw.dead-letter", stage="decode")  # type: ignore[arg-type]
+    for offset in range(3):
+        await dead.send(WireRecord(b"cam", b"junk", [("kind", b"smell")]), SourcePosition("fw.media", 1, offset),
+                        "unknown kind 'smell'")
+    assert dead.count == 3 and not any(future.done() for future in producer.pending), "no send waited for its ack"
+    flushing = asyncio.create_task(dead.flush())
+    await asyncio.sleep(0)
+    assert not flushing.done(), "flush waits for the broker"
+    await producer.flush()
+    with pytest.raises(KafkaTimeoutError):
+        await flushing
+    await dead.flush()  # a failed send is raised once, then forgotten

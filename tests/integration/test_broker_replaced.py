@@ -1,0 +1,127 @@
+"""The broker is replaced under a running pipeline: new records are processed and alert again.
+
+`run_analyze` and `run_fuse` run in-process against a broker of this test's own. After the
+lobby's distress alert the broker is killed (SIGKILL) and a fresh one started on the same
+port: its memory storage has lost every topic, record and committed offset, so each log
+starts again at 0 while the workers' positions lie far beyond it. Without a check against
+the log end they would wait there for offsets that never come (issue 11, point 2). With it,
+the same workers read the new logs from the start and the lobby replayed again alerts again,
+without a role restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config import load_config
+from config.schema import KafkaConfig, KafkaTopics
+from daemon.analyze import AnalyzeCounters, run_analyze
+from daemon.cli import default_config_path
+from daemon.fuse import FuseWorker, run_fuse
+from daemon.metrics import Telemetry
+from daemon.services import EmbeddedService, ServiceSet, free_port
+from streams.kafka import MediaPublisher, ensure_topics
+from streams.sinks import RedisKeys, redis_client
+from streams.sources import ReplayOptions, replay
+
+pytestmark = pytest.mark.integration
+RECORDING_NS = 90 * 1_000_000_000  # lobby.ts lasts 79.6 s
+
+
+async def _until(condition: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not await condition():
+        assert time.monotonic() < deadline, f"{what}: not within {within:.0f} s"
+        await asyncio.sleep(0.5)
+
+
+async def test_a_replaced_broker_is_read_from_its_start_and_new_alerts_arrive(
+        services: ServiceSet, media_dir: Path, tmp_path: Path) -> None:
+    broker = EmbeddedService("kafka", tmp_path, port=free_port())
+    broker.start()
+    suffix = uuid.uuid4().hex[:8]
+    demo = load_config(default_config_path(), env={})
+    config = demo.model_copy(update={
+        "kafka": KafkaConfig(bootstrap_servers=[broker.address], group_prefix=f"b{suffix}", session_timeout=6.0,
+                             topics=KafkaTopics(media=f"m.{suffix}", features=f"f.{suffix}", alerts=f"a.{suffix}",
+                                                summaries=f"s.{suffix}", dead_letter=f"d.{suffix}")),
+        "redis": demo.redis.model_copy(update={"url": f"redis://{services.redis.address}/0",
+                                               "key_prefix": f"b{suffix}"}),
+        "detectors": demo.detectors.model_copy(update={"when_behind": "wait"}),
+        "outputs": demo.outputs.model_copy(update={"snapshots_dir": str(tmp_path / "snapshots")}),
+    })
+    telemetry = Telemetry()
+    registry = telemetry.metrics.registry
+    stop = asyncio.Event()
+
+    def resets(role: str) -> float:
+        return registry.get_sample_value("fusewatch_offset_resets_total", {"role": role}) or 0.0
+
+    async def alerts() -> list[dict[str, Any]]:
+        redis = redis_client(config.redis)
+        try:
+            entries = await redis.xrange(RedisKeys(config.redis.key_prefix).alerts)
+        finally:
+            await redis.aclose()
+        return [json.loads(fields[b"alert"]) for _, fields in entries or [] if fields]
+
+    async def replay_lobby(wall_base_ns: int | None = None) -> int:
+        """The lobby at max speed; returns its wallclock start."""
+        async with MediaPublisher(config.kafka) as publisher:
+            done = await replay(str(media_dir / "lobby.ts"), "lobby", config.site, publisher,
+                                ReplayOptions(speed=None, wall_base_ns=wall_base_ns))
+            await publisher.flush()
+        return done.wall_start_ns
+
+    def alerted(count: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            assert not any(role.done() for role in roles.values()), "a role ended"
+            return len(await alerts()) >= count
+        return check
+
+    await ensure_topics(config.kafka)
+    roles = {"analyze": asyncio.create_task(run_analyze(config, stop=stop, telemetry=telemetry)),
+             "fuse": asyncio.create_task(run_fuse(config, stop=stop, telemetry=telemetry))}
+    try:
+        first_start = await replay_lobby()
+        await _until(alerted(1), 120, "the lobby's alert from the first broker")
+
+        broker.kill()
+        await asyncio.sleep(2.0)  # the workers see the broker gone
+        broker.start()
+        restarted = time.monotonic()
+        await asyncio.wait_for(ensure_topics(config.kafka), 30)
+
+        async def reset_both() -> bool:  # both notice their offsets lie beyond the new, empty logs
+            assert not any(role.done() for role in roles.values()), "a role ended"
+            return resets("analyze") >= 1 and resets("fuse") >= 1
+        await _until(reset_both, 90, "offset resets of analyze and fuse")
+        reset_after = time.monotonic() - restarted
+
+        # Stamped after the first replay's last window (max speed stamps the recording's own
+        # time span from its start), so that no window of it is one the site closed already.
+        await replay_lobby(wall_base_ns=first_start + RECORDING_NS)
+        replayed = time.monotonic()
+        await _until(alerted(2), 120, "the lobby's alert through the new broker")
+        print(f"\nbroker replaced: offsets reset {reset_after:.1f} s after the new broker started; "
+              f"the alert {time.monotonic() - replayed:.1f} s after the second replay was sent")
+        assert not any(role.done() for role in roles.values())
+    finally:
+        stop.set()
+        ended = [await asyncio.wait_for(role, 60) for role in roles.values()]
+        broker.stop()
+    analyze, fuse = ended
+    assert isinstance(analyze, AnalyzeCounters) and isinstance(fuse, FuseWorker)
+    fired = await alerts()
+    assert [(a["event"], a["site"]) for a in fired] == [("distress", "demo")] * 2, fired
+    assert fired[0]["window_start"] < fired[1]["window_start"], "the second alert is the second replay's"
+    assert {role: registry.get_sample_value("fusewatch_role_restarts_total", {"role": role}) or 0
+            for role in roles} == {"analyze": 0, "fuse": 0}
