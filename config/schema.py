@@ -263,23 +263,37 @@ _SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "file", "v4l2", "alsa")
 _SCHEME_TYPO = re.compile(r"^(rtsps?|https?|file|v4l2|alsa)(:/?[^/]|//|:?$)", re.IGNORECASE)
 
 
+def _normalised_polygon(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    for x, y in points:
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise PydanticCustomError(
+                "zone_point", "polygon points are normalised to 0..1, got ({x}, {y})", {"x": x, "y": y},
+            )
+    return points
+
+
+Polygon = Annotated[list[tuple[float, float]], Field(min_length=3), AfterValidator(_normalised_polygon)]
+
+
 class Zone(Section):
     """A named polygon in normalised image coordinates (0..1, origin top-left)."""
 
     name: Identifier
-    polygon: list[tuple[float, float]] = Field(min_length=3)
+    polygon: Polygon
 
-    @field_validator("polygon")
-    @classmethod
-    def _inside_image(cls, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        for x, y in points:
-            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
-                raise PydanticCustomError(
-                    "zone_point",
-                    "polygon points are normalised to 0..1, got ({x}, {y})",
-                    {"x": x, "y": y},
-                )
-        return points
+
+class MotionConfig(Section):
+    """Motion-gated detection: the detector sees a sampled frame only when something moved.
+
+    A frame without motion reuses the stream's latest detections; the detector still looks
+    every `recheck` seconds, so objects that stopped moving stay seen as they are.
+    """
+
+    enabled: bool = True
+    threshold: int = Field(default=25, ge=1, le=255, description="grey-level change (0..255) that counts")
+    min_area: float = Field(default=0.002, gt=0, lt=1, description="smallest moving region, fraction of the frame")
+    recheck: Duration = Field(default=2.0, gt=0, description="longest time between two detections")
+    masks: list[Polygon] = Field(default_factory=list, description="areas never counted as motion")
 
 
 class VideoInput(Section):
@@ -288,6 +302,7 @@ class VideoInput(Section):
     enabled: bool = True
     sample_fps: float = Field(default=5.0, gt=0, le=120)
     zones: list[Zone] = Field(default_factory=list)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
 
     @field_validator("zones")
     @classmethod

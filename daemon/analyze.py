@@ -31,7 +31,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from config.schema import FusewatchConfig, SourceConfig
+from config.schema import FusewatchConfig, MotionConfig, SourceConfig
 from daemon.batcher import DetectionBatcher
 from daemon.metrics import LagGauge, Telemetry
 from daemon.speech import SpeechSegment, SpeechSegmenter, owned_words
@@ -40,6 +40,7 @@ from daemon.video_windows import VideoFeatureBuilder, VideoWindowState
 from detectors import registry
 from detectors.base import AudioAnalyzer, ObjectDetector, Transcriber
 from detectors.keywords import KeywordSpotter
+from detectors.motion import MotionGate, MotionSettings
 from streams.checkpoint import Checkpoint, merge_offsets
 from streams.decode import DecodedItem, MediaConsumer, StreamEnded
 from streams.kafka import (
@@ -94,6 +95,9 @@ class AnalyzeCounters:
     inference_seconds: float = 0.0
     analysed_by_stream: Counter[str] = field(default_factory=Counter)
     dropped_by_stream: Counter[str] = field(default_factory=Counter)
+    frames_without_motion: int = 0  # analysed with the stream's latest detections: nothing moved
+    without_motion_by_stream: Counter[str] = field(default_factory=Counter)
+    motion_regions: int = 0
     windows_by_stream: Counter[tuple[str, str]] = field(default_factory=Counter)
     last_window_end: dict[str, int] = field(default_factory=dict)
     partitions_released: int = 0
@@ -116,6 +120,11 @@ class _PendingFrame:
     window: int
 
 
+def _reusable(detection: asyncio.Future[list[Detection] | None]) -> bool:
+    """Whether a frame without motion may take `detection` (not one that failed or was dropped)."""
+    return not detection.done() or (detection.exception() is None and detection.result() is not None)
+
+
 class _StreamState:
     """Everything the worker keeps for one stream between items."""
 
@@ -128,6 +137,13 @@ class _StreamState:
         zones = {zone.name: list(zone.polygon) for zone in source.video.zones} if source else {}
         fps = source.video.sample_fps if source else worker.default_fps
         self.video = VideoFeatureBuilder(worker.labels, zones, fps, worker.snapshot_dir)
+        motion = source.video.motion if source else MotionConfig()
+        self.motion = MotionGate(
+            MotionSettings(threshold=motion.threshold, min_area=motion.min_area,
+                           masks=tuple(tuple(mask) for mask in motion.masks)),
+            recheck_ns=round(motion.recheck * 1e9),
+        ) if motion.enabled else None
+        self.last_detection: asyncio.Future[list[Detection] | None] | None = None
         self.video_windows: OrderedDict[int, VideoWindowState] = OrderedDict()
         self.pending: deque[_PendingFrame] = deque()
         self.video_frontier = -1
@@ -183,6 +199,7 @@ class AnalyzeWorker:
         self.counters = AnalyzeCounters()
         self._detect_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fw-detect")
         self._audio_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fw-audio")
+        self._motion_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fw-motion")
         objects = config.detectors.objects
         self.batcher = DetectionBatcher(
             detector, self._detect_executor, objects.max_batch, objects.max_wait, config.detectors.frame_queue,
@@ -243,6 +260,7 @@ class AnalyzeWorker:
             self._tasks = None
             self._detect_executor.shutdown(wait=False, cancel_futures=True)
             self._audio_executor.shutdown(wait=False, cancel_futures=True)
+            self._motion_executor.shutdown(wait=False, cancel_futures=True)
 
     async def handle(self, decoded: DecodedItem) -> None:
         """Take one decoded item; an item that cannot be analysed is reported and skipped, never raised.
@@ -302,9 +320,25 @@ class AnalyzeWorker:
             if restart is not None:
                 state.mark_unfinished("video", start, restart)
         state.video_frontier = max(state.video_frontier, start)
-        future = await self.batcher.submit(frame)
+        last = state.last_detection
+        if not await self._moved(state, frame) and last is not None and _reusable(last):
+            future = last
+            self.counters.frames_without_motion += 1
+            self.counters.without_motion_by_stream[state.stream] += 1
+        else:
+            future = state.last_detection = await self.batcher.submit(frame)
         state.pending.append(_PendingFrame(future, frame, start))
         await self._drain_video(state)
+
+    async def _moved(self, state: _StreamState, frame: Frame) -> bool:
+        """Whether the detector must see `frame` (always without a motion gate)."""
+        gate = state.motion
+        if gate is None:
+            return True
+        loop = asyncio.get_running_loop()
+        moved = await loop.run_in_executor(self._motion_executor, gate.needs_detection, frame.image, frame.wall_ns)
+        self.counters.motion_regions += len(gate.regions)
+        return moved
 
     async def _drain_loop(self) -> None:
         while True:
@@ -628,6 +662,9 @@ class _AnalyzeReporter:
             mirror.sync(metrics.frames_analysed, count, stream)
         for stream, count in counters.dropped_by_stream.items():
             mirror.sync(metrics.frames_dropped, count, stream)
+        for stream, count in counters.without_motion_by_stream.items():
+            mirror.sync(metrics.frames_without_motion, count, stream)
+        mirror.sync(metrics.motion_regions, counters.motion_regions)
         for (stream, modality), count in counters.windows_by_stream.items():
             mirror.sync(metrics.windows_emitted, count, stream, modality)
         mirror.sync(metrics.dead_letters, decoded.dead_letters + counters.item_errors, "analyze")
@@ -650,6 +687,7 @@ class _AnalyzeReporter:
                 stream=stream, site=site, worker=self._process, fps=round(fps, 2), frames_decoded=frames,
                 frames_analysed=counters.analysed_by_stream.get(stream, 0),
                 frames_dropped=counters.dropped_by_stream.get(stream, 0),
+                frames_without_motion=counters.without_motion_by_stream.get(stream, 0),
                 consumer_lag=lag.get(partition) if partition is not None else None,
                 last_window_end=counters.last_window_end.get(stream), updated_ms=now_ms(),
             ))

@@ -345,7 +345,8 @@ async def analyze(config: FusewatchConfig, idle: float | None) -> int:
     counters = await run_analyze(config, stop=stop, idle_timeout=idle)
     console.print(
         f"analyze: {dict(counters.windows)} windows, {counters.frames_analysed} frames analysed, "
-        f"{counters.frames_dropped} dropped, {counters.segments_transcribed} speech segments"
+        f"{counters.frames_dropped} dropped, {counters.frames_without_motion} without motion (detector skipped), "
+        f"{counters.segments_transcribed} speech segments"
     )
     return 0
 

@@ -38,6 +38,10 @@ def _clock(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _share(part: int | None, whole: int | None) -> str:
+    return f"{100 * (part or 0) / whole:.0f} %" if whole else "–"
+
+
 def alert_line(alert: Alert, ack: str = "") -> str:
     """One alert as rich markup for a terminal."""
     style = _SEVERITY_STYLE.get(alert.severity, "")
@@ -104,7 +108,7 @@ async def read_status(config: FusewatchConfig) -> dict[str, Any]:
 def status_tables(overview: dict[str, Any]) -> list[Table]:
     """`fusewatch status` on a terminal: one table of streams, one of roles."""
     now = overview["now_ms"]
-    streams = Table("stream", "fps", "dropped", "lag", "last window", "last alert", "seen", "said",
+    streams = Table("stream", "fps", "dropped", "no motion", "lag", "last window", "last alert", "seen", "said",
                     title="streams")
     for row in overview["streams"]:
         status = row["status"] or {}
@@ -116,6 +120,7 @@ def status_tables(overview: dict[str, Any]) -> list[Table]:
         streams.add_row(
             row["stream"] + (" [red](not reporting)[/]" if row["stale"] else ""),
             f"{status['fps']:.1f}" if status else "–", str(status.get("frames_dropped", "–")),
+            _share(status.get("frames_without_motion"), status.get("frames_analysed")),
             str(status.get("consumer_lag") if status.get("consumer_lag") is not None else "–"), age,
             f"{alert['event']} {_clock(alert['window_start'])}" if alert else "–", seen or "–",
             escape(summary.get("transcript", ""))[:60],

@@ -31,8 +31,13 @@ class Metrics:
         self.media_messages = Counter("fusewatch_media_messages", "Wire messages ingested into fw.media",
                                       ["stream"], registry=r)
         self.frames_decoded = Counter("fusewatch_frames_decoded", "Video frames decoded", ["stream"], registry=r)
-        self.frames_analysed = Counter("fusewatch_frames_analysed", "Video frames run through the detector",
-                                       ["stream"], registry=r)
+        self.frames_analysed = Counter("fusewatch_frames_analysed", "Sampled video frames analysed", ["stream"],
+                                       registry=r)
+        self.frames_without_motion = Counter(
+            "fusewatch_frames_without_motion", "Analysed frames the detector did not see: nothing moved, the "
+            "stream's latest detections stood for them", ["stream"], registry=r)
+        self.motion_regions = Counter("fusewatch_motion_regions", "Moving regions found in sampled frames",
+                                      registry=r)
         self.frames_dropped = Counter("fusewatch_frames_dropped", "Frames dropped because detection fell behind",
                                       ["stream"], registry=r)
         self.windows_emitted = Counter("fusewatch_windows_emitted", "WindowFeatures produced",

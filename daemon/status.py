@@ -35,6 +35,7 @@ class StreamStatus(BaseModel):
     frames_decoded: int
     frames_analysed: int
     frames_dropped: int
+    frames_without_motion: int = 0  # of the analysed ones: the detector did not see them, nothing moved
     consumer_lag: int | None
     last_window_end: int | None
     updated_ms: int

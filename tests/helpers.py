@@ -6,7 +6,8 @@ import asyncio
 import json
 import re
 import socket
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import numpy.typing as npt
 
 from config.schema import EventConfig, FusewatchConfig, KafkaConfig
 from daemon.rules import JoinedWindow, alert_id
+from detectors.base import RgbImage
 from detectors.keywords import fold
 from streams.decode import DecodedItem, FrameFilter, MediaDecoder
 from streams.kafka import SourcePosition, assign_all, make_consumer
@@ -84,6 +86,24 @@ def video_frames(path: Path, every: int = 1, limit: int | None = None) -> list[n
             if limit is not None and len(frames) >= limit:
                 break
     return frames
+
+
+class CountingDetector:
+    """Answers one detection per image after `delay` seconds per batch, recording batch sizes."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.batches: list[int] = []
+
+    @property
+    def labels(self) -> Sequence[str]:
+        return ("person",)
+
+    def detect(self, images: Sequence[RgbImage]) -> list[list[Detection]]:
+        time.sleep(self.delay)
+        self.batches.append(len(images))
+        return [[Detection(label="person", confidence=float(image[0, 0, 0]) / 255, box=(0, 0, 1, 1))]
+                for image in images]
 
 
 async def decoded_items(

@@ -81,6 +81,7 @@ function streamCard(row) {
     el("dl", {},
       el("dt", {}, "fps"), el("dd", {}, s ? s.fps.toFixed(1) : "–"),
       el("dt", {}, "dropped"), el("dd", {}, s ? s.frames_dropped : "–"),
+      el("dt", {}, "no motion"), el("dd", {}, s && s.frames_analysed ? `${Math.round(100 * (s.frames_without_motion || 0) / s.frames_analysed)} %` : "–"),
       el("dt", {}, "lag"), el("dd", {}, s && s.consumer_lag !== null ? s.consumer_lag : "–"),
       el("dt", {}, "last window"), el("dd", {}, s && s.last_window_end ? time(s.last_window_end) : "–"),
       el("dt", {}, "seen"), el("dd", {}, objects || "–"),

@@ -3,34 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
 import numpy as np
 
 from daemon.batcher import DetectionBatcher
-from detectors.base import RgbImage
 from streams.models import Detection, Frame
-
-
-class CountingDetector:
-    """Answers one detection per image after `delay` seconds per batch, recording batch sizes."""
-
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-        self.batches: list[int] = []
-
-    @property
-    def labels(self) -> Sequence[str]:
-        return ("person",)
-
-    def detect(self, images: Sequence[RgbImage]) -> list[list[Detection]]:
-        time.sleep(self.delay)
-        self.batches.append(len(images))
-        return [[Detection(label="person", confidence=float(image[0, 0, 0]) / 255, box=(0, 0, 1, 1))]
-                for image in images]
+from tests.helpers import CountingDetector
 
 
 def _frame(stream: str, n: int, live: bool = True) -> Frame:
