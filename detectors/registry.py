@@ -31,7 +31,7 @@ def _darknet(config: DarknetDetectorConfig) -> ObjectDetector:
     from detectors.darknet import DarknetDetector
 
     return DarknetDetector(config.model, config.model_dir, config.classes, config.confidence, config.iou,
-                           config.imgsz, config.cpu_threads)
+                           config.imgsz, config.cpu_threads, config.runtime, config.device, config.half)
 
 
 def _faster_whisper(config: FasterWhisperConfig) -> Transcriber:
