@@ -76,7 +76,7 @@ class MotionDetector:
         height, width = image.shape[:2]
         target = min(self._settings.width, width)
         size = (target, max(round(height * target / width), 1))
-        gray = cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+        gray = cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_LINEAR), cv2.COLOR_RGB2GRAY)
         return np.asarray(cv2.GaussianBlur(gray, (5, 5), 0), dtype=np.uint8)
 
     def _masked(self, shape: tuple[int, ...]) -> npt.NDArray[np.uint8] | None:

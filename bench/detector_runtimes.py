@@ -1,0 +1,136 @@
+"""The COCO detector's runtimes, and what motion gating saves, side by side in one run.
+
+Runtimes: the same YOLOv3-tiny cfg + weights through `DarknetDetector` on OpenCV DNN (the
+baseline: what fusewatch ran before) and on PyTorch (`detectors/darknet_torch.py`), on the
+same letterboxed frames of lobby.ts, one by one and in batches of 4 and 8, every core for
+both. On a CUDA machine the torch runtime also runs there (float32 and half).
+
+Motion gating: `MotionGate` (the default) against detecting every sampled frame, on the
+people-walking lobby (busy) and on a quiet scene built from it: the per-pixel median of the
+lobby's frames is the empty hall; it loops with camera noise for the recording's length,
+and one of the lobby's own stretches of people walking plays in it once. Reported: the
+share of sampled frames the detector still sees, and the detector plus motion time per
+sampled frame against detecting all of them.
+
+    .venv/bin/python -m bench.detector_runtimes [--frames 48] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from bench.common import median, write_result
+from daemon.commands import fetch_media
+from detectors.base import RgbImage, available_cores
+from detectors.darknet import DarknetDetector
+from detectors.motion import MotionGate, MotionSettings
+
+NS = 1_000_000_000
+SAMPLE_FPS = 5
+
+
+def _frames(every: int, limit: int) -> list[RgbImage]:
+    path = fetch_media(Path(".cache/media")) / "lobby.ts"
+    frames: list[RgbImage] = []
+    with av.open(str(path)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index % every == 0:
+                frames.append(np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8))
+            if len(frames) >= limit:
+                break
+    return frames
+
+
+def _fps(run: Callable[[Sequence[RgbImage]], object], frames: list[RgbImage], batch: int, repeat: int) -> float:
+    run(frames[:batch])  # warm-up
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for index in range(0, len(frames), batch):
+            run(frames[index:index + batch])
+        times.append(time.perf_counter() - started)
+    return round(len(frames) / median(times), 2)
+
+
+def runtimes(frames: list[RgbImage], repeat: int) -> dict[str, float]:
+    fps: dict[str, float] = {}
+    detectors = {"opencv": DarknetDetector(runtime="opencv"), "torch_cpu": DarknetDetector(runtime="torch",
+                                                                                           device="cpu")}
+    import torch
+
+    if torch.cuda.is_available():
+        detectors["torch_cuda"] = DarknetDetector(runtime="torch", device="cuda")
+        detectors["torch_cuda_half"] = DarknetDetector(runtime="torch", device="cuda", half=True)
+    for name, detector in detectors.items():
+        for batch in (1, 4, 8):
+            fps[f"{name}_batch{batch}"] = _fps(detector.detect, frames, batch, repeat)
+    return fps
+
+
+def _quiet_scene(busy: list[RgbImage], seconds: float) -> list[RgbImage]:
+    """The empty hall with camera noise, and a few seconds of people walking through once."""
+    empty = np.median(np.stack(busy[::4]), axis=0).astype(np.uint8)
+    rng = np.random.default_rng(7)
+    count = round(seconds * SAMPLE_FPS)
+    walk = busy[:3 * SAMPLE_FPS]
+    scene = []
+    for index in range(count):
+        base = walk[index - count // 2] if 0 <= index - count // 2 < len(walk) else empty
+        noise = rng.integers(-3, 4, size=base.shape)
+        scene.append(np.clip(base.astype(np.int16) + noise, 0, 255).astype(np.uint8))
+    return scene
+
+
+def gating(detector: DarknetDetector, scene: list[RgbImage]) -> dict[str, Any]:
+    gate = MotionGate(MotionSettings(), recheck_ns=2 * NS)
+    detected = motion_s = detect_s = 0.0
+    for index, image in enumerate(scene):
+        started = time.perf_counter()
+        needed = gate.needs_detection(image, index * NS // SAMPLE_FPS)
+        motion_s += time.perf_counter() - started
+        if needed:
+            started = time.perf_counter()
+            detector.detect([image])
+            detect_s += time.perf_counter() - started
+            detected += 1
+    started = time.perf_counter()
+    for image in scene:
+        detector.detect([image])
+    every_s = time.perf_counter() - started
+    return {"frames": len(scene), "detected": int(detected), "share_detected": round(detected / len(scene), 3),
+            "motion_ms_per_frame": round(1000 * motion_s / len(scene), 3),
+            "gated_ms_per_frame": round(1000 * (motion_s + detect_s) / len(scene), 2),
+            "every_frame_ms_per_frame": round(1000 * every_s / len(scene), 2),
+            "ratio_gated_vs_every_frame": round((motion_s + detect_s) / every_s, 3)}
+
+
+def main(frames: int, repeat: int) -> dict[str, Any]:
+    lobby = _frames(every=2, limit=max(frames, 20 * SAMPLE_FPS))  # 10 fps → 5 fps sampled
+    fps = runtimes(lobby[:frames], repeat)
+    detector = DarknetDetector(runtime="opencv")
+    scenes = {"busy (lobby, people walking)": lobby[:20 * SAMPLE_FPS],
+              "quiet (empty hall, noise, one walk-through)": _quiet_scene(lobby, 60.0)}
+    return {
+        "frames": frames, "threads": available_cores(), "fps": fps,
+        "ratio_torch_vs_opencv": {f"batch{b}": round(fps[f"torch_cpu_batch{b}"] / fps[f"opencv_batch{b}"], 3)
+                                  for b in (1, 4, 8)},
+        "gating": {name: gating(detector, scene) for name, scene in scenes.items()},
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    result = main(args.frames, args.repeat)
+    print(json.dumps(result, indent=2))
+    print(f"wrote {write_result('detector_runtimes', result)}")
