@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,9 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from config.schema import EventConfig, FusewatchConfig, KafkaConfig
+from config import load_config
+from config.schema import EventConfig, FusewatchConfig, KafkaConfig, KafkaTopics
+from daemon.cli import default_config_path
 from daemon.rules import JoinedWindow, alert_id
 from detectors.base import RgbImage
 from detectors.keywords import fold
@@ -36,6 +39,7 @@ from streams.models import (
     WindowFeatures,
     ZoneStats,
 )
+from streams.sinks import RedisKeys, redis_client
 
 
 @dataclass
@@ -237,3 +241,28 @@ async def eventually(condition: Callable[[], bool], within: float = 5.0, every: 
             return
         await asyncio.sleep(every)
     raise AssertionError(f"condition not met within {within} s")
+
+
+def demo_config_on(broker: str, redis: str, snapshots: Path, prefix: str) -> FusewatchConfig:
+    """The demo config on a broker of a test's own, topics and Redis keys unique to the test,
+    and detection waiting instead of dropping (deterministic alerts)."""
+    suffix = prefix + uuid.uuid4().hex[:8]
+    demo = load_config(default_config_path(), env={})
+    return demo.model_copy(update={
+        "kafka": KafkaConfig(bootstrap_servers=[broker], group_prefix=suffix, session_timeout=6.0,
+                             topics=KafkaTopics(media=f"m.{suffix}", features=f"f.{suffix}", alerts=f"a.{suffix}",
+                                                summaries=f"s.{suffix}", dead_letter=f"d.{suffix}")),
+        "redis": demo.redis.model_copy(update={"url": f"redis://{redis}/0", "key_prefix": suffix}),
+        "detectors": demo.detectors.model_copy(update={"when_behind": "wait"}),
+        "outputs": demo.outputs.model_copy(update={"snapshots_dir": str(snapshots)}),
+    })
+
+
+async def redis_alerts(config: FusewatchConfig) -> list[dict[str, Any]]:
+    """Every alert in the Redis alert stream, oldest first."""
+    redis = redis_client(config.redis)
+    try:
+        entries = await redis.xrange(RedisKeys(config.redis.key_prefix).alerts)
+    finally:
+        await redis.aclose()
+    return [json.loads(fields[b"alert"]) for _, fields in entries or [] if fields]

@@ -12,25 +12,19 @@ without a role restart.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from config import load_config
-from config.schema import KafkaConfig, KafkaTopics
 from daemon.analyze import AnalyzeCounters, run_analyze
-from daemon.cli import default_config_path
 from daemon.fuse import FuseWorker, run_fuse
 from daemon.metrics import Telemetry
 from daemon.services import EmbeddedService, ServiceSet, free_port
 from streams.kafka import MediaPublisher, ensure_topics
-from streams.sinks import RedisKeys, redis_client
 from streams.sources import ReplayOptions, replay
+from tests.helpers import demo_config_on, redis_alerts
 
 pytestmark = pytest.mark.integration
 RECORDING_NS = 90 * 1_000_000_000  # lobby.ts lasts 79.6 s
@@ -47,31 +41,13 @@ async def test_a_replaced_broker_is_read_from_its_start_and_new_alerts_arrive(
         services: ServiceSet, media_dir: Path, tmp_path: Path) -> None:
     broker = EmbeddedService("kafka", tmp_path, port=free_port())
     broker.start()
-    suffix = uuid.uuid4().hex[:8]
-    demo = load_config(default_config_path(), env={})
-    config = demo.model_copy(update={
-        "kafka": KafkaConfig(bootstrap_servers=[broker.address], group_prefix=f"b{suffix}", session_timeout=6.0,
-                             topics=KafkaTopics(media=f"m.{suffix}", features=f"f.{suffix}", alerts=f"a.{suffix}",
-                                                summaries=f"s.{suffix}", dead_letter=f"d.{suffix}")),
-        "redis": demo.redis.model_copy(update={"url": f"redis://{services.redis.address}/0",
-                                               "key_prefix": f"b{suffix}"}),
-        "detectors": demo.detectors.model_copy(update={"when_behind": "wait"}),
-        "outputs": demo.outputs.model_copy(update={"snapshots_dir": str(tmp_path / "snapshots")}),
-    })
+    config = demo_config_on(broker.address, services.redis.address, tmp_path / "snapshots", "b")
     telemetry = Telemetry()
     registry = telemetry.metrics.registry
     stop = asyncio.Event()
 
     def resets(role: str) -> float:
         return registry.get_sample_value("fusewatch_offset_resets_total", {"role": role}) or 0.0
-
-    async def alerts() -> list[dict[str, Any]]:
-        redis = redis_client(config.redis)
-        try:
-            entries = await redis.xrange(RedisKeys(config.redis.key_prefix).alerts)
-        finally:
-            await redis.aclose()
-        return [json.loads(fields[b"alert"]) for _, fields in entries or [] if fields]
 
     async def replay_lobby(wall_base_ns: int | None = None) -> int:
         """The lobby at max speed; returns its wallclock start."""
@@ -84,7 +60,7 @@ async def test_a_replaced_broker_is_read_from_its_start_and_new_alerts_arrive(
     def alerted(count: int) -> Callable[[], Awaitable[bool]]:
         async def check() -> bool:
             assert not any(role.done() for role in roles.values()), "a role ended"
-            return len(await alerts()) >= count
+            return len(await redis_alerts(config)) >= count
         return check
 
     await ensure_topics(config.kafka)
@@ -120,7 +96,7 @@ async def test_a_replaced_broker_is_read_from_its_start_and_new_alerts_arrive(
         broker.stop()
     analyze, fuse = ended
     assert isinstance(analyze, AnalyzeCounters) and isinstance(fuse, FuseWorker)
-    fired = await alerts()
+    fired = await redis_alerts(config)
     assert [(a["event"], a["site"]) for a in fired] == [("distress", "demo")] * 2, fired
     assert fired[0]["window_start"] < fired[1]["window_start"], "the second alert is the second replay's"
     assert {role: registry.get_sample_value("fusewatch_role_restarts_total", {"role": role}) or 0

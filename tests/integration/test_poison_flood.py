@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,17 +30,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from config import load_config
-from config.schema import FusewatchConfig, KafkaConfig, KafkaTopics
+from config.schema import FusewatchConfig
 from daemon.analyze import AnalyzeCounters, run_analyze
-from daemon.cli import default_config_path
 from daemon.fuse import FuseWorker, run_fuse
 from daemon.metrics import Telemetry
 from daemon.services import EmbeddedService, ServiceSet, free_port
 from streams.kafka import MediaPublisher, assign_all, ensure_topics, make_consumer, make_producer
-from streams.sinks import RedisKeys, redis_client
 from streams.sources import ReplayOptions, replay
-from tests.helpers import read_topic
+from tests.helpers import demo_config_on, read_topic, redis_alerts
 
 pytestmark = pytest.mark.integration
 
@@ -202,15 +198,6 @@ class DeadLetterCount:
         self._stop.set()
 
 
-async def _alerts(config: FusewatchConfig) -> list[dict[str, Any]]:
-    redis = redis_client(config.redis)
-    try:
-        entries = await redis.xrange(RedisKeys(config.redis.key_prefix).alerts)
-    finally:
-        await redis.aclose()
-    return [json.loads(fields[b"alert"]) for _, fields in entries or [] if fields]
-
-
 async def _until(condition: Callable[[], Awaitable[bool]], within: float, what: str, every: float = 0.5) -> None:
     deadline = time.monotonic() + within
     while not await condition():
@@ -238,17 +225,7 @@ async def test_a_poison_flood_loses_no_alert_and_dead_letters_each_record_once(
     began = time.monotonic()
     broker = EmbeddedService("kafka", tmp_path, port=free_port())
     broker.start()
-    suffix = uuid.uuid4().hex[:8]
-    demo = load_config(default_config_path(), env={})
-    config = demo.model_copy(update={
-        "kafka": KafkaConfig(bootstrap_servers=[broker.address], group_prefix=f"p{suffix}", session_timeout=6.0,
-                             topics=KafkaTopics(media=f"m.{suffix}", features=f"f.{suffix}", alerts=f"a.{suffix}",
-                                                summaries=f"s.{suffix}", dead_letter=f"d.{suffix}")),
-        "redis": demo.redis.model_copy(update={"url": f"redis://{services.redis.address}/0",
-                                               "key_prefix": f"p{suffix}"}),
-        "detectors": demo.detectors.model_copy(update={"when_behind": "wait"}),
-        "outputs": demo.outputs.model_copy(update={"snapshots_dir": str(tmp_path / "snapshots")}),
-    })
+    config = demo_config_on(broker.address, services.redis.address, tmp_path / "snapshots", "p")
     topics = config.kafka.topics
     media_poison, feature_poison = _flood(MEDIA, N), _flood(FEATURES, N)
     telemetry = Telemetry()
@@ -284,7 +261,7 @@ async def test_a_poison_flood_loses_no_alert_and_dead_letters_each_record_once(
 
         async def alerted() -> bool:
             assert not any(role.done() for role in roles.values()), "a role ended during the flood"
-            return len(await _alerts(config)) >= 1
+            return len(await redis_alerts(config)) >= 1
         await _until(alerted, ALERT_WITHIN, "the distress alert of the lobby")
         marks["alert"] = time.monotonic() - flood_start
 
@@ -315,7 +292,7 @@ async def test_a_poison_flood_loses_no_alert_and_dead_letters_each_record_once(
         with contextlib.suppress(Exception):
             await asyncio.wait_for(reading, 10)
         try:
-            alerts = await _alerts(config)
+            alerts = await redis_alerts(config)
             kafka_alerts = await read_topic(config.kafka, topics.alerts)
             letters = await read_topic(config.kafka, topics.dead_letter)  # from the beginning, all written
         finally:
