@@ -428,7 +428,9 @@ class DarknetDetectorConfig(Section):
     @model_validator(mode="after")
     def _check_runtime(self) -> DarknetDetectorConfig:
         if self.runtime == "opencv":
-            torch_only = [name for name in ("device", "half") if name in self.model_fields_set]
+            # Values, not whether a field was set: a dumped config (every field written) must load again.
+            torch_only = [name for name, on_cpu in (("device", self.device in ("auto", "cpu")), ("half", not self.half))
+                          if not on_cpu]
             if torch_only:
                 raise PydanticCustomError(
                     "darknet_runtime", "only runtime torch takes {names} (runtime is opencv)",

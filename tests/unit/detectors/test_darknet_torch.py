@@ -283,6 +283,8 @@ def test_config_selects_the_runtime_and_device() -> None:
         DarknetDetectorConfig(type="darknet", half=True)
     with pytest.raises(ValueError, match="half precision runs on CUDA only"):
         DarknetDetectorConfig(type="darknet", runtime="torch", device="cpu", half=True)
+    dumped = DarknetDetectorConfig(type="darknet").model_dump(mode="json")
+    assert DarknetDetectorConfig.model_validate(dumped).runtime == "opencv", "a dumped config loads again"
     with pytest.raises(ValueError, match="half precision needs CUDA"):
         TorchDarknet(YOLOV3_TINY / "yolov3-tiny.cfg", YOLOV3_TINY / "yolov3-tiny.weights", device="cpu", half=True)
     if not torch.cuda.is_available():  # `auto` on a CPU machine: float32 there, half only on CUDA
