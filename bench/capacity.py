@@ -1,0 +1,171 @@
+"""How many real-time camera streams one `fusewatch run --role all` process keeps up with.
+
+For each scene (the busy lobby; the quiet scene of `bench.scenes`) and with motion gating
+on (the default) and off (the baseline: detect every sampled frame), N sources loop the
+recording at real speed (`sample_fps: 5`), all roles in one process on the embedded broker
+and Redis. After a warm-up the process is watched for a measuring period. It keeps up
+with N when the video windows of the period came out (at least 90 % of N × period / window)
+and their window end → features latency has a p95 ≤ 5 s (a worker falling behind emits
+late, then fewer). N grows in steps until it does not, then one by one from the last N
+kept; the largest N kept is the capacity. Beside
+it, the limit that decoding alone sets (decode-only CPU per stream-second, from
+`bench.cost_profile`, into the machine's cores).
+
+    .venv/bin/python -m bench.capacity [--warmup 20] [--measure 40] [--scene busy|quiet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS, percentile, write_result
+from bench.scenes import MEDIA, quiet_scene
+from config import load_config
+from config.schema import FusewatchConfig, KafkaConfig, KafkaTopics, MotionConfig, SourceConfig, VideoInput
+from daemon.cli import default_config_path
+from daemon.commands import fetch_media
+from daemon.services import ServiceSet, free_port
+from streams.kafka import assign_all, ensure_topics, make_consumer
+from streams.models import WindowFeatures
+
+LATENCY_P95_MS = 5000.0
+WINDOW_S = 2.0
+CANDIDATES = {"busy": (1, 2, 3, 4, 6, 8), "quiet": (2, 4, 6, 8, 12, 16)}
+
+
+def _config(services: ServiceSet, path: Path, streams: int, gating: bool) -> FusewatchConfig:
+    suffix = uuid.uuid4().hex[:8]
+    demo = load_config(default_config_path(), env={})
+    return demo.model_copy(update={
+        "kafka": KafkaConfig(bootstrap_servers=[services.kafka.address], group_prefix=f"cap{suffix}",
+                             media_partitions=max(4, streams), session_timeout=6.0,
+                             topics=KafkaTopics(media=f"m.{suffix}", features=f"f.{suffix}", alerts=f"a.{suffix}",
+                                                summaries=f"s.{suffix}", dead_letter=f"d.{suffix}")),
+        "redis": demo.redis.model_copy(update={"url": f"redis://{services.redis.address}/0",
+                                               "key_prefix": f"cap{suffix}"}),
+        "sources": [SourceConfig(id=f"cam{index}", url=str(path), loop=True,
+                                 video=VideoInput(sample_fps=5, motion=MotionConfig(enabled=gating)))
+                    for index in range(streams)],
+        "web": demo.web.model_copy(update={"port": free_port()}),
+    })
+
+
+async def _video_windows(config: FusewatchConfig, since_ms: int, until_ms: int) -> list[float]:
+    """Window end → emit latency (ms) of the video windows emitted between the two times."""
+    consumer = make_consumer(config.kafka, group=None)
+    await consumer.start()
+    latencies = []
+    try:
+        await assign_all(consumer, config.kafka.topics.features)
+        while batch := await consumer.getmany(timeout_ms=2000, max_records=5000):
+            for record in (r for records in batch.values() for r in records):
+                if not since_ms <= record.timestamp < until_ms:
+                    continue
+                features = WindowFeatures.model_validate_json(record.value)
+                if features.modality == "video" and "window_end_to_emit" in features.latency_ms:
+                    latencies.append(features.latency_ms["window_end_to_emit"])
+    finally:
+        await consumer.stop()
+    return latencies
+
+
+def trial(services: ServiceSet, path: Path, streams: int, gating: bool, warmup: float, measure: float,
+          work: Path) -> dict[str, Any]:
+    config = _config(services, path, streams, gating)
+    asyncio.run(ensure_topics(config.kafka))
+    config_path = work / f"capacity-{uuid.uuid4().hex[:6]}.json"
+    data = config.model_dump(mode="json", by_alias=True)
+    data["web"]["token"] = "capacity-bench"
+    config_path.write_text(json.dumps(data))
+    log = (work / f"{config_path.stem}.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", str(config_path), "--role", "all"],
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(warmup)
+        if process.poll() is not None:
+            raise RuntimeError(f"fusewatch run exited with {process.returncode}; see {log.name}")
+        since = int(time.time() * 1000)
+        time.sleep(measure)
+        until = int(time.time() * 1000)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+    latencies = asyncio.run(_video_windows(config, since, until))
+    expected = streams * measure / WINDOW_S
+    p95 = percentile(latencies, 95) if latencies else float("inf")
+    kept_up = len(latencies) >= 0.9 * expected and p95 <= LATENCY_P95_MS
+    return {"streams": streams, "video_windows": len(latencies), "expected_windows": round(expected),
+            "latency_p50_ms": round(percentile(latencies, 50), 1) if latencies else None,
+            "latency_p95_ms": round(p95, 1) if latencies else None, "kept_up": kept_up}
+
+
+def capacity(services: ServiceSet, scene: str, path: Path, gating: bool, warmup: float, measure: float,
+             work: Path) -> dict[str, Any]:
+    trials: list[dict[str, Any]] = []
+
+    def kept_up(streams: int) -> bool:
+        result = trial(services, path, streams, gating, warmup, measure, work)
+        trials.append(result)
+        print(scene, "gating" if gating else "no gating", json.dumps(result), flush=True)
+        return bool(result["kept_up"])
+
+    best, failed = 0, None
+    for streams in CANDIDATES[scene]:  # coarse steps up to the first failure…
+        if not kept_up(streams):
+            failed = streams
+            break
+        best = streams
+    for streams in range(best + 1, failed or best + 1):  # …then the N between, one by one
+        if not kept_up(streams):
+            break
+        best = streams
+    return {"capacity": best, "trials": trials}
+
+
+def main(warmup: float, measure: float, only: list[str]) -> dict[str, Any]:
+    scenes = {"busy": fetch_media(MEDIA) / "lobby.ts", "quiet": quiet_scene()}
+    scenes = {scene: path for scene, path in scenes.items() if not only or scene in only}
+    previous = RESULTS / "capacity.json"  # scenes not run keep their last results
+    results: dict[str, Any] = json.loads(previous.read_text())["runs"] if only and previous.is_file() else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        services = ServiceSet(Path(tmp) / "services")
+        services.start()
+        try:
+            for scene, path in scenes.items():
+                for gating in (True, False):
+                    results[f"{scene}, gating {'on' if gating else 'off'}"] = capacity(
+                        services, scene, path, gating, warmup, measure, Path(tmp))
+        finally:
+            services.stop()
+    summary = {key: value["capacity"] for key, value in results.items()}
+    on, off = summary.get("quiet, gating on", 0), summary.get("quiet, gating off", 0)
+    return {"sample_fps": 5, "latency_p95_limit_ms": LATENCY_P95_MS, "warmup_s": warmup, "measure_s": measure,
+            "capacity": summary, "quiet_gating_gain": round(on / off, 2) if off else None,
+            "targets": {"quiet, gating on": 8, "busy, gating on": 3, "quiet_gating_gain": 3.0},
+            "runs": results}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--warmup", type=float, default=20.0)
+    parser.add_argument("--measure", type=float, default=40.0)
+    parser.add_argument("--scene", action="append", default=[], choices=("busy", "quiet"),
+                        help="only these scenes (the others keep their last results)")
+    args = parser.parse_args()
+    result = main(args.warmup, args.measure, args.scene)
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
+    print(f"wrote {write_result('capacity', result)}")
