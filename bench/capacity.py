@@ -29,35 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, percentile, write_result
-from bench.scenes import MEDIA, quiet_scene
-from config import load_config
-from config.schema import FusewatchConfig, KafkaConfig, KafkaTopics, MotionConfig, SourceConfig, VideoInput
-from daemon.cli import default_config_path
-from daemon.commands import fetch_media
-from daemon.services import ServiceSet, free_port
+from bench.scenes import embedded_services, scene_config, scenes
+from config.schema import FusewatchConfig
+from daemon.services import ServiceSet
 from streams.kafka import assign_all, ensure_topics, make_consumer
 from streams.models import WindowFeatures
 
 LATENCY_P95_MS = 5000.0
 WINDOW_S = 2.0
 CANDIDATES = {"busy": (1, 2, 3, 4, 6, 8), "quiet": (2, 4, 6, 8, 12, 16)}
-
-
-def _config(services: ServiceSet, path: Path, streams: int, gating: bool) -> FusewatchConfig:
-    suffix = uuid.uuid4().hex[:8]
-    demo = load_config(default_config_path(), env={})
-    return demo.model_copy(update={
-        "kafka": KafkaConfig(bootstrap_servers=[services.kafka.address], group_prefix=f"cap{suffix}",
-                             media_partitions=max(4, streams), session_timeout=6.0,
-                             topics=KafkaTopics(media=f"m.{suffix}", features=f"f.{suffix}", alerts=f"a.{suffix}",
-                                                summaries=f"s.{suffix}", dead_letter=f"d.{suffix}")),
-        "redis": demo.redis.model_copy(update={"url": f"redis://{services.redis.address}/0",
-                                               "key_prefix": f"cap{suffix}"}),
-        "sources": [SourceConfig(id=f"cam{index}", url=str(path), loop=True,
-                                 video=VideoInput(sample_fps=5, motion=MotionConfig(enabled=gating)))
-                    for index in range(streams)],
-        "web": demo.web.model_copy(update={"port": free_port()}),
-    })
 
 
 async def _video_windows(config: FusewatchConfig, since_ms: int, until_ms: int) -> list[float]:
@@ -81,7 +61,7 @@ async def _video_windows(config: FusewatchConfig, since_ms: int, until_ms: int) 
 
 def trial(services: ServiceSet, path: Path, streams: int, gating: bool, warmup: float, measure: float,
           work: Path) -> dict[str, Any]:
-    config = _config(services, path, streams, gating)
+    config = scene_config(services, path, [f"cam{index}" for index in range(streams)], gating, loop=True)
     asyncio.run(ensure_topics(config.kafka))
     config_path = work / f"capacity-{uuid.uuid4().hex[:6]}.json"
     data = config.model_dump(mode="json", by_alias=True)
@@ -137,20 +117,14 @@ def capacity(services: ServiceSet, scene: str, path: Path, gating: bool, warmup:
 
 
 def main(warmup: float, measure: float, only: list[str]) -> dict[str, Any]:
-    scenes = {"busy": fetch_media(MEDIA) / "lobby.ts", "quiet": quiet_scene()}
-    scenes = {scene: path for scene, path in scenes.items() if not only or scene in only}
+    chosen = {scene: path for scene, path in scenes().items() if not only or scene in only}
     previous = RESULTS / "capacity.json"  # scenes not run keep their last results
     results: dict[str, Any] = json.loads(previous.read_text())["runs"] if only and previous.is_file() else {}
-    with tempfile.TemporaryDirectory() as tmp:
-        services = ServiceSet(Path(tmp) / "services")
-        services.start()
-        try:
-            for scene, path in scenes.items():
-                for gating in (True, False):
-                    results[f"{scene}, gating {'on' if gating else 'off'}"] = capacity(
-                        services, scene, path, gating, warmup, measure, Path(tmp))
-        finally:
-            services.stop()
+    with embedded_services() as services, tempfile.TemporaryDirectory() as work:
+        for scene, path in chosen.items():
+            for gating in (True, False):
+                results[f"{scene}, gating {'on' if gating else 'off'}"] = capacity(
+                    services, scene, path, gating, warmup, measure, Path(work))
     summary = {key: value["capacity"] for key, value in results.items()}
     on, off = summary.get("quiet, gating on", 0), summary.get("quiet, gating off", 0)
     return {"sample_fps": 5, "latency_p95_limit_ms": LATENCY_P95_MS, "warmup_s": warmup, "measure_s": measure,

@@ -22,7 +22,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,8 @@ from typing import Any
 import av
 
 from bench.common import write_result
-from bench.scenes import MEDIA, quiet_scene
-from config import load_config
-from config.schema import FusewatchConfig, KafkaConfig, KafkaTopics, MotionConfig, SourceConfig, VideoInput
-from daemon.cli import default_config_path
-from daemon.commands import fetch_media
+from bench.scenes import embedded_services, scene_config, scenes
+from config.schema import FusewatchConfig
 from daemon.services import ServiceSet
 from streams.kafka import MediaPublisher, ensure_topics
 from streams.sources import ReplayOptions, replay
@@ -93,21 +89,6 @@ def parse_raw(text: str, rate: float) -> tuple[dict[str, float], dict[str, float
             {frame: round(count / rate, 3) for frame, count in unnamed.most_common(8)})
 
 
-def _config(services: ServiceSet, stream: str, path: Path, gating: bool) -> FusewatchConfig:
-    suffix = uuid.uuid4().hex[:8]
-    demo = load_config(default_config_path(), env={})
-    return demo.model_copy(update={
-        "kafka": KafkaConfig(bootstrap_servers=[services.kafka.address], group_prefix=f"cost{suffix}",
-                             topics=KafkaTopics(media=f"m.{suffix}", features=f"f.{suffix}", alerts=f"a.{suffix}",
-                                                summaries=f"s.{suffix}", dead_letter=f"d.{suffix}")),
-        "redis": demo.redis.model_copy(update={"url": f"redis://{services.redis.address}/0",
-                                               "key_prefix": f"cost{suffix}"}),
-        "sources": [SourceConfig(id=stream, url=str(path),
-                                 video=VideoInput(sample_fps=5, motion=MotionConfig(enabled=gating)))],
-        "detectors": demo.detectors.model_copy(update={"when_behind": "wait"}),
-    })
-
-
 async def _publish(config: FusewatchConfig, stream: str, path: Path) -> None:
     await ensure_topics(config.kafka)
     async with MediaPublisher(config.kafka) as publisher:
@@ -116,7 +97,7 @@ async def _publish(config: FusewatchConfig, stream: str, path: Path) -> None:
 
 
 def profile(services: ServiceSet, stream: str, path: Path, gating: bool, rate: int, work: Path) -> dict[str, Any]:
-    config = _config(services, stream, path, gating)
+    config = scene_config(services, path, [stream], gating, wait=True)
     asyncio.run(_publish(config, stream, path))
     config_path = work / f"{stream}-{gating}.json"
     config_path.write_text(json.dumps(config.model_dump(mode="json", by_alias=True)))
@@ -161,19 +142,13 @@ def _analyze(config_path: Path) -> None:
 
 
 def main(rate: int) -> dict[str, Any]:
-    scenes = {"busy": fetch_media(MEDIA) / "lobby.ts", "quiet": quiet_scene()}
     runs: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        services = ServiceSet(Path(tmp) / "services")
-        services.start()
-        try:
-            for scene, path in scenes.items():
-                for gating in (True, False):
-                    key = f"{scene}, gating {'on' if gating else 'off'}"
-                    runs[key] = profile(services, scene, path, gating, rate, Path(tmp))
-                    print(key, json.dumps(runs[key]["cpu_per_stream_second"]), flush=True)
-        finally:
-            services.stop()
+    with embedded_services() as services, tempfile.TemporaryDirectory() as work:
+        for scene, path in scenes().items():
+            for gating in (True, False):
+                key = f"{scene}, gating {'on' if gating else 'off'}"
+                runs[key] = profile(services, scene, path, gating, rate, Path(work))
+                print(key, json.dumps(runs[key]["cpu_per_stream_second"]), flush=True)
     return {"rate_hz": rate, "runs": runs}
 
 

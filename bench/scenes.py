@@ -1,6 +1,12 @@
-"""Test scenes the benchmarks need beside the shared recordings: a quiet camera.
+"""The scenes the pipeline benchmarks run, and the pipeline they run them through.
 
-The shared recordings are busy (people walk through the lobby in every frame). Most
+`scenes()`: the busy lobby and a quiet camera; `embedded_services()` and `scene_config()`:
+the embedded broker and Redis, and the demo config pointed at them with topics of its own
+and N sources of one scene (gating on or off). Used by `bench.cost_profile` and
+`bench.capacity`.
+
+A quiet camera, because the shared recordings are all busy:
+the people-walking lobby has someone in every frame. Most
 cameras show nothing moving most of the time, so capacity and cost are measured on a quiet
 scene too, built from the lobby itself: the per-pixel median of its frames is the empty
 hall; it plays with camera noise, and one stretch of the lobby's people walking plays in it
@@ -12,13 +18,21 @@ made once with PyAV (H.264 + AAC in MPEG-TS, keyframe every 2 s) and cached.
 
 from __future__ import annotations
 
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
+from config import load_config
+from config.schema import FusewatchConfig, KafkaConfig, KafkaTopics, MotionConfig, SourceConfig, VideoInput
+from daemon.cli import default_config_path
 from daemon.commands import fetch_media
+from daemon.services import ServiceSet, free_port
 
 MEDIA = Path(".cache/media")
 SECONDS = 60
@@ -66,6 +80,47 @@ def quiet_scene(media_dir: Path = MEDIA) -> Path:
         out.mux(audio.encode(None))
     partial.rename(target)
     return target
+
+
+def scenes() -> dict[str, Path]:
+    """The busy scene (lobby.ts, people walking) and the quiet one."""
+    return {"busy": fetch_media(MEDIA) / "lobby.ts", "quiet": quiet_scene()}
+
+
+@contextmanager
+def embedded_services() -> Iterator[ServiceSet]:
+    """The embedded broker and Redis on free ports, for the length of a benchmark."""
+    with tempfile.TemporaryDirectory() as tmp:
+        services = ServiceSet(Path(tmp) / "services")
+        services.start()
+        try:
+            yield services
+        finally:
+            services.stop()
+
+
+def scene_config(services: ServiceSet, path: Path, streams: list[str], gating: bool, *, loop: bool = False,
+                 wait: bool = False) -> FusewatchConfig:
+    """The demo config on `services` (topics and keys of its own), `streams` sources of `path` at 5 fps.
+
+    `loop`: the sources replay the recording again and again (for `fusewatch run`); `wait`:
+    detection waits instead of dropping frames.
+    """
+    suffix = uuid.uuid4().hex[:8]
+    demo = load_config(default_config_path(), env={})
+    return demo.model_copy(update={
+        "kafka": KafkaConfig(bootstrap_servers=[services.kafka.address], group_prefix=f"bench{suffix}",
+                             media_partitions=max(4, len(streams)), session_timeout=6.0,
+                             topics=KafkaTopics(media=f"m.{suffix}", features=f"f.{suffix}", alerts=f"a.{suffix}",
+                                                summaries=f"s.{suffix}", dead_letter=f"d.{suffix}")),
+        "redis": demo.redis.model_copy(update={"url": f"redis://{services.redis.address}/0",
+                                               "key_prefix": f"bench{suffix}"}),
+        "sources": [SourceConfig(id=stream, url=str(path), loop=loop,
+                                 video=VideoInput(sample_fps=5, motion=MotionConfig(enabled=gating)))
+                    for stream in streams],
+        "detectors": demo.detectors.model_copy(update={"when_behind": "wait" if wait else "drop"}),
+        "web": demo.web.model_copy(update={"port": free_port()}),
+    })
 
 
 if __name__ == "__main__":
