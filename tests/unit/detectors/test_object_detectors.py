@@ -90,7 +90,7 @@ from detectors.tracking import ObjectTracker
 from detectors.yolo import YoloDetector
 from ultralytics.utils import NUM_THREADS
 ours = NUM_THREADS + 1  # never what ultralytics would set
-DarknetDetector(classes=["person"], cpu_threads=ours)
+DarknetDetector(classes=["person"], cpu_threads=ours, runtime="opencv")  # sets OpenCV's threads
 ObjectTracker(["person"])
 after_tracker = cv2.getNumThreads()
 yolo = YoloDetector("yolov8n.yaml", imgsz=320, device="cpu", cpu_threads=ours)

@@ -1,8 +1,9 @@
-"""The PyTorch Darknet runtime against OpenCV's DNN: same rows, same detections, clear refusals.
+"""The Darknet runtimes against OpenCV's DNN: same rows, same detections, clear refusals.
 
-OpenCV's DNN is the reference: both runtimes read the same cfg + weights, so on the same
-letterboxed frames they must give the same region rows (up to float32 rounding in the
-convolutions) and, after the shared decode + NMS, the same detections.
+OpenCV's DNN is the reference: PyTorch builds the same cfg + weights, and ONNX Runtime and
+OpenVINO (float32) run the ONNX export of that build, so on the same letterboxed frames
+each must give the same region rows (up to float32 rounding in the convolutions) and,
+after the shared decode + NMS, the same detections.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import torch
 
 from config.schema import DarknetDetectorConfig
 from detectors import registry
+from detectors.agreement import box_iou
 from detectors.base import RgbImage
 from detectors.darknet import DarknetDetector, OpenCvDarknet
+from detectors.darknet_onnx import OnnxRuntimeDarknet, OpenVinoDarknet
 from detectors.darknet_torch import (
     DarknetCfgError,
     DarknetNetwork,
@@ -53,12 +56,13 @@ def frames(media_dir: Path) -> list[RgbImage]:
 Runtimes = tuple[int, DarknetDetector, DarknetDetector]
 
 
-@pytest.fixture(scope="module", params=[416, 320])
+@pytest.fixture(scope="module", params=[(416, "torch"), (320, "torch"), (416, "onnxruntime"), (416, "openvino"),
+                                        (320, "openvino")], ids=lambda p: f"{p[1]}-{p[0]}")
 def runtimes(request: pytest.FixtureRequest) -> Iterator[Runtimes]:
-    """The COCO YOLOv3-tiny on OpenCV and on torch (CPU), every class, at two input sizes."""
-    size: int = request.param
+    """The COCO YOLOv3-tiny on OpenCV and on another runtime (CPU, float32), every class."""
+    size, runtime = request.param
     opencv = DarknetDetector(imgsz=size, runtime="opencv")
-    yield size, opencv, DarknetDetector(imgsz=size, runtime="torch", device="cpu")
+    yield size, opencv, DarknetDetector(imgsz=size, runtime=runtime, device="cpu")
 
 
 def _canvases(frames: list[RgbImage], size: int) -> list[RgbImage]:
@@ -78,21 +82,13 @@ def _assert_rows_match(reference: list[npt.NDArray[np.float32]], ours: list[npt.
         assert np.all(np.maximum(scores, our_scores)[one_only] <= thresh + RAW_TOLERANCE), "a score far from thresh"
 
 
-def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 1.0
-
-
 def _assert_same_detections(reference: list[Detection], ours: list[Detection]) -> None:
     """Same count; each reference detection has one of ours with its label, IoU >= BOX_IOU and a
     confidence within CONFIDENCE_TOLERANCE."""
     assert len(ours) == len(reference), (reference, ours)
     unmatched = list(ours)
     for expected in reference:
-        match = next((d for d in unmatched if d.label == expected.label and _iou(d.box, expected.box) >= BOX_IOU
+        match = next((d for d in unmatched if d.label == expected.label and box_iou(d.box, expected.box) >= BOX_IOU
                       and abs(d.confidence - expected.confidence) <= CONFIDENCE_TOLERANCE), None)
         assert match is not None, f"{expected} has no counterpart in {unmatched}"
         unmatched.remove(match)
@@ -100,17 +96,17 @@ def _assert_same_detections(reference: list[Detection], ours: list[Detection]) -
 
 def test_raw_rows_match_opencv_on_real_frames(runtimes: Runtimes, frames: list[RgbImage]) -> None:
     """Region rows of both [yolo] layers, batched: every value within RAW_TOLERANCE (1e-4 abs)."""
-    size, opencv, torch_ = runtimes
+    size, opencv, other = runtimes
     canvases = _canvases(frames, size)
-    reference, ours = opencv.runtime.raw(canvases), torch_.runtime.raw(canvases)
+    reference, ours = opencv.runtime.raw(canvases), other.runtime.raw(canvases)
     _assert_rows_match(reference, ours)
     assert sum(int((out[..., 5:] > 0).sum()) for out in reference) > 20, "frames with too little to compare"
 
 
 def test_detections_match_opencv(runtimes: Runtimes, frames: list[RgbImage]) -> None:
     """Same labels, boxes with IoU >= 0.99, confidences within 1e-3 abs, on every frame."""
-    _, opencv, torch_ = runtimes
-    reference, ours = opencv.detect(frames), torch_.detect(frames)
+    _, opencv, other = runtimes
+    reference, ours = opencv.detect(frames), other.detect(frames)
     for expected, got in zip(reference, ours, strict=True):
         _assert_same_detections(expected, got)
     labels = {d.label for found in reference for d in found}
@@ -119,16 +115,16 @@ def test_detections_match_opencv(runtimes: Runtimes, frames: list[RgbImage]) -> 
 
 def test_a_batch_gives_what_one_by_one_gives(runtimes: Runtimes, frames: list[RgbImage]) -> None:
     """Mixed frame sizes in one batch: rows within 1e-5 abs of the same frame alone, same detections."""
-    size, _, torch_ = runtimes
+    size, _, other = runtimes
     frames = frames[::2]
-    batched = torch_.runtime.raw(_canvases(frames, size))
+    batched = other.runtime.raw(_canvases(frames, size))
     for index, canvas in enumerate(_canvases(frames, size)):
-        alone = torch_.runtime.raw([canvas])
+        alone = other.runtime.raw([canvas])
         for many, one in zip(batched, alone, strict=True):
             assert np.abs(many[index] - one[0]).max() <= 1e-5
-    together = torch_.detect(frames)
+    together = other.detect(frames)
     for frame, found in zip(frames, together, strict=True):
-        _assert_same_detections(torch_.detect([frame])[0], found)
+        _assert_same_detections(other.detect([frame])[0], found)
 
 
 @pytest.mark.parametrize("options", ["thresh=0.1\nnms_threshold=0.4", "thresh=0.5", "scale_x_y=1.05"])
@@ -276,15 +272,29 @@ def test_config_selects_the_runtime_and_device() -> None:
     assert detector.runtime.device == ("cuda:0" if torch.cuda.is_available() else "cpu")
     assert detector.runtime.half is False
     default = registry.object_detector(DarknetDetectorConfig(type="darknet"))
-    assert isinstance(default, DarknetDetector) and isinstance(default.runtime, OpenCvDarknet)
-    with pytest.raises(ValueError, match="only runtime torch takes device"):
-        DarknetDetectorConfig(type="darknet", device="cuda")
-    with pytest.raises(ValueError, match="only runtime torch takes half"):
-        DarknetDetectorConfig(type="darknet", half=True)
-    with pytest.raises(ValueError, match="half precision runs on CUDA only"):
+    assert isinstance(default, DarknetDetector) and isinstance(default.runtime, OpenVinoDarknet)
+    assert default.runtime.precision == "f32", "float32 unless half is asked for"
+    opencv = registry.object_detector(DarknetDetectorConfig(type="darknet", runtime="opencv"))
+    assert isinstance(opencv, DarknetDetector) and isinstance(opencv.runtime, OpenCvDarknet)
+    onnx = registry.object_detector(DarknetDetectorConfig(type="darknet", runtime="onnxruntime"))
+    assert isinstance(onnx, DarknetDetector) and isinstance(onnx.runtime, OnnxRuntimeDarknet)
+    for runtime in ("opencv", "onnxruntime", "openvino"):
+        with pytest.raises(ValueError, match=f"only runtime torch takes device cuda \\(runtime is {runtime}\\)"):
+            DarknetDetectorConfig(type="darknet", runtime=runtime, device="cuda")
+        with pytest.raises(ValueError, match=f"the {runtime} runtime runs on the CPU"):
+            DarknetDetector(runtime=runtime, device="cuda")
+    for runtime in ("opencv", "onnxruntime"):
+        with pytest.raises(ValueError, match=f"only runtimes torch and openvino take half \\(runtime {runtime}"):
+            DarknetDetectorConfig(type="darknet", runtime=runtime, half=True)
+        with pytest.raises(ValueError, match="runs float32 only"):
+            DarknetDetector(runtime=runtime, half=True)
+    assert DarknetDetectorConfig(type="darknet", half=True).half, "openvino takes half (the CPU's bf16)"
+    with pytest.raises(ValueError, match="half precision with runtime torch runs on CUDA only"):
         DarknetDetectorConfig(type="darknet", runtime="torch", device="cpu", half=True)
+    with pytest.raises(ValueError, match="unknown darknet runtime 'tensorrt'"):
+        DarknetDetector(runtime="tensorrt")  # type: ignore[arg-type]
     dumped = DarknetDetectorConfig(type="darknet").model_dump(mode="json")
-    assert DarknetDetectorConfig.model_validate(dumped).runtime == "opencv", "a dumped config loads again"
+    assert DarknetDetectorConfig.model_validate(dumped).runtime == "openvino", "a dumped config loads again"
     with pytest.raises(ValueError, match="half precision needs CUDA"):
         TorchDarknet(YOLOV3_TINY / "yolov3-tiny.cfg", YOLOV3_TINY / "yolov3-tiny.weights", device="cpu", half=True)
     if not torch.cuda.is_available():  # `auto` on a CPU machine: float32 there, half only on CUDA
@@ -294,15 +304,18 @@ def test_config_selects_the_runtime_and_device() -> None:
 
 _LAZY_TORCH = """
 import sys
+import numpy as np
 from detectors.darknet import DarknetDetector
-DarknetDetector(classes=["person"])
+DarknetDetector(classes=["person"], runtime="{runtime}").detect([np.zeros((240, 320, 3), np.uint8)])
 print("torch" in sys.modules)
 """
 
 
-def test_the_opencv_runtime_never_imports_torch() -> None:
+@pytest.mark.parametrize("runtime", ["opencv", "openvino", "onnxruntime"])
+def test_the_cpu_runtimes_never_import_torch(runtime: str) -> None:
+    """Once exported (at install), the ONNX runtimes run without torch, as OpenCV's does."""
     import subprocess
 
-    done = subprocess.run([sys.executable, "-c", _LAZY_TORCH], capture_output=True, text=True, check=True,
-                          cwd=Path(__file__).resolve().parents[3])
+    done = subprocess.run([sys.executable, "-c", _LAZY_TORCH.format(runtime=runtime)], capture_output=True,
+                          text=True, check=True, cwd=Path(__file__).resolve().parents[3])
     assert done.stdout.strip().splitlines()[-1] == "False"
