@@ -286,7 +286,9 @@ class MotionConfig(Section):
     """Motion-gated detection: the detector sees a sampled frame only when something moved.
 
     A frame without motion reuses the stream's latest detections; the detector still looks
-    every `recheck` seconds, so objects that stopped moving stay seen as they are.
+    every `recheck` seconds, and at the first sampled frame of every window (which also
+    seeds the motion background afresh, so a window's features never depend on what a
+    worker saw before it), so objects that stopped moving stay seen as they are.
     """
 
     enabled: bool = True

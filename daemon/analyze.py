@@ -321,7 +321,7 @@ class AnalyzeWorker:
                 state.mark_unfinished("video", start, restart)
         state.video_frontier = max(state.video_frontier, start)
         last = state.last_detection
-        if not await self._moved(state, frame) and last is not None and _reusable(last):
+        if not await self._moved(state, frame, start) and last is not None and _reusable(last):
             future = last
             self.counters.frames_without_motion += 1
             self.counters.without_motion_by_stream[state.stream] += 1
@@ -330,13 +330,14 @@ class AnalyzeWorker:
         state.pending.append(_PendingFrame(future, frame, start))
         await self._drain_video(state)
 
-    async def _moved(self, state: _StreamState, frame: Frame) -> bool:
-        """Whether the detector must see `frame` (always without a motion gate)."""
+    async def _moved(self, state: _StreamState, frame: Frame, window: int) -> bool:
+        """Whether the detector must see `frame`, of window `window` (always without a motion gate)."""
         gate = state.motion
         if gate is None:
             return True
         loop = asyncio.get_running_loop()
-        moved = await loop.run_in_executor(self._motion_executor, gate.needs_detection, frame.image, frame.wall_ns)
+        moved = await loop.run_in_executor(self._motion_executor, gate.needs_detection, frame.image, frame.wall_ns,
+                                           window)
         self.counters.motion_regions += len(gate.regions)
         return moved
 

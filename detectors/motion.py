@@ -9,7 +9,11 @@ regions; only frames with a region above a minimum area go to the detector. Mask
 `MotionGate` adds the policy around it: a frame without motion reuses the stream's latest
 detections (a person standing still is still there, and the tracker keeps its track), and
 the detector still looks at least every `recheck` seconds so that objects which stopped
-moving, or left while the background absorbed them, are seen as they are.
+moving, or left while the background absorbed them, are seen as they are. The first frame
+of each feature window starts afresh: the background is seeded from it and the detector
+sees it. So which frames of a window are detected depends on that window's frames alone,
+and a worker that takes a stream over mid-recording (a rebalance, a restart) computes the
+windows it emits exactly as the worker before it would have.
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ class MotionDetector:
         self._background: npt.NDArray[np.float32] | None = None
         self._mask: npt.NDArray[np.uint8] | None = None
         self._shape: tuple[int, int] | None = None
+
+    def reset(self) -> None:
+        """Forget the background: the next frame seeds it again."""
+        self._background = None
 
     def regions(self, image: RgbImage) -> list[Box]:
         """Moving regions of `image` (normalised boxes); every region of a first frame's whole image."""
@@ -97,10 +105,15 @@ class MotionGate:
         self._detector = MotionDetector(settings)
         self._recheck_ns = recheck_ns
         self._last_detect_ns: int | None = None
+        self._window: int | None = None
         self.regions: Sequence[Box] = ()
 
-    def needs_detection(self, image: RgbImage, wall_ns: int) -> bool:
-        """Look for motion in `image`; True when the detector must see it."""
+    def needs_detection(self, image: RgbImage, wall_ns: int, window: int) -> bool:
+        """Look for motion in `image`, a frame of feature window `window`; True when the detector must see it."""
+        if window != self._window:
+            self._window = window
+            self._detector.reset()
+            self._last_detect_ns = None
         self.regions = self._detector.regions(image)
         due = self._last_detect_ns is None or wall_ns - self._last_detect_ns >= self._recheck_ns \
             or wall_ns < self._last_detect_ns

@@ -73,12 +73,11 @@ async def test_a_worker_joining_mid_replay_takes_over_streams_and_every_window_i
     partitions = fw_config.kafka.media_partitions
     owners = {_partition(stream, partitions) for stream in STREAMS}
     assert len({p % 2 for p in owners}) == 2, "round robin over two members gives the streams to different ones"
-    # Motion gating off: its background is each reader's own, so a reader resuming mid-stream
-    # may send the detector a frame that the undisturbed one covered with its last detections.
+    # Motion gating on (the default): each window's first frame seeds the background and is
+    # detected, so the reader that resumes mid-stream gates each window as the undisturbed one.
     config = fw_config.model_copy(update={
         "detectors": DetectorsConfig(when_behind="wait"),
-        "sources": [SourceConfig(id=stream, url=str(media_dir / name),
-                                 video=VideoInput(motion=MotionConfig(enabled=False)))
+        "sources": [SourceConfig(id=stream, url=str(media_dir / name), video=VideoInput(motion=MotionConfig()))
                     for stream, name in STREAMS.items()],
     })
     reference_config = config.model_copy(update={"kafka": config.kafka.model_copy(update={
@@ -118,6 +117,7 @@ async def test_a_worker_joining_mid_replay_takes_over_streams_and_every_window_i
     assert counters[0].partitions_released >= 1, "the first worker went through a rebalance"
     assert counters[1].frames_analysed > 0, "the second worker took a stream over"
     assert all(c.frames_dropped == 0 for c in counters)
+    assert sum(c.frames_without_motion for c in counters) > 0, "motion gating reused detections in this run"
     reference: dict[Key, WindowFeatures] = {}
     for features in await _features(reference_config):
         key = (features.stream, features.modality, features.window_start)

@@ -9,9 +9,15 @@ import numpy as np
 
 from detectors.base import RgbImage
 from detectors.motion import MotionDetector, MotionGate, MotionSettings
+from streams.windows import window_start
 
 NS = 1_000_000_000
 FPS = 5
+WINDOW_MS = 2000
+
+
+def _decide(gate: MotionGate, image: RgbImage, wall_ns: int) -> bool:
+    return gate.needs_detection(image, wall_ns, window_start(wall_ns, WINDOW_MS))
 
 
 def _scene(seed: int, noise: int = 3) -> RgbImage:
@@ -58,19 +64,36 @@ def test_a_region_below_the_minimum_area_is_noise() -> None:
 
 def test_the_gate_detects_on_motion_and_rechecks_a_still_scene_every_recheck_period() -> None:
     gate = MotionGate(MotionSettings(), recheck_ns=2 * NS)
-    decisions = [gate.needs_detection(_scene(i), i * NS // FPS) for i in range(30)]  # 6 s of a still scene
+    decisions = [_decide(gate, _scene(i), i * NS // FPS) for i in range(30)]  # 6 s of a still scene
     assert [i for i, detect in enumerate(decisions) if detect] == [0, 10, 20]
-    assert gate.needs_detection(_with_square(_scene(30), 100, 100), 30 * NS // FPS), "motion: detect now"
-    assert not any(gate.needs_detection(_scene(i), i * NS // FPS) for i in range(31, 40)), \
+    assert _decide(gate, _scene(30), 30 * NS // FPS) and not _decide(gate, _scene(31), 31 * NS // FPS)
+    assert _decide(gate, _with_square(_scene(32), 100, 100), 32 * NS // FPS), "motion: detect now"
+    assert not any(_decide(gate, _scene(i), i * NS // FPS) for i in range(33, 40)), \
         "a flash one frame long barely reached the background"
-    assert gate.needs_detection(_scene(40), 40 * NS // FPS), "two seconds after the last detection"
+    assert _decide(gate, _scene(40), 40 * NS // FPS), "the first frame of the next window"
+
+
+def test_a_recheck_shorter_than_a_window_rechecks_inside_it() -> None:
+    gate = MotionGate(MotionSettings(), recheck_ns=NS // 2)
+    decisions = [gate.needs_detection(_scene(i), i * NS // FPS, 0) for i in range(10)]  # one 2 s window
+    assert [i for i, detect in enumerate(decisions) if detect] == [0, 3, 6, 9]
+
+
+def test_a_gate_that_starts_mid_recording_decides_as_the_one_that_saw_it_all() -> None:
+    """From the first window it sees whole, a late gate (a worker taking over a stream) agrees exactly."""
+    frames = [_with_square(_scene(i), 10 + 7 * i, 60) if 12 <= i < 26 or i >= 44 else _scene(i) for i in range(60)]
+    early, late = MotionGate(MotionSettings(), recheck_ns=2 * NS), MotionGate(MotionSettings(), recheck_ns=2 * NS)
+    whole = [_decide(early, frame, i * NS // FPS) for i, frame in enumerate(frames)]
+    joined = [_decide(late, frame, i * NS // FPS) for i, frame in enumerate(frames) if i >= 17]
+    assert joined[20 - 17:] == whole[20:], "every frame from the first whole window on (frame 20) decided alike"
+    assert any(whole[21:26]) and not any(whole[31:40]), whole
 
 
 def test_the_gate_detects_again_when_the_clock_goes_back() -> None:
     gate = MotionGate(MotionSettings(), recheck_ns=2 * NS)
-    assert gate.needs_detection(_scene(0), 100 * NS)
-    assert not gate.needs_detection(_scene(1), 100 * NS + NS // FPS)
-    assert gate.needs_detection(_scene(2), 50 * NS), "a replay started over"
+    assert _decide(gate, _scene(0), 100 * NS)
+    assert not _decide(gate, _scene(1), 100 * NS + NS // FPS)
+    assert gate.needs_detection(_scene(2), 50 * NS, window_start(100 * NS, WINDOW_MS)), "a replay started over"
 
 
 def test_people_walking_in_the_lobby_move_in_most_sampled_frames(media_dir: Path) -> None:
@@ -81,7 +104,7 @@ def test_people_walking_in_the_lobby_move_in_most_sampled_frames(media_dir: Path
         for index, frame in enumerate(container.decode(stream)):
             if index % 2:  # 10 fps → the default 5 sampled
                 continue
-            gate.needs_detection(frame.to_ndarray(format="rgb24"), int(index * NS / 10))
+            _decide(gate, frame.to_ndarray(format="rgb24"), int(index * NS / 10))
             moved.append(bool(gate.regions))
             if len(moved) == 100:
                 break
