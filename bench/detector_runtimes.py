@@ -1,9 +1,13 @@
 """The COCO detector's runtimes, and what motion gating saves, side by side in one run.
 
 Runtimes: the same YOLOv3-tiny cfg + weights through `DarknetDetector` on OpenCV DNN (the
-baseline: what fusewatch ran before) and on PyTorch (`detectors/darknet_torch.py`), on the
-same letterboxed frames of lobby.ts, one by one and in batches of 4 and 8, every core for
-both. On a CUDA machine the torch runtime also runs there (float32 and half).
+baseline: what fusewatch ran before), on PyTorch (`detectors/darknet_torch.py`), and the
+ONNX export of that on ONNX Runtime and on OpenVINO (float32, and OpenVINO's reduced
+precision, bf16 where the CPU has it; `detectors/darknet_onnx.py`), on the same frames of
+lobby.ts, one by one and in batches of 4 and 8, every core for each. On a CUDA machine the
+torch runtime also runs there (float32 and half). Each runtime's detections are matched
+with OpenCV's on frames of lobby.ts and street.ts (same label, IoU ≥ 0.5): the share found
+and the extra ones are reported, as the condition for offering a reduced precision.
 
 Motion gating: `MotionGate` (the default) against detecting every sampled frame, on the
 people-walking lobby (busy) and on a quiet scene built from it: the per-pixel median of the
@@ -29,16 +33,19 @@ import numpy as np
 
 from bench.common import median, write_result
 from daemon.commands import fetch_media
+from detectors.agreement import agreement
 from detectors.base import RgbImage, available_cores
 from detectors.darknet import DarknetDetector
 from detectors.motion import MotionGate, MotionSettings
+from streams.windows import window_start
 
 NS = 1_000_000_000
 SAMPLE_FPS = 5
+WINDOW_MS = 2000  # the default feature window
 
 
-def _frames(every: int, limit: int) -> list[RgbImage]:
-    path = fetch_media(Path(".cache/media")) / "lobby.ts"
+def _frames(name: str, every: int, limit: int) -> list[RgbImage]:
+    path = fetch_media(Path(".cache/media")) / name
     frames: list[RgbImage] = []
     with av.open(str(path)) as container:
         for index, frame in enumerate(container.decode(video=0)):
@@ -60,19 +67,43 @@ def _fps(run: Callable[[Sequence[RgbImage]], object], frames: list[RgbImage], ba
     return round(len(frames) / median(times), 2)
 
 
-def runtimes(frames: list[RgbImage], repeat: int) -> dict[str, float]:
-    fps: dict[str, float] = {}
-    detectors = {"opencv": DarknetDetector(runtime="opencv"), "torch_cpu": DarknetDetector(runtime="torch",
-                                                                                           device="cpu")}
+def _detectors() -> dict[str, DarknetDetector]:
+    every_class: list[str] = []
+    detectors = {
+        "opencv": DarknetDetector(classes=every_class, runtime="opencv"),
+        "torch_cpu": DarknetDetector(classes=every_class, runtime="torch", device="cpu"),
+        "onnxruntime": DarknetDetector(classes=every_class, runtime="onnxruntime"),
+        "openvino": DarknetDetector(classes=every_class, runtime="openvino"),
+        "openvino_half": DarknetDetector(classes=every_class, runtime="openvino", half=True),
+    }
     import torch
 
     if torch.cuda.is_available():
-        detectors["torch_cuda"] = DarknetDetector(runtime="torch", device="cuda")
-        detectors["torch_cuda_half"] = DarknetDetector(runtime="torch", device="cuda", half=True)
-    for name, detector in detectors.items():
-        for batch in (1, 4, 8):
+        detectors["torch_cuda"] = DarknetDetector(classes=every_class, runtime="torch", device="cuda")
+        detectors["torch_cuda_half"] = DarknetDetector(classes=every_class, runtime="torch", device="cuda", half=True)
+    return detectors
+
+
+def runtimes(detectors: dict[str, DarknetDetector], frames: list[RgbImage], repeat: int) -> dict[str, float]:
+    fps: dict[str, float] = {}
+    for batch in (1, 4, 8):
+        for name, detector in detectors.items():  # interleaved: a slower minute of the machine hits all
             fps[f"{name}_batch{batch}"] = _fps(detector.detect, frames, batch, repeat)
     return fps
+
+
+def agreements(detectors: dict[str, DarknetDetector], frames: list[RgbImage]) -> dict[str, dict[str, Any]]:
+    """Each runtime's detections against OpenCV's on the same frames (every class)."""
+    reference = detectors["opencv"].detect(frames) if frames else []
+    result: dict[str, dict[str, Any]] = {}
+    for name, detector in detectors.items():
+        if name == "opencv":
+            continue
+        matched, total, extra = agreement(reference, [detector.detect([frame])[0] for frame in frames])
+        precision = getattr(detector.runtime, "precision", "f16" if name.endswith("half") else "f32")
+        result[name] = {"precision": precision, "matched": matched, "reference": total, "extra": extra,
+                        "share_found": round(matched / total, 4) if total else None}
+    return result
 
 
 def _quiet_scene(busy: list[RgbImage], seconds: float) -> list[RgbImage]:
@@ -94,7 +125,8 @@ def gating(detector: DarknetDetector, scene: list[RgbImage]) -> dict[str, Any]:
     detected = motion_s = detect_s = 0.0
     for index, image in enumerate(scene):
         started = time.perf_counter()
-        needed = gate.needs_detection(image, index * NS // SAMPLE_FPS)
+        wall_ns = index * NS // SAMPLE_FPS
+        needed = gate.needs_detection(image, wall_ns, window_start(wall_ns, WINDOW_MS))
         motion_s += time.perf_counter() - started
         if needed:
             started = time.perf_counter()
@@ -113,15 +145,18 @@ def gating(detector: DarknetDetector, scene: list[RgbImage]) -> dict[str, Any]:
 
 
 def main(frames: int, repeat: int) -> dict[str, Any]:
-    lobby = _frames(every=2, limit=max(frames, 20 * SAMPLE_FPS))  # 10 fps → 5 fps sampled
-    fps = runtimes(lobby[:frames], repeat)
-    detector = DarknetDetector(runtime="opencv")
+    lobby = _frames("lobby.ts", every=2, limit=max(frames, 20 * SAMPLE_FPS))  # 10 fps → 5 fps sampled
+    detectors = _detectors()
+    fps = runtimes(detectors, lobby[:frames], repeat)
+    compared = lobby[::5] + _frames("street.ts", every=10, limit=60)
+    detector = DarknetDetector()  # the default runtime
     scenes = {"busy (lobby, people walking)": lobby[:20 * SAMPLE_FPS],
               "quiet (empty hall, noise, one walk-through)": _quiet_scene(lobby, 60.0)}
     return {
         "frames": frames, "threads": available_cores(), "fps": fps,
-        "ratio_torch_vs_opencv": {f"batch{b}": round(fps[f"torch_cpu_batch{b}"] / fps[f"opencv_batch{b}"], 3)
-                                  for b in (1, 4, 8)},
+        "ratio_vs_opencv": {name: {f"batch{b}": round(fps[f"{name}_batch{b}"] / fps[f"opencv_batch{b}"], 3)
+                                   for b in (1, 4, 8)} for name in detectors if name != "opencv"},
+        "agreement_with_opencv": {"frames": len(compared), **agreements(detectors, compared)},
         "gating": {name: gating(detector, scene) for name, scene in scenes.items()},
     }
 
