@@ -668,7 +668,8 @@ class _AnalyzeReporter:
         mirror.sync(metrics.motion_regions, counters.motion_regions)
         for (stream, modality), count in counters.windows_by_stream.items():
             mirror.sync(metrics.windows_emitted, count, stream, modality)
-        mirror.sync(metrics.dead_letters, decoded.dead_letters + counters.item_errors, "analyze")
+        mirror.sync(metrics.dead_letters, decoded.dead_letters, "decode")  # the stage its dl-stage header names
+        mirror.sync(metrics.dead_letters, counters.item_errors, "analyze")
         mirror.sync(metrics.partitions_revoked, counters.partitions_released, "analyze")
         mirror.sync(metrics.offset_resets, self._checkpoint.counters.offset_resets, "analyze")
         lag = await self._lag()

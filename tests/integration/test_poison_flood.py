@@ -300,7 +300,7 @@ async def test_a_poison_flood_loses_no_alert_and_dead_letters_each_record_once(
         # ---- the figures, also (as far as they go) when a phase failed
         stages = Counter(_headers(r)["dl-stage"].decode() for r in letters)
         metric = {stage: registry.get_sample_value("fusewatch_dead_letters_total", {"stage": stage}) or 0
-                  for stage in ("analyze", "fuse")}
+                  for stage in ("decode", "analyze", "fuse")}
         spans = {stage: [r.timestamp for r in letters if _headers(r)["dl-stage"].decode() == stage]
                  for stage in stages}
         restarts = {role: registry.get_sample_value("fusewatch_role_restarts_total", {"role": role}) or 0
@@ -364,4 +364,5 @@ async def test_a_poison_flood_loses_no_alert_and_dead_letters_each_record_once(
             assert reasons[case] in _headers(letter)["dl-reason"].decode(errors="replace"), \
                 (case, _headers(letter)["dl-reason"])
     assert dict(stages) == {"decode": N, "fuse": N}, "nothing but the malformed records was dead-lettered"
-    assert metric == {"analyze": N, "fuse": N}, "fusewatch_dead_letters_total counts each dead letter once"
+    assert metric == {"decode": N, "analyze": 0, "fuse": N}, \
+        "fusewatch_dead_letters_total counts each dead letter once, under the stage its dl-stage header names"
