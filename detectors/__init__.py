@@ -1,5 +1,6 @@
 """Detectors: object detection, speech transcription and audio analysis behind protocols.
 
-Implementations are chosen by the config's `type:` through `detectors.registry`. This
-package imports only `streams.models` from fusewatch, never the daemon.
+Implementations are chosen by the config's `type:` through `detectors.registry` (the one
+module that reads `config.schema`). The package imports `streams.models` and `config`
+from fusewatch, never the daemon.
 """
