@@ -11,7 +11,12 @@ kept; the largest N kept is the capacity. Beside
 it, the limit that decoding alone sets (decode-only CPU per stream-second, from
 `bench.cost_profile`, into the machine's cores).
 
+Per detector runtime (`--runtime`, default the config's default, float32; `openvino-half`
+is OpenVINO at the CPU's reduced precision): results are kept per (scene, gating, runtime),
+and a run keeps the results of the combinations it did not run.
+
     .venv/bin/python -m bench.capacity [--warmup 20] [--measure 40] [--scene busy|quiet]
+        [--runtime openvino|openvino-half|onnxruntime|opencv|torch] [--gating on|off]
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from typing import Any
 
 from bench.common import RESULTS, percentile, write_result
 from bench.scenes import embedded_services, scene_config, scenes
-from config.schema import FusewatchConfig
+from config.schema import DarknetDetectorConfig, FusewatchConfig
 from daemon.services import ServiceSet
+from detectors.darknet import RUNTIMES, Runtime
 from streams.kafka import assign_all, ensure_topics, make_consumer
 from streams.models import WindowFeatures
 
@@ -59,9 +65,19 @@ async def _video_windows(config: FusewatchConfig, since_ms: int, until_ms: int) 
     return latencies
 
 
-def trial(services: ServiceSet, path: Path, streams: int, gating: bool, warmup: float, measure: float,
-          work: Path) -> dict[str, Any]:
-    config = scene_config(services, path, [f"cam{index}" for index in range(streams)], gating, loop=True)
+def _runtime(name: str) -> tuple[Runtime, bool]:
+    """`openvino-half` → (`openvino`, half); any other name is a runtime in float32."""
+    runtime, _, precision = name.partition("-")
+    if runtime not in RUNTIMES or precision not in ("", "half"):
+        raise ValueError(f"unknown runtime {name!r}")
+    return runtime, precision == "half"
+
+
+def trial(services: ServiceSet, path: Path, streams: int, gating: bool, runtime: str, warmup: float,
+          measure: float, work: Path) -> dict[str, Any]:
+    detector, half = _runtime(runtime)
+    config = scene_config(services, path, [f"cam{index}" for index in range(streams)], gating, loop=True,
+                          runtime=detector, half=half)
     asyncio.run(ensure_topics(config.kafka))
     config_path = work / f"capacity-{uuid.uuid4().hex[:6]}.json"
     data = config.model_dump(mode="json", by_alias=True)
@@ -93,14 +109,14 @@ def trial(services: ServiceSet, path: Path, streams: int, gating: bool, warmup: 
             "latency_p95_ms": round(p95, 1) if latencies else None, "kept_up": kept_up}
 
 
-def capacity(services: ServiceSet, scene: str, path: Path, gating: bool, warmup: float, measure: float,
-             work: Path) -> dict[str, Any]:
+def capacity(services: ServiceSet, scene: str, path: Path, gating: bool, runtime: str, warmup: float,
+             measure: float, work: Path) -> dict[str, Any]:
     trials: list[dict[str, Any]] = []
 
     def kept_up(streams: int) -> bool:
-        result = trial(services, path, streams, gating, warmup, measure, work)
+        result = trial(services, path, streams, gating, runtime, warmup, measure, work)
         trials.append(result)
-        print(scene, "gating" if gating else "no gating", json.dumps(result), flush=True)
+        print(scene, "gating" if gating else "no gating", runtime, json.dumps(result), flush=True)
         return bool(result["kept_up"])
 
     best, failed = 0, None
@@ -116,19 +132,30 @@ def capacity(services: ServiceSet, scene: str, path: Path, gating: bool, warmup:
     return {"capacity": best, "trials": trials}
 
 
-def main(warmup: float, measure: float, only: list[str]) -> dict[str, Any]:
-    chosen = {scene: path for scene, path in scenes().items() if not only or scene in only}
-    previous = RESULTS / "capacity.json"  # scenes not run keep their last results
-    results: dict[str, Any] = json.loads(previous.read_text())["runs"] if only and previous.is_file() else {}
+def _previous() -> dict[str, Any]:
+    """The runs kept from earlier results, keyed "scene, gating on|off, runtime" (OpenCV before runtimes)."""
+    previous = RESULTS / "capacity.json"
+    if not previous.is_file():
+        return {}
+    runs: dict[str, Any] = json.loads(previous.read_text())["runs"]
+    return {key if key.count(",") == 2 else f"{key}, opencv": run for key, run in runs.items()}
+
+
+def main(warmup: float, measure: float, scenes_run: list[str], runtimes: list[str],
+         gatings: list[bool]) -> dict[str, Any]:
+    chosen = {scene: path for scene, path in scenes().items() if not scenes_run or scene in scenes_run}
+    results = _previous()  # combinations not run keep their last results
+    default = DarknetDetectorConfig(type="darknet").runtime
     with embedded_services() as services, tempfile.TemporaryDirectory() as work:
-        for scene, path in chosen.items():
-            for gating in (True, False):
-                results[f"{scene}, gating {'on' if gating else 'off'}"] = capacity(
-                    services, scene, path, gating, warmup, measure, Path(work))
+        for runtime in runtimes or [default]:
+            for scene, path in chosen.items():
+                for gating in gatings:
+                    results[f"{scene}, gating {'on' if gating else 'off'}, {runtime}"] = capacity(
+                        services, scene, path, gating, runtime, warmup, measure, Path(work))
     summary = {key: value["capacity"] for key, value in results.items()}
-    on, off = summary.get("quiet, gating on", 0), summary.get("quiet, gating off", 0)
+    on, off = summary.get(f"quiet, gating on, {default}", 0), summary.get(f"quiet, gating off, {default}", 0)
     return {"sample_fps": 5, "latency_p95_limit_ms": LATENCY_P95_MS, "warmup_s": warmup, "measure_s": measure,
-            "capacity": summary, "quiet_gating_gain": round(on / off, 2) if off else None,
+            "default_runtime": default, "capacity": summary, "quiet_gating_gain": round(on / off, 2) if off else None,
             "targets": {"quiet, gating on": 8, "busy, gating on": 3, "quiet_gating_gain": 3.0},
             "runs": results}
 
@@ -139,7 +166,11 @@ if __name__ == "__main__":
     parser.add_argument("--measure", type=float, default=40.0)
     parser.add_argument("--scene", action="append", default=[], choices=("busy", "quiet"),
                         help="only these scenes (the others keep their last results)")
+    parser.add_argument("--runtime", action="append", default=[],
+                        choices=[*RUNTIMES, "openvino-half"], help="detector runtimes (default: the default one)")
+    parser.add_argument("--gating", action="append", default=[], choices=("on", "off"))
     args = parser.parse_args()
-    result = main(args.warmup, args.measure, args.scene)
+    result = main(args.warmup, args.measure, args.scene, args.runtime,
+                  [g == "on" for g in args.gating] or [True, False])
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
     print(f"wrote {write_result('capacity', result)}")

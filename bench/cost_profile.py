@@ -1,7 +1,7 @@
 """Where an analyze worker's CPU goes: CPU seconds per stream-second for every stage.
 
 A recording is replayed at max speed into `fw.media` on the embedded broker; then one
-`run_analyze` worker (the demo's detectors: YOLOv3-tiny on OpenCV DNN, faster-whisper
+`run_analyze` worker (the demo's detectors: YOLOv3-tiny on OpenVINO, faster-whisper
 tiny.en, loudness + VAD; `sample_fps: 5`, waiting instead of dropping) reads it in a child
 process that py-spy samples (`--nonblocking`, every thread, idle time left out). Each
 sample is put in the stage of the innermost frame that names one (the rules below), and the
@@ -41,7 +41,8 @@ STARTUP = "startup (model load, imports)"
 RULES: list[tuple[str, tuple[str, ...]]] = [
     (STARTUP, ("<frozen importlib", "detectors/registry.py", "detectors/weights.py", "load_model", "from_pretrained")),
     ("detection: letterbox (resize, pad)", ("letterbox.py",)),
-    ("detection: inference", ("raw (detectors/darknet.py", "detectors/darknet_torch.py", "(detectors/yolo.py")),
+    ("detection: inference", ("raw (detectors/darknet.py", "detectors/darknet_torch.py", "detectors/darknet_onnx.py",
+                              "(detectors/yolo.py")),
     ("detection: boxes, NMS", ("detectors/darknet.py",)),
     ("detection: batching", ("daemon/batcher.py",)),
     ("motion", ("detectors/motion.py",)),
@@ -112,8 +113,8 @@ def profile(services: ServiceSet, stream: str, path: Path, gating: bool, rate: i
         seconds = float(container.duration or 0) / av.time_base
     stages, unnamed = parse_raw(raw.read_text(), rate)
     worker = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
-    # py-spy sees Python threads only: what the inference libraries' own threads (OpenCV's
-    # parallel_for, CTranslate2, PyTorch intra-op) burn is the process CPU time it did not sample.
+    # py-spy sees Python threads only: what the inference libraries' own threads (OpenVINO's and
+    # OpenCV's workers, CTranslate2, PyTorch intra-op) burn is the process CPU time it did not sample.
     stages[NATIVE] = round(max(worker.pop("process_cpu_seconds") - sum(stages.values()), 0.0), 3)
     working = {stage: cpu for stage, cpu in stages.items() if stage != STARTUP}
     total = sum(working.values())

@@ -41,10 +41,19 @@ def _rows(name: str, result: dict[str, Any]) -> list[tuple[str, str, str, str, s
                 ("detection, YOLOv3-tiny (OpenCV DNN), batch 4", f"{fps['darknet_batch4']} fps",
                  f"one by one: {fps['darknet_one_by_one']} fps", f"{result['ratio_darknet_batched_vs_single']}×", "")]
     if name == "detector_runtimes":
-        fps, ratios = result["fps"], result["ratio_torch_vs_opencv"]
-        rows = [(f"YOLOv3-tiny on PyTorch (CPU), batch {batch}", f"{fps[f'torch_cpu_batch{batch}']} fps",
-                 f"OpenCV DNN: {fps[f'opencv_batch{batch}']} fps", f"{ratios[f'batch{batch}']}×",
-                 "≥ 1.0×" if batch == 1 else "") for batch in (1, 4, 8)]
+        fps, ratios, agreed = result["fps"], result["ratio_vs_opencv"], result["agreement_with_opencv"]
+        names = {"torch_cpu": "PyTorch (CPU)", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO",
+                 "openvino_half": "OpenVINO, reduced precision"}
+        rows = []
+        for runtime, title in names.items():
+            match = agreed[runtime]
+            found = f"{match['matched']}/{match['reference']} of OpenCV's detections, {match['extra']} more"
+            for batch in (1, 4):
+                rows.append((f"YOLOv3-tiny on {title} ({match['precision']}), batch {batch}",
+                             f"{fps[f'{runtime}_batch{batch}']} fps ({found})" if batch == 1
+                             else f"{fps[f'{runtime}_batch{batch}']} fps",
+                             f"OpenCV DNN: {fps[f'opencv_batch{batch}']} fps", f"{ratios[runtime][f'batch{batch}']}×",
+                             "≥ 1.0×, same detections" if batch == 1 and runtime == "openvino" else ""))
         for runtime in ("torch_cuda", "torch_cuda_half"):
             if f"{runtime}_batch8" in fps:
                 rows.append((f"YOLOv3-tiny on PyTorch ({runtime.removeprefix('torch_').replace('_', ' ')}), batch 8",
@@ -72,13 +81,20 @@ def _rows(name: str, result: dict[str, Any]) -> list[tuple[str, str, str, str, s
         return rows
     if name == "capacity":
         capacity, targets = result["capacity"], result["targets"]
+        default = result.get("default_runtime", "opencv")
         rows = []
         for scene in ("busy", "quiet"):
-            on, off = capacity.get(f"{scene}, gating on"), capacity.get(f"{scene}, gating off")
-            target = targets.get(f"{scene}, gating on")
-            rows.append((f"capacity, {scene} scene, one process, every role, 5 fps", f"{on} streams (gating on)",
-                         f"gating off: {off} streams", f"{round(on / off, 2)}×" if off else "–",
-                         f"≥ {target} streams" + (f", ≥ {targets['quiet_gating_gain']}×" if scene == "quiet" else "")))
+            for runtime in sorted({key.split(", ")[2] for key in capacity}, key=lambda r: (r != default, r)):
+                on = capacity.get(f"{scene}, gating on, {runtime}")
+                off = capacity.get(f"{scene}, gating off, {runtime}")
+                if on is None:
+                    continue
+                target = targets.get(f"{scene}, gating on") if runtime == default else None
+                rows.append((f"capacity, {scene} scene, {runtime}, one process, every role, 5 fps",
+                             f"{on} streams (gating on)", f"gating off: {off} streams" if off else "gating off: –",
+                             f"{round(on / off, 2)}×" if off else "–",
+                             (f"≥ {target} streams" + (f", ≥ {targets['quiet_gating_gain']}×" if scene == "quiet"
+                                                       else "")) if target else ""))
         return rows
     if name == "transcription":
         return [(f"transcription {row['clip']}: {row['ours']['label']}",

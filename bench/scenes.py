@@ -24,15 +24,26 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 
 from config import load_config
-from config.schema import FusewatchConfig, KafkaConfig, KafkaTopics, MotionConfig, SourceConfig, VideoInput
+from config.schema import (
+    DarknetDetectorConfig,
+    FusewatchConfig,
+    KafkaConfig,
+    KafkaTopics,
+    MotionConfig,
+    ObjectDetectorConfig,
+    SourceConfig,
+    VideoInput,
+)
 from daemon.cli import default_config_path
 from daemon.commands import fetch_media
 from daemon.services import ServiceSet, free_port
+from detectors.darknet import Runtime
 
 MEDIA = Path(".cache/media")
 SECONDS = 60
@@ -100,11 +111,12 @@ def embedded_services() -> Iterator[ServiceSet]:
 
 
 def scene_config(services: ServiceSet, path: Path, streams: list[str], gating: bool, *, loop: bool = False,
-                 wait: bool = False) -> FusewatchConfig:
+                 wait: bool = False, runtime: Runtime | None = None, half: bool = False) -> FusewatchConfig:
     """The demo config on `services` (topics and keys of its own), `streams` sources of `path` at 5 fps.
 
     `loop`: the sources replay the recording again and again (for `fusewatch run`); `wait`:
-    detection waits instead of dropping frames.
+    detection waits instead of dropping frames; `runtime`, `half`: the Darknet detector's
+    (default: the config's default runtime, float32).
     """
     suffix = uuid.uuid4().hex[:8]
     demo = load_config(default_config_path(), env={})
@@ -118,9 +130,19 @@ def scene_config(services: ServiceSet, path: Path, streams: list[str], gating: b
         "sources": [SourceConfig(id=stream, url=str(path), loop=loop,
                                  video=VideoInput(sample_fps=5, motion=MotionConfig(enabled=gating)))
                     for stream in streams],
-        "detectors": demo.detectors.model_copy(update={"when_behind": "wait" if wait else "drop"}),
+        "detectors": demo.detectors.model_copy(update={
+            "when_behind": "wait" if wait else "drop",
+            "objects": _detector(demo.detectors.objects, runtime, half),
+        }),
         "web": demo.web.model_copy(update={"port": free_port()}),
     })
+
+
+def _detector(config: ObjectDetectorConfig, runtime: Runtime | None, half: bool) -> ObjectDetectorConfig:
+    if not isinstance(config, DarknetDetectorConfig):
+        raise TypeError(f"the scenes run the demo's Darknet detector, not {config.type}")
+    changes: dict[str, Any] = {"half": half} | ({"runtime": runtime} if runtime else {})
+    return DarknetDetectorConfig.model_validate(config.model_dump() | changes)
 
 
 if __name__ == "__main__":
