@@ -24,30 +24,37 @@ BASE_NS = 1_700_000_000 * NS
 STILL, MOVING = 30, 10  # frames: 6 s of an empty scene, then 2 s of something crossing it
 
 
-def _image(index: int) -> RgbImage:
+def _image(index: int, flash: range = range(0)) -> RgbImage:
     background = np.random.default_rng(0).integers(60, 200, size=(120, 160, 3), dtype=np.uint8)
     noise = np.random.default_rng(index).integers(-3, 4, size=background.shape)
     image = np.clip(background.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    if index in flash:  # a light switched on for a moment
+        image[60:100, 100:140] = 255
     if index >= STILL:
         x = 10 + 12 * (index - STILL)
         image[40:80, x:x + 20] = (250, 20, 20)
     return image
 
 
-async def _items() -> AsyncIterator[DecodedItem]:
-    for index in range(STILL + MOVING):
-        frame = Frame("cam", "hq", index, Fraction(1, FPS), BASE_NS + index * NS // FPS, _image(index), live=False)
-        yield DecodedItem(frame, SourcePosition("fw.media", 0, index), SourcePosition("fw.media", 0, 0))
+async def _items(first: int = 0, flash: range = range(0)) -> AsyncIterator[DecodedItem]:
+    """The stream's frames from `first` on, as a reader that started at an init stamped there sees them."""
+    origin_wall = BASE_NS + first * NS // FPS
+    for index in range(first, STILL + MOVING):
+        frame = Frame("cam", "hq", index, Fraction(1, FPS), BASE_NS + index * NS // FPS, _image(index, flash),
+                      live=False)
+        yield DecodedItem(frame, SourcePosition("fw.media", 0, index), SourcePosition("fw.media", 0, first),
+                          origin_seq=first, origin_wall_ns=origin_wall)
 
 
-async def _analyze(motion: MotionConfig) -> tuple[list[WindowFeatures], CountingDetector, AnalyzeWorker]:
+async def _analyze(motion: MotionConfig, first: int = 0, flash: range = range(0)) -> tuple[
+        list[WindowFeatures], CountingDetector, AnalyzeWorker]:
     config = FusewatchConfig(
         sources=[SourceConfig(id="cam", url="cam.ts", video=VideoInput(sample_fps=FPS, motion=motion))],
         detectors=DetectorsConfig(when_behind="wait", transcriber=None))
     detector = CountingDetector(delay=0.0)
     sink = ListFeatureSink()
     worker = AnalyzeWorker(config, detector, registry.audio_analyzer(config.detectors.audio), None, sink)
-    await worker.run(_items())
+    await worker.run(_items(first, flash))
     return sink.features, detector, worker
 
 
@@ -67,3 +74,24 @@ async def test_a_still_scene_is_detected_once_per_recheck_period_and_gives_the_s
                 for f in features if f.video is not None]
     assert comparable(gated) == comparable(every)
     assert len(comparable(gated)) == (STILL + MOVING) // (2 * FPS)
+
+
+async def test_a_reader_resuming_mid_stream_gates_every_window_it_emits_as_the_first_reader() -> None:
+    """Reused detections carry the confidence of the frame they came from (the fake's confidence
+    follows each frame's noise), so a window differs as soon as the readers detect other frames.
+    A flash before the resumed reader's first window moves the first reader's recheck times;
+    the resumed reader never saw it. Track ids are left out: a new tracker numbers afresh."""
+
+    def seen(features: list[WindowFeatures]) -> dict[int, object]:
+        return {f.window_start: (f.video.frames, {k: (v.max_count, v.mean_count, v.max_confidence)
+                                                  for k, v in f.video.classes.items()},
+                                 [(d.label, d.confidence, d.box) for d in f.video.detections])
+                for f in features if f.video is not None}
+
+    flash = range(16, 18)
+    whole = seen((await _analyze(MotionConfig(recheck=2.0), flash=flash))[0])
+    for first in (3, 13, 17):  # mid-window: the reader's first window is the next whole one
+        features, _, worker = await _analyze(MotionConfig(recheck=2.0), first, flash)
+        resumed = seen(features)
+        assert worker.counters.frames_without_motion > 0 and resumed
+        assert resumed == {start: whole[start] for start in resumed}, first
