@@ -30,9 +30,9 @@ import numpy as np
 
 from config import load_config
 from config.schema import FusewatchConfig, KafkaConfig, KafkaTopics, MotionConfig, SourceConfig, VideoInput
-from daemon.cli import default_config_path
-from daemon.commands import fetch_media
-from daemon.services import ServiceSet, free_port
+from daemon.cli.commands import fetch_media
+from daemon.cli.main import default_config_path
+from daemon.runtime.services import ServiceSet, free_port
 
 MEDIA = Path(".cache/media")
 SECONDS = 60

@@ -1,0 +1,69 @@
+"""Motion-gated detection in the analyze stage: a still scene costs a detection per recheck
+period, a moving one every frame, and the window features are those of detecting every frame."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from fractions import Fraction
+
+import numpy as np
+
+from config.schema import DetectorsConfig, FusewatchConfig, MotionConfig, SourceConfig, VideoInput
+from daemon.analyze.memory import ListFeatureSink
+from daemon.analyze.worker import AnalyzeWorker
+from detectors import registry
+from detectors.base import RgbImage
+from streams.decode import DecodedItem
+from streams.kafka import SourcePosition
+from streams.models import Frame, WindowFeatures
+from tests.helpers import CountingDetector
+
+NS = 1_000_000_000
+FPS = 5
+BASE_NS = 1_700_000_000 * NS
+STILL, MOVING = 30, 10  # frames: 6 s of an empty scene, then 2 s of something crossing it
+
+
+def _image(index: int) -> RgbImage:
+    background = np.random.default_rng(0).integers(60, 200, size=(120, 160, 3), dtype=np.uint8)
+    noise = np.random.default_rng(index).integers(-3, 4, size=background.shape)
+    image = np.clip(background.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    if index >= STILL:
+        x = 10 + 12 * (index - STILL)
+        image[40:80, x:x + 20] = (250, 20, 20)
+    return image
+
+
+async def _items() -> AsyncIterator[DecodedItem]:
+    for index in range(STILL + MOVING):
+        frame = Frame("cam", "hq", index, Fraction(1, FPS), BASE_NS + index * NS // FPS, _image(index), live=False)
+        yield DecodedItem(frame, SourcePosition("fw.media", 0, index), SourcePosition("fw.media", 0, 0))
+
+
+async def _analyze(motion: MotionConfig) -> tuple[list[WindowFeatures], CountingDetector, AnalyzeWorker]:
+    config = FusewatchConfig(
+        sources=[SourceConfig(id="cam", url="cam.ts", video=VideoInput(sample_fps=FPS, motion=motion))],
+        detectors=DetectorsConfig(when_behind="wait", transcriber=None))
+    detector = CountingDetector(delay=0.0)
+    sink = ListFeatureSink()
+    worker = AnalyzeWorker(config, detector, registry.audio_analyzer(config.detectors.audio), None, sink)
+    await worker.run(_items())
+    return sink.features, detector, worker
+
+
+async def test_a_still_scene_is_detected_once_per_recheck_period_and_gives_the_same_features() -> None:
+    gated, gated_detector, worker = await _analyze(MotionConfig(recheck=2.0))
+    every, every_detector, _ = await _analyze(MotionConfig(enabled=False))
+    assert sum(every_detector.batches) == STILL + MOVING
+    detected = sum(gated_detector.batches)
+    assert detected <= STILL // (2 * FPS) + MOVING, "the still part costs one detection per 2 s"
+    assert detected >= STILL // (2 * FPS) + MOVING - 2, "the moving part is detected (its first frames may blend)"
+    assert worker.counters.frames_without_motion == STILL + MOVING - detected
+    assert worker.counters.frames_analysed == STILL + MOVING
+    assert worker.counters.motion_regions >= MOVING - 2
+
+    def comparable(features: list[WindowFeatures]) -> list[object]:
+        return [(f.window_start, f.video.frames, {k: (v.max_count, v.mean_count) for k, v in f.video.classes.items()})
+                for f in features if f.video is not None]
+    assert comparable(gated) == comparable(every)
+    assert len(comparable(gated)) == (STILL + MOVING) // (2 * FPS)
