@@ -36,7 +36,7 @@ from typing import Any
 from bench.common import RESULTS, percentile, write_result
 from bench.scenes import embedded_services, scene_config, scenes
 from config.schema import DarknetDetectorConfig, FusewatchConfig
-from daemon.services import ServiceSet
+from daemon.runtime.services import ServiceSet
 from detectors.darknet import RUNTIMES, Runtime
 from streams.kafka import assign_all, ensure_topics, make_consumer
 from streams.models import WindowFeatures

@@ -31,7 +31,7 @@ import av
 from bench.common import write_result
 from bench.scenes import embedded_services, scene_config, scenes
 from config.schema import FusewatchConfig
-from daemon.services import ServiceSet
+from daemon.runtime.services import ServiceSet
 from streams.kafka import MediaPublisher, ensure_topics
 from streams.sources import ReplayOptions, replay
 
@@ -44,20 +44,20 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
     ("detection: inference", ("raw (detectors/darknet.py", "detectors/darknet_torch.py", "detectors/darknet_onnx.py",
                               "(detectors/yolo.py")),
     ("detection: boxes, NMS", ("detectors/darknet.py",)),
-    ("detection: batching", ("daemon/batcher.py",)),
+    ("detection: batching", ("daemon/analyze/batcher.py",)),
     ("motion", ("detectors/motion.py",)),
     ("tracking", ("detectors/tracking.py", "byte_tracker", "ultralytics")),
     ("zones", ("detectors/zones.py",)),
     ("snapshot JPEG", ("imencode", "video_windows.py:8", "video_windows.py:9")),
-    ("window features (counts)", ("daemon/video_windows.py",)),
-    ("Whisper", ("detectors/whisper.py", "faster_whisper", "ctranslate2", "daemon/speech.py")),
+    ("window features (counts)", ("daemon/analyze/video_windows.py",)),
+    ("Whisper", ("detectors/whisper.py", "faster_whisper", "ctranslate2", "daemon/analyze/speech.py")),
     ("VAD, loudness", ("detectors/audio.py", "silero", "pyloudnorm")),
     ("colour conversion (RGB)", ("_convert (streams/decode.py",)),
     ("audio resampling", ("audio_to_float",)),
     ("demux, decode", ("streams/decode.py", "streams/wire.py")),
     ("Kafka I/O", ("aiokafka", "kafka/")),
     ("JSON, models", ("pydantic", "json/", "model_dump_json", "model_validate")),
-    ("status, metrics", ("daemon/status.py", "daemon/metrics.py", "prometheus_client", "redis/")),
+    ("status, metrics", ("daemon/telemetry/status.py", "daemon/telemetry/metrics.py", "prometheus_client", "redis/")),
     ("sampling frames", ("streams/windows.py",)),
 ]
 OTHER = "other (event loop, analyze glue)"
@@ -131,7 +131,7 @@ def profile(services: ServiceSet, stream: str, path: Path, gating: bool, rate: i
 
 def _analyze(config_path: Path) -> None:
     """The profiled child: one analyze worker until the topic is read."""
-    from daemon.analyze import run_analyze
+    from daemon.analyze.worker import run_analyze
 
     config = FusewatchConfig.model_validate_json(config_path.read_text())
     counters = asyncio.run(run_analyze(config, idle_timeout=4.0))

@@ -24,8 +24,8 @@ from typing import Any
 
 from bench.common import median, write_result
 from config.schema import FusewatchConfig, KafkaConfig, KafkaTopics
-from daemon.commands import decode_topic, fetch_media
-from daemon.services import ServiceSet
+from daemon.cli.commands import decode_topic, fetch_media
+from daemon.runtime.services import ServiceSet
 from streams.decode import FrameFilter, MediaDecoder
 from streams.kafka import MediaPublisher, ensure_topics
 from streams.models import MediaMessage

@@ -31,8 +31,8 @@ import numpy.typing as npt
 
 from bench.common import median, write_result
 from config.schema import YoloDetectorConfig
-from daemon.batcher import DetectionBatcher
-from daemon.commands import fetch_media
+from daemon.analyze.batcher import DetectionBatcher
+from daemon.cli.commands import fetch_media
 from detectors.darknet import DarknetDetector
 from detectors.yolo import YoloDetector, import_ultralytics
 from streams.models import Frame

@@ -32,7 +32,7 @@ import av
 import numpy as np
 
 from bench.common import median, write_result
-from daemon.commands import fetch_media
+from daemon.cli.commands import fetch_media
 from detectors.agreement import agreement
 from detectors.base import RgbImage, available_cores
 from detectors.darknet import DarknetDetector

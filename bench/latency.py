@@ -28,9 +28,9 @@ from aiokafka import TopicPartition
 from bench.common import percentile, write_result
 from config import load_config
 from config.schema import FusewatchConfig, KafkaTopics
-from daemon.cli import default_config_path
-from daemon.commands import fetch_media
-from daemon.services import ServiceSet
+from daemon.cli.commands import fetch_media
+from daemon.cli.main import default_config_path
+from daemon.runtime.services import ServiceSet
 from streams.kafka import MediaPublisher, make_consumer
 from streams.models import Alert
 from streams.sinks import RedisKeys, redis_client

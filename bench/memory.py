@@ -25,15 +25,16 @@ import psutil
 
 from bench.common import write_result
 from config.schema import DetectorsConfig, FusewatchConfig
-from daemon.analyze import AnalyzeWorker
-from daemon.commands import fetch_media
+from daemon.analyze.memory import ListFeatureSink
+from daemon.analyze.worker import AnalyzeWorker
+from daemon.cli.commands import fetch_media
 from detectors import registry
 from detectors.tracking import ObjectTracker
 from streams.decode import DecodedItem, MediaDecoder
 from streams.kafka import SourcePosition
 from streams.models import MediaMessage, StreamInit
 from streams.sources import ReplayOptions, replay
-from streams.testing import ListFeatureSink, ListSink, ManualClock
+from streams.testing import ListSink, ManualClock
 from streams.windows import FrameSampler
 
 SECONDS = 30.0

@@ -40,9 +40,9 @@ from config.schema import (
     SourceConfig,
     VideoInput,
 )
-from daemon.cli import default_config_path
-from daemon.commands import fetch_media
-from daemon.services import ServiceSet, free_port
+from daemon.cli.commands import fetch_media
+from daemon.cli.main import default_config_path
+from daemon.runtime.services import ServiceSet, free_port
 from detectors.darknet import Runtime
 
 MEDIA = Path(".cache/media")

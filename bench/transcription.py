@@ -35,8 +35,8 @@ import numpy.typing as npt
 import torch
 
 from bench.common import median, write_result
-from daemon.commands import fetch_media
-from daemon.speech import SpeechSegment, SpeechSegmenter, owned_words
+from daemon.analyze.speech import SpeechSegment, SpeechSegmenter, owned_words
+from daemon.cli.commands import fetch_media
 from detectors.audio import LoudnessVad
 from detectors.base import Transcriber
 from detectors.keywords import fold

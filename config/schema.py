@@ -52,7 +52,7 @@ HostPort = Annotated[str, AfterValidator(_host_port)]
 
 
 class KafkaTopics(Section):
-    """Topic names of the wire format (DESIGN §3); override to share a cluster."""
+    """Topic names of the wire format (docs/design.md §1); override to share a cluster."""
 
     media: str = "fw.media"
     features: str = "fw.features"
@@ -539,7 +539,7 @@ class DetectorsConfig(Section):
 
 
 class WindowsConfig(Section):
-    """Tumbling windows aligned to stream wallclock (DESIGN §4)."""
+    """Tumbling windows aligned to stream wallclock (docs/design.md §4)."""
 
     size: Duration = 2.0
     # How long fusion waits for an input that has gone quiet. Speech comes last (an utterance is

@@ -391,33 +391,39 @@ class DarknetNetwork(nn.Module):
         if kind == "maxpool":
             return self._maxpool(section), channels, previous
         if kind == "upsample":
-            stride = section.integer("stride", disputed=True)
-            if stride < 1:
-                raise section.error(f"unsupported stride={stride} (only upsampling)", "stride")
-            if section.number("scale", 1.0) != 1.0:
-                raise section.error(f"unsupported scale={section.options['scale']}", "scale")
-            section.check_used(_LAYER_TRAINING)
-            return _Upsample(stride), channels, previous
+            return self._upsample(section), channels, previous
         if kind == "route":
-            sources = tuple(self._reference(section, "layers", value, len(earlier))
-                            for value in section.integers("layers"))
-            if not sources:
-                raise section.error("empty 'layers'", "layers")
-            groups, group_id = section.integer("groups", 1), section.integer("group_id", 0)
-            if groups < 1 or not 0 <= group_id < groups:
-                raise section.error(f"invalid groups={groups} group_id={group_id}")
-            for source in sources:
-                if earlier[source] % groups:
-                    raise section.error(f"layer {source} has {earlier[source]} channels, not divisible "
-                                        f"into {groups} groups", "groups")
-            section.check_used(_LAYER_TRAINING)
-            return _Route(groups, group_id), sum(earlier[source] // groups for source in sources), sources
+            return self._route(section, earlier)
         if kind == "shortcut":
             return self._shortcut(section, channels, earlier)
         if kind == "yolo":
             return self._yolo(section, channels), channels, previous
         raise section.error(f"unsupported layer type [{kind}] (supported: convolutional, maxpool, route, "
                             "upsample, shortcut, yolo)")
+
+    @staticmethod
+    def _upsample(section: CfgSection) -> _Upsample:
+        stride = section.integer("stride", disputed=True)
+        if stride < 1:
+            raise section.error(f"unsupported stride={stride} (only upsampling)", "stride")
+        if section.number("scale", 1.0) != 1.0:
+            raise section.error(f"unsupported scale={section.options['scale']}", "scale")
+        section.check_used(_LAYER_TRAINING)
+        return _Upsample(stride)
+
+    def _route(self, section: CfgSection, earlier: list[int]) -> tuple[_Route, int, tuple[int, ...]]:
+        sources = tuple(self._reference(section, "layers", value, len(earlier)) for value in section.integers("layers"))
+        if not sources:
+            raise section.error("empty 'layers'", "layers")
+        groups, group_id = section.integer("groups", 1), section.integer("group_id", 0)
+        if groups < 1 or not 0 <= group_id < groups:
+            raise section.error(f"invalid groups={groups} group_id={group_id}")
+        for source in sources:
+            if earlier[source] % groups:
+                raise section.error(f"layer {source} has {earlier[source]} channels, not divisible "
+                                    f"into {groups} groups", "groups")
+        section.check_used(_LAYER_TRAINING)
+        return _Route(groups, group_id), sum(earlier[source] // groups for source in sources), sources
 
     @staticmethod
     def _refuse(section: CfgSection, options: dict[str, str]) -> None:

@@ -110,6 +110,50 @@ def _layers(variables: dict[str, npt.NDArray[Any]], stack: str) -> int:
     return len({m.group(1) for name in variables if (m := re.match(rf"{stack}/layer_(\d+)/", name))})
 
 
+class _StateDict:
+    """openai-whisper's state dict, filled from CTranslate2's variables one layer at a time."""
+
+    def __init__(self, variables: dict[str, npt.NDArray[Any]]) -> None:
+        self.variables = variables
+        self.state: dict[str, torch.Tensor] = {}
+
+    def tensor(self, name: str) -> torch.Tensor:
+        return torch.from_numpy(np.array(self.variables[name], dtype=np.float32))
+
+    def linear(self, target: str, source: str) -> None:  # every Whisper linear and conv has a bias but the key's
+        self.state[f"{target}.weight"] = self.tensor(f"{source}/weight")
+        self.state[f"{target}.bias"] = self.tensor(f"{source}/bias")
+
+    def norm(self, target: str, source: str) -> None:
+        self.state[f"{target}.weight"] = self.tensor(f"{source}/gamma")
+        self.state[f"{target}.bias"] = self.tensor(f"{source}/beta")
+
+    def unfuse(self, target: str, source: str, names: tuple[str, ...]) -> None:
+        weight, bias = self.tensor(f"{source}/weight"), self.tensor(f"{source}/bias")
+        width = weight.shape[1]
+        for index, name in enumerate(names):
+            rows = slice(index * width, (index + 1) * width)
+            self.state[f"{target}.{name}.weight"] = weight[rows].clone()
+            if name == "key":
+                if bias[rows].any():
+                    raise WeightsError(f"{source}: the key projection has a bias; not a Whisper model")
+            else:
+                self.state[f"{target}.{name}.bias"] = bias[rows].clone()
+
+    def block(self, target: str, source: str, cross: bool) -> None:
+        self.unfuse(f"{target}.attn", f"{source}/self_attention/linear_0", ("query", "key", "value"))
+        self.linear(f"{target}.attn.out", f"{source}/self_attention/linear_1")
+        self.norm(f"{target}.attn_ln", f"{source}/self_attention/layer_norm")
+        if cross:
+            self.linear(f"{target}.cross_attn.query", f"{source}/attention/linear_0")
+            self.unfuse(f"{target}.cross_attn", f"{source}/attention/linear_1", ("key", "value"))
+            self.linear(f"{target}.cross_attn.out", f"{source}/attention/linear_2")
+            self.norm(f"{target}.cross_attn_ln", f"{source}/attention/layer_norm")
+        self.linear(f"{target}.mlp.0", f"{source}/ffn/linear_0")
+        self.linear(f"{target}.mlp.2", f"{source}/ffn/linear_1")
+        self.norm(f"{target}.mlp_ln", f"{source}/ffn/layer_norm")
+
+
 def convert(folder: Path) -> OpenAIWhisperWeights:
     """openai-whisper weights from a CTranslate2 Whisper directory (model.bin, config.json)."""
     spec, v = read_model_bin(folder / "model.bin")
@@ -120,43 +164,9 @@ def convert(folder: Path) -> OpenAIWhisperWeights:
         raise WeightsError(f"{folder / 'model.bin'} is quantized ({', '.join(quantized) or 'scaled'}): its "
                            "original weights are gone, so it cannot be mapped exactly to openai-whisper")
 
-    state: dict[str, torch.Tensor] = {}
-
-    def tensor(name: str) -> torch.Tensor:
-        return torch.from_numpy(np.array(v[name], dtype=np.float32))
-
-    def linear(target: str, source: str) -> None:  # every Whisper linear and conv has a bias but the key's
-        state[f"{target}.weight"] = tensor(f"{source}/weight")
-        state[f"{target}.bias"] = tensor(f"{source}/bias")
-
-    def norm(target: str, source: str) -> None:
-        state[f"{target}.weight"] = tensor(f"{source}/gamma")
-        state[f"{target}.bias"] = tensor(f"{source}/beta")
-
-    def unfuse(target: str, source: str, names: tuple[str, ...]) -> None:
-        weight, bias = tensor(f"{source}/weight"), tensor(f"{source}/bias")
-        width = weight.shape[1]
-        for index, name in enumerate(names):
-            rows = slice(index * width, (index + 1) * width)
-            state[f"{target}.{name}.weight"] = weight[rows].clone()
-            if name == "key":
-                if bias[rows].any():
-                    raise WeightsError(f"{source}: the key projection has a bias; not a Whisper model")
-            else:
-                state[f"{target}.{name}.bias"] = bias[rows].clone()
-
-    def block(target: str, source: str, cross: bool) -> None:
-        unfuse(f"{target}.attn", f"{source}/self_attention/linear_0", ("query", "key", "value"))
-        linear(f"{target}.attn.out", f"{source}/self_attention/linear_1")
-        norm(f"{target}.attn_ln", f"{source}/self_attention/layer_norm")
-        if cross:
-            linear(f"{target}.cross_attn.query", f"{source}/attention/linear_0")
-            unfuse(f"{target}.cross_attn", f"{source}/attention/linear_1", ("key", "value"))
-            linear(f"{target}.cross_attn.out", f"{source}/attention/linear_2")
-            norm(f"{target}.cross_attn_ln", f"{source}/attention/layer_norm")
-        linear(f"{target}.mlp.0", f"{source}/ffn/linear_0")
-        linear(f"{target}.mlp.2", f"{source}/ffn/linear_1")
-        norm(f"{target}.mlp_ln", f"{source}/ffn/layer_norm")
+    mapped = _StateDict(v)
+    state, linear, norm, block = mapped.state, mapped.linear, mapped.norm, mapped.block
+    tensor = mapped.tensor
 
     try:
         encoder_layers, decoder_layers = _layers(v, "encoder"), _layers(v, "decoder")

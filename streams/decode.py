@@ -337,7 +337,7 @@ class MediaConsumer:
     """Reads `fw.media` (as a group member or from explicit offsets) and yields decoded items.
 
     Offsets are never committed automatically: the caller commits with `commit()` once what
-    it built from the items is safely stored (DESIGN §6).
+    it built from the items is safely stored (docs/design.md §8).
     """
 
     def __init__(
@@ -431,7 +431,7 @@ class MediaConsumer:
         and the caller handles the items of the one before. Fetched records are taken from the
         consumer as they come (up to `fetch_ahead_bytes`): the consumer sends its next fetch
         only once its buffer is empty, and a decode thread waiting for that round trip would
-        idle (measured: 20 % of the time on 2 cores). At most two batches are decoded ahead,
+        idle (bench/README.md). At most two batches are decoded ahead,
         since decoded frames are large. A batch decoded but not yet delivered when the caller
         leaves the loop is delivered first by the next call, so leaving early loses nothing the
         decoder has moved past.
@@ -459,7 +459,12 @@ class MediaConsumer:
                 async for item in self._deliver(await self._batches.popleft()):
                     yield item
                 quiet_since = max(quiet_since, loop.time())
-        if self._fetch is not None:  # stopping: what was fetched is still delivered
+        async for item in self._remaining(loop):
+            yield item
+
+    async def _remaining(self, loop: asyncio.AbstractEventLoop) -> AsyncIterator[DecodedItem]:
+        """Stopping: what was already fetched is still decoded and delivered."""
+        if self._fetch is not None:
             fetch, self._fetch = self._fetch, None
             if fetch.done():
                 self._take(*fetch.result())

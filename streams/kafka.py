@@ -297,7 +297,7 @@ class Revocations:
 
 
 class CommitThenRelease(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no stubs for it
-    """On revocation: commit what is done, then let the worker forget the revoked partitions (DESIGN §6).
+    """On revocation: commit what is done, then let the worker forget the revoked partitions (docs/design.md §8).
 
     A rebalance hands every assigned partition out again from its committed offset, also to
     the worker that had it: state kept across would take the same records twice. Committing

@@ -158,7 +158,6 @@ class RedisOutputs:
         self._alert_script = self._client.register_script(_PUBLISH_ALERT)
         self._summary_script = self._client.register_script(_LATEST_SUMMARY)
         self.counters = OutputCounters()
-        self.new_alerts: list[Alert] = []
 
     @property
     def client(self) -> aioredis.Redis:
@@ -228,7 +227,6 @@ class RedisOutputs:
                                                    self.keys.alert_id_prefix, _TRIM_STEP])
             if added:
                 self.counters.alerts_published += 1
-                self.new_alerts.append(alert)
             else:
                 self.counters.alerts_duplicate += 1
         elif kind == "summary":

@@ -25,11 +25,10 @@ import av
 import av.container
 
 from config.schema import Reconnect
-from streams.clock import Clock, SystemClock
+from streams.clock import NS_PER_S, Clock, SystemClock
 from streams.models import EndOfStream, MediaKind, MediaMessage, Packet, StreamInit, TrackInfo
 
 log = logging.getLogger(__name__)
-NS = 1_000_000_000
 
 
 class SourceError(RuntimeError):
@@ -227,7 +226,7 @@ class RecordingWall:
     def __call__(self, media_time: float) -> int:
         if self._first is None:
             self._first = media_time
-        return self._base + round((media_time - self._first + self._offset) * NS)
+        return self._base + round((media_time - self._first + self._offset) * NS_PER_S)
 
 
 class CaptureWall:
@@ -240,13 +239,13 @@ class CaptureWall:
 
     def __call__(self, media_time: float) -> int:
         now = self._clock.wall_ns()
-        if self._anchor is None or abs(now - self._at(media_time)) > NS:
+        if self._anchor is None or abs(now - self._at(media_time)) > NS_PER_S:
             self._anchor = (media_time, now)
         return self._at(media_time)
 
     def _at(self, media_time: float) -> int:
         assert self._anchor is not None
-        return self._anchor[1] + round((media_time - self._anchor[0]) * NS)
+        return self._anchor[1] + round((media_time - self._anchor[0]) * NS_PER_S)
 
 
 @dataclass(frozen=True)
@@ -292,7 +291,7 @@ async def replay(
     clock = clock or SystemClock()
     spec = open_spec(path)
     now = clock.wall_ns()
-    align_ns = max(int(options.align_s * NS), 1)
+    align_ns = max(int(options.align_s * NS_PER_S), 1)
     if options.wall_base_ns is not None:
         base = options.wall_base_ns
     elif options.speed is None:
@@ -300,7 +299,7 @@ async def replay(
     else:
         base = now - now % align_ns + align_ns
     result = ReplayResult(wall_start_ns=base)
-    mono_start = clock.monotonic() + (base - now) / NS  # when the first packet is due
+    mono_start = clock.monotonic() + (base - now) / NS_PER_S  # when the first packet is due
     loop_offset = 0.0
     seq = 0
     last_wall = base
@@ -313,7 +312,7 @@ async def replay(
             while batch := await _pull(iterator, 64):
                 for _media_time, message in batch:
                     if options.speed is not None:
-                        due = mono_start + (message.wall_ns - base) / NS / options.speed
+                        due = mono_start + (message.wall_ns - base) / NS_PER_S / options.speed
                         delay = due - clock.monotonic()
                         if delay > 0.001:
                             await clock.sleep(delay)
@@ -321,7 +320,7 @@ async def replay(
                     result.messages += 1
                     last_wall = max(last_wall, message.wall_ns)
                 if progress is not None:
-                    progress((last_wall - base) / NS)
+                    progress((last_wall - base) / NS_PER_S)
             seq = demuxer.seq
             _merge(result.stats, demuxer.stats)
             loop_offset += demuxer.stats.media_seconds + _frame_gap(demuxer.tracks)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from streams.models import Alert, MediaMessage, Packet, StreamInit, Summary, WindowFeatures
+from streams.models import MediaMessage, Packet, StreamInit
 
 
 class ListSink:
@@ -51,47 +51,3 @@ class ManualClock:
         self.slept.append(seconds)
         self.advance(max(seconds, 0.0))
         await asyncio.sleep(0)
-
-
-class ListFeatureSink:
-    """A feature sink (see `daemon.analyze.FeatureSink`) that keeps every window it is given."""
-
-    def __init__(self) -> None:
-        self.features: list[WindowFeatures] = []
-        self.flushes = 0
-
-    async def emit(self, features: WindowFeatures) -> None:
-        self.features.append(features)
-
-    async def flush(self) -> None:
-        self.flushes += 1
-
-    def of(self, modality: str, stream: str | None = None) -> list[WindowFeatures]:
-        return [f for f in self.features if f.modality == modality and stream in (None, f.stream)]
-
-
-class ListOutputs:
-    """Alert and summary outputs (see `daemon.fuse.Outputs`) that keep what they are given."""
-
-    def __init__(self) -> None:
-        self.alerts: list[Alert] = []
-        self.summaries: list[Summary] = []
-
-    async def publish_alert(self, alert: Alert) -> None:
-        self.alerts.append(alert)
-
-    async def publish_summary(self, summary: Summary) -> None:
-        self.summaries.append(summary)
-
-
-class MemoryRuleStore:
-    """A rule-state store (see `daemon.fuse.RuleStore`) in a dict, as Redis keeps it."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, dict[str, str]] = {}
-
-    async def load_rule_states(self, site: str) -> dict[str, str]:
-        return dict(self.data.get(site, {}))
-
-    async def save_rule_state(self, site: str, event: str, state_json: str) -> None:
-        self.data.setdefault(site, {})[event] = state_json

@@ -1,7 +1,7 @@
 """Tumbling windows aligned to stream wallclock, frame sampling, and audio cut into windows.
 
 Every stream of a site uses the same alignment (multiples of `size` since the epoch), so
-the video and audio of one site fall into the same window ids (DESIGN §4).
+the video and audio of one site fall into the same window ids (docs/design.md §4).
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from streams.clock import NS_PER_MS
 from streams.models import AudioChunk
-
-NS_PER_MS = 1_000_000
 
 
 def window_size_ms(size_s: float) -> int:

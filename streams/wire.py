@@ -1,4 +1,4 @@
-"""Wire format v1 of `fw.media` (DESIGN §3): encode and decode, with exact reasons.
+"""Wire format v1 of `fw.media` (docs/design.md §2): encode and decode, with exact reasons.
 
 A record is the stream id as key, the encoded packet bytes untouched as value, and the
 timing in headers. `decode_media` never guesses: anything that is not a valid v1 record

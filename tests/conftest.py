@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from config.schema import FusewatchConfig, KafkaConfig, KafkaTopics, RedisConfig
-from daemon.services import ServiceSet
+from daemon.runtime.services import ServiceSet
 from streams.kafka import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]

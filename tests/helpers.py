@@ -19,8 +19,8 @@ import numpy.typing as npt
 
 from config import load_config
 from config.schema import EventConfig, FusewatchConfig, KafkaConfig, KafkaTopics
-from daemon.cli import default_config_path
-from daemon.rules import JoinedWindow, alert_id
+from daemon.cli.main import default_config_path
+from daemon.fuse.rules import JoinedWindow, alert_id
 from detectors.base import RgbImage
 from detectors.keywords import fold
 from streams.decode import DecodedItem, FrameFilter, MediaDecoder

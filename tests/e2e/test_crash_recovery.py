@@ -21,10 +21,10 @@ from aiokafka import TopicPartition
 
 from config import load_config
 from config.schema import FusewatchConfig, KafkaTopics
-from daemon.analyze import run_analyze
-from daemon.cli import default_config_path
-from daemon.fuse import run_fuse
-from daemon.services import ServiceSet
+from daemon.analyze.worker import run_analyze
+from daemon.cli.main import default_config_path
+from daemon.fuse.worker import run_fuse
+from daemon.runtime.services import ServiceSet
 from streams.kafka import MediaPublisher, make_consumer
 from streams.models import Alert, Summary
 from streams.sinks import RedisKeys, redis_client

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from daemon.services import free_port
+from daemon.runtime.services import free_port
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

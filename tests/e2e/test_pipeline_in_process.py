@@ -15,15 +15,17 @@ import pytest
 
 from config import load_config
 from config.schema import EventConfig, FusewatchConfig
-from daemon.analyze import AnalyzeWorker
-from daemon.cli import default_config_path
-from daemon.evaluation import joined_windows, load_labels, window_labels
-from daemon.fuse import FuseWorker
-from daemon.learned import FeatureSpec, train
+from daemon.analyze.memory import ListFeatureSink
+from daemon.analyze.worker import AnalyzeWorker
+from daemon.cli.main import default_config_path
+from daemon.evaluation.scoring import joined_windows, load_labels, window_labels
+from daemon.fuse.learned import FeatureSpec, train
+from daemon.fuse.memory import ListOutputs
+from daemon.fuse.worker import FuseWorker
 from detectors import registry
 from streams.models import WindowFeatures
 from streams.sources import ReplayOptions, replay
-from streams.testing import ListFeatureSink, ListOutputs, ListSink, ManualClock
+from streams.testing import ListSink, ManualClock
 from streams.windows import FrameSampler
 from tests.helpers import decoded_items
 

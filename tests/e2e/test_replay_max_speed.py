@@ -19,10 +19,10 @@ import pytest
 
 from config import load_config
 from config.schema import FusewatchConfig
-from daemon.analyze import run_analyze
-from daemon.cli import default_config_path
-from daemon.fuse import run_fuse
-from daemon.metrics import Telemetry
+from daemon.analyze.worker import run_analyze
+from daemon.cli.main import default_config_path
+from daemon.fuse.worker import run_fuse
+from daemon.telemetry.metrics import Telemetry
 from streams.kafka import MediaPublisher
 from streams.models import Alert
 from streams.sinks import RedisKeys, redis_client

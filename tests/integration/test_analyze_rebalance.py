@@ -17,9 +17,9 @@ from aiokafka.partitioner import murmur2
 
 from bench.scenes import quiet_scene
 from config.schema import DetectorsConfig, FusewatchConfig, KafkaTopics, MotionConfig, SourceConfig, VideoInput
-from daemon.analyze import AnalyzeCounters, run_analyze
-from daemon.metrics import Telemetry
-from daemon.status import StatusStore
+from daemon.analyze.worker import AnalyzeCounters, run_analyze
+from daemon.telemetry.metrics import Telemetry
+from daemon.telemetry.status import StatusStore
 from streams.kafka import MediaPublisher, ensure_topics
 from streams.models import WindowFeatures
 from streams.sinks import redis_client

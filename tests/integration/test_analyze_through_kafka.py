@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from config.schema import DetectorsConfig, FasterWhisperConfig, FusewatchConfig
-from daemon.analyze import run_analyze
+from daemon.analyze.worker import run_analyze
 from streams.kafka import MediaPublisher
 from streams.models import WindowFeatures
 from streams.sources import ReplayOptions, replay

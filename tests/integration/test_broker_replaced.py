@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.app import Supervisor, analyze_role, fuse_role
-from daemon.metrics import Telemetry
-from daemon.services import EmbeddedService, ServiceSet, free_port
+from daemon.runtime.app import Supervisor, analyze_role, fuse_role
+from daemon.runtime.services import EmbeddedService, ServiceSet, free_port
+from daemon.telemetry.metrics import Telemetry
 from streams.kafka import MediaPublisher, ensure_topics
 from streams.sources import ReplayOptions, replay
 from tests.helpers import demo_config_on, redis_alerts

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from config.schema import FusewatchConfig
-from daemon import commands
-from daemon.errors import UserError
-from daemon.services import ServiceSet, free_port, port_open
+from daemon.cli import commands
+from daemon.cli.errors import UserError
+from daemon.runtime.services import ServiceSet, free_port, port_open
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

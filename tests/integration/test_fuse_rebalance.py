@@ -15,10 +15,10 @@ import pytest
 from aiokafka.partitioner import murmur2
 
 from config.schema import AudioInput, DetectorsConfig, EventConfig, FusewatchConfig, SourceConfig, VideoInput
-from daemon.fuse import FuseWorker, run_fuse
-from daemon.metrics import Telemetry
+from daemon.fuse.worker import FuseWorker, run_fuse
+from daemon.telemetry.metrics import Telemetry
 from streams.kafka import make_producer
-from streams.models import AudioFeatures, WindowFeatures
+from streams.models import Alert, AudioFeatures, WindowFeatures
 from tests.helpers import eventually, read_topic
 
 pytestmark = pytest.mark.integration
@@ -73,20 +73,22 @@ async def test_a_fuse_worker_joining_mid_stream_takes_over_a_site_and_every_aler
     async with asyncio.timeout(120):
         await _publish(config, range(WINDOWS // 2))
         telemetry = Telemetry(process="first")
-        first = asyncio.create_task(run_fuse(config, idle_timeout=12.0, telemetry=telemetry))
+        alerts: tuple[list[Alert], list[Alert]] = ([], [])
+        first = asyncio.create_task(run_fuse(config, idle_timeout=12.0, telemetry=telemetry,
+                                             on_alert=alerts[0].append))
         while not await read_topic(config.kafka, config.kafka.topics.alerts, quiet_ms=500, one_poll=True):
             assert not first.done(), first
-        second = asyncio.create_task(run_fuse(config, idle_timeout=12.0))
+        second = asyncio.create_task(run_fuse(config, idle_timeout=12.0, on_alert=alerts[1].append))
         await eventually(lambda: assignments() >= 3, within=30, every=0.1)  # the first twice, the second once
         await _publish(config, range(WINDOWS // 2, WINDOWS))
         workers: list[FuseWorker] = list(await asyncio.gather(first, second))
 
     expected = {(site, BASE_MS + i * 2000) for site in SITES for i in range(WINDOWS) if i % 3 == 0}
-    fired = [{(a.site, a.window_start) for a in worker.alerts} for worker in workers]
+    fired = [{(a.site, a.window_start) for a in fired_by} for fired_by in alerts]
     assert fired[0] | fired[1] == expected, "every loud window of both sites, nothing else"
-    assert len(workers[0].alerts) + len(workers[1].alerts) == len(expected), "each evaluated once, by one worker"
+    assert len(alerts[0]) + len(alerts[1]) == len(expected), "each evaluated once, by one worker"
     assert fired[1], "the second worker took a site over"
     assert workers[0].counters.partitions_released == telemetry.metrics.registry.get_sample_value(
         "fusewatch_partitions_revoked_total", {"role": "fuse"}) >= 1
-    assert all(a.window_start >= BASE_MS + (WINDOWS // 2 - 2) * 2000 for a in workers[1].alerts), \
+    assert all(a.window_start >= BASE_MS + (WINDOWS // 2 - 2) * 2000 for a in alerts[1]), \
         "it started from the committed offset, not from the beginning"

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import random
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -195,36 +196,31 @@ def _malformed(n: int, rng: random.Random) -> tuple[bytes | None, bytes | None, 
     init_base = [("fw-v", b"1"), ("kind", b"init"), ("wall", b"1"), ("seq", str(n).encode())]
     key = f"junk-{n % 7}".encode()
     garbage = rng.randbytes(rng.randint(1, 300))
-    if kind == "garbage":
-        return key, garbage, [("x", rng.randbytes(4))], kind
-    if kind == "no-headers":
-        return key, garbage, [], kind
-    if kind == "wrong-version":
-        return key, garbage, [("fw-v", b"7"), *base[1:]], kind
-    if kind == "missing-kind":
-        return key, garbage, [h for h in base if h[0] != "kind"], kind
-    if kind == "missing-wall":
-        return key, garbage, [h for h in base if h[0] != "wall"], kind
-    if kind == "bad-pts":
-        return key, garbage, [("pts", b"soon") if h[0] == "pts" else h for h in base], kind
-    if kind == "bad-tb":
-        return key, garbage, [("tb", b"0/0") if h[0] == "tb" else h for h in base], kind
-    if kind == "truncated-init":
-        value = b'{"stream": "%s", "site": "s", "tracks": [{"kind": "video", "codec": "h2' % key
-        return key, value, init_base, kind
-    if kind == "unknown-kind":
-        return key, garbage, [("kind", b"smell") if h[0] == "kind" else h for h in base], kind
-    if kind == "empty-packet":
-        return key, b"", base, kind
-    if kind == "unknown-codec":
-        value = (b'{"stream": "%s", "site": "s", "tracks": '
-                 b'[{"kind": "video", "codec": "nope264", "tb": "1/90000"}]}' % key)
-        return key, value, init_base, kind
-    if kind == "no-key":
-        return None, garbage, base, kind
-    value = (b'{"stream": "%s", "site": "s", "tracks": '
-             b'[{"kind": "audio", "codec": "aac", "tb": "1/90000", "extradata": "!!"}]}' % key)
-    return key, value, init_base, kind
+
+    def replaced(name: str, value: bytes) -> list[tuple[str, bytes]]:
+        return [(name, value) if h[0] == name else h for h in base]
+
+    def init(tracks: bytes) -> bytes:
+        return b'{"stream": "%s", "site": "s", "tracks": %s}' % (key, tracks)
+
+    records: dict[str, Callable[[], tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]] = {
+        "garbage": lambda: (key, garbage, [("x", rng.randbytes(4))]),
+        "no-headers": lambda: (key, garbage, []),
+        "wrong-version": lambda: (key, garbage, [("fw-v", b"7"), *base[1:]]),
+        "missing-kind": lambda: (key, garbage, [h for h in base if h[0] != "kind"]),
+        "missing-wall": lambda: (key, garbage, [h for h in base if h[0] != "wall"]),
+        "bad-pts": lambda: (key, garbage, replaced("pts", b"soon")),
+        "bad-tb": lambda: (key, garbage, replaced("tb", b"0/0")),
+        "truncated-init": lambda: (key, b'{"stream": "%s", "site": "s", "tracks": [{"kind": "video", "codec": "h2'
+                                   % key, init_base),
+        "unknown-kind": lambda: (key, garbage, replaced("kind", b"smell")),
+        "empty-packet": lambda: (key, b"", base),
+        "unknown-codec": lambda: (key, init(b'[{"kind": "video", "codec": "nope264", "tb": "1/90000"}]'), init_base),
+        "no-key": lambda: (None, garbage, base),
+        "bad-extradata": lambda: (key, init(b'[{"kind": "audio", "codec": "aac", "tb": "1/90000", "extradata": "!!"}]'),
+                                  init_base),
+    }
+    return (*records[kind](), kind)
 
 
 async def test_malformed_records_go_to_dead_letter_and_good_stream_still_decodes(

@@ -10,9 +10,9 @@ import pytest
 
 from config import load_config
 from config.schema import FusewatchConfig
-from daemon.analyze import run_analyze
-from daemon.cli import default_config_path
-from daemon.fuse import run_fuse
+from daemon.analyze.worker import run_analyze
+from daemon.cli.main import default_config_path
+from daemon.fuse.worker import run_fuse
 from streams.kafka import MediaPublisher
 from streams.models import Alert, Summary
 from streams.sinks import RedisKeys, redis_client

@@ -31,10 +31,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from config.schema import FusewatchConfig
-from daemon.analyze import AnalyzeCounters, run_analyze
-from daemon.fuse import FuseWorker, run_fuse
-from daemon.metrics import Telemetry
-from daemon.services import EmbeddedService, ServiceSet, free_port
+from daemon.analyze.worker import AnalyzeCounters, run_analyze
+from daemon.fuse.worker import FuseWorker, run_fuse
+from daemon.runtime.services import EmbeddedService, ServiceSet, free_port
+from daemon.telemetry.metrics import Telemetry
 from streams.kafka import MediaPublisher, assign_all, ensure_topics, make_consumer, make_producer
 from streams.sources import ReplayOptions, replay
 from tests.helpers import demo_config_on, read_topic, redis_alerts

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from config.schema import FusewatchConfig, RedisConfig
-from daemon.alerts import AlertStore
-from daemon.rules import alert_id
-from daemon.services import EmbeddedService
+from daemon.console.alerts import AlertStore
+from daemon.fuse.rules import alert_id
+from daemon.runtime.services import EmbeddedService
 from streams.models import Alert, Summary, TermContribution
 from streams.sinks import RedisOutputs
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from config.schema import FusewatchConfig, Reconnect, SourceConfig
-from daemon.services import free_port
+from daemon.runtime.services import free_port
 from streams.kafka import assign_all, make_consumer
 from streams.models import Packet, StreamInit
 from streams.sources import IngestState, ingest_live

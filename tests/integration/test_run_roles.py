@@ -3,7 +3,7 @@
 Checks that /readyz turns ready once the models are loaded, that the Prometheus counters
 move during a replay (frames decoded, windows, inference time, alerts and their latency),
 that `fusewatch status` and `fusewatch alerts` read what the roles wrote, and that SIGTERM
-drains and exits 0 (the second signal's immediate stop: tests/unit/daemon/test_signals.py).
+drains and exits 0 (the second signal's immediate stop: tests/unit/daemon/runtime/test_signals.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config import load_config
 from config.schema import FusewatchConfig
-from daemon.cli import default_config_path
+from daemon.cli.main import default_config_path
 from streams.kafka import MediaPublisher
 from streams.sources import ReplayOptions, replay
 from tests.helpers import free_port, write_config

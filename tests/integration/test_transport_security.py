@@ -38,10 +38,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config import ConfigError, FusewatchConfig, load_config, load_config_text
 from config.schema import KafkaConfig, KafkaTopics, RedisConfig
-from daemon.alerts import AlertStore
-from daemon.logs import configure_logging
-from daemon.rules import alert_id
-from daemon.services import ServiceSet, free_port, tansu_binary
+from daemon.console.alerts import AlertStore
+from daemon.fuse.rules import alert_id
+from daemon.runtime.services import ServiceSet, free_port, tansu_binary
+from daemon.telemetry.logs import configure_logging
 from streams.kafka import assign_all, client_options, ensure_topics, make_consumer, make_producer
 from streams.models import Alert, TermContribution
 from streams.sinks import RedisOutputs, redis_client

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from config.schema import FusewatchConfig
-from daemon.metrics import Telemetry
-from daemon.web import COOKIE
+from daemon.console.web import COOKIE
+from daemon.telemetry.metrics import Telemetry
 from tests.helpers import free_port, make_alert
 from tests.support.web import TOKEN, Web, running_web, write_snapshot
 

@@ -29,7 +29,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from config.schema import FusewatchConfig, WebConfig
-from daemon.web import COOKIE, LoginThrottle
+from daemon.console.web import COOKIE, LoginThrottle
 from tests.helpers import free_port, make_alert, write_config
 from tests.support.web import TOKEN, Web, running_web
 

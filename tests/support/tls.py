@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.services import EmbeddedService, free_port, redis_binary, tansu_binary
+from daemon.runtime.services import EmbeddedService, free_port, redis_binary, tansu_binary
 
 _CA_CONFIG = """\
 [req]

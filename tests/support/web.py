@@ -13,8 +13,8 @@ import numpy as np
 from PIL import Image
 
 from config.schema import FusewatchConfig, WebConfig
-from daemon.metrics import Telemetry
-from daemon.web import COOKIE, serve, session_value
+from daemon.console.web import COOKIE, serve, session_value
+from daemon.telemetry.metrics import Telemetry
 from streams.sinks import RedisOutputs
 from tests.helpers import free_port
 

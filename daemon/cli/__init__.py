@@ -1,0 +1,1 @@
+"""The `fusewatch` command line: argument parsing, and one function per subcommand."""

@@ -1,0 +1,1 @@
+"""Scoring fusewatch against labelled recordings: which windows should alert, and precision, recall, F1."""

@@ -1,0 +1,263 @@
+"""`fusewatch run`: the roles of a site (ingest, analyze, fuse, web) in one supervised process.
+
+Every role runs as a task of one `asyncio.TaskGroup`, under a `Supervisor` that restarts a
+crashed role with exponential backoff, counts and logs the crash, and publishes each
+role's state (to metrics and to Redis for `fusewatch status`), so no role is ever silently
+dead. Shutdown has two stages: the first SIGTERM/SIGINT sets the stop event, and every
+role drains (analyze and fuse flush their outputs and commit offsets); a second signal
+cancels everything at once, and if blocking inference still holds the process, it exits
+hard a few seconds later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from config.schema import FusewatchConfig, SourceConfig
+from daemon.telemetry.metrics import Telemetry
+from daemon.telemetry.status import RoleStatus, StatusStore, now_ms
+from streams.backoff import ROLE_RESTART, Backoff
+from streams.kafka import MediaPublisher, ensure_topics
+from streams.sinks import REDIS_DOWN, redis_client
+from streams.sources import ReplayOptions, ingest_live, open_spec, replay
+
+log = logging.getLogger(__name__)
+
+ROLES = ("ingest", "analyze", "fuse", "web")
+# A looping file source: replay "forever" (a 2 s loop would take 60 years to run out).
+_FOREVER = 10**9
+
+
+@dataclass
+class RoleState:
+    """What the supervisor knows about one role."""
+
+    name: str
+    state: str = "starting"
+    restarts: int = 0
+    last_error: str = ""
+
+
+RoleRun = Callable[[asyncio.Event], Awaitable[object]]
+
+
+class Supervisor:
+    """Runs roles until `stop`; restarts a crashed role with backoff and reports it."""
+
+    def __init__(self, stop: asyncio.Event, telemetry: Telemetry, backoff: Backoff = ROLE_RESTART) -> None:
+        self.stop = stop
+        self.telemetry = telemetry
+        self.backoff = backoff
+        self.roles: dict[str, RoleState] = {}
+
+    async def supervise(self, name: str, run: RoleRun, restart_on_exit: bool = True) -> None:
+        """Run `run(stop)` until stop; a crash (or, if `restart_on_exit`, an early return) restarts it."""
+        state = self.roles[name] = RoleState(name)
+        up = self.telemetry.metrics.role_up.labels(name)
+        delays = self.backoff.delays()
+        while not self.stop.is_set():
+            state.state = "running"
+            up.set(1)
+            failure: BaseException | None = None
+            try:
+                await run(self.stop)
+            except asyncio.CancelledError:
+                state.state = "stopped"
+                raise
+            except Exception as exc:
+                failure = exc
+                reason = crash_reason(exc)
+            else:
+                if self.stop.is_set():
+                    break
+                if not restart_on_exit:
+                    state.state = "finished"
+                    log.info("role %s finished", name, extra={"role": name})
+                    return
+                reason = "exited while it should run"
+            finally:
+                up.set(0)
+            delay = delays.next
+            state.restarts += 1
+            state.last_error = reason
+            state.state = "backoff"
+            self.telemetry.metrics.role_restarts.labels(name).inc()
+            log.error("role %s failed (%s); restart %d in %.1fs", name, reason, state.restarts, delay,
+                      extra={"role": name, "restarts": state.restarts}, exc_info=failure)
+            await delays.wait(self.stop)
+        state.state = "stopped"
+
+    def statuses(self) -> list[RoleStatus]:
+        return [RoleStatus(role=s.name, process=self.telemetry.process, state=s.state, restarts=s.restarts,
+                           last_error=s.last_error[:500], updated_ms=now_ms(), consumer=self._consumer(s.name))
+                for s in self.roles.values()]
+
+    def _consumer(self, role: str) -> str:
+        health = self.telemetry.consumers.get(role)
+        if health is None:
+            return ""
+        if health.stalled:
+            return "stalled: " + ", ".join(health.stalled)
+        return health.broker[:200]
+
+
+def crash_reason(exc: BaseException) -> str:
+    """`Type: message` of what really failed: the leaves of an ExceptionGroup, not the group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(crash_reason(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def until_stopped(work: Coroutine[Any, Any, object], stop: asyncio.Event) -> None:
+    """Run `work` until it ends or `stop` is set (then cancel it); its exceptions propagate."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if not task.cancelled():
+        task.result()
+
+
+# --------------------------------------------------------------------------- roles
+
+
+def ingest_role(config: FusewatchConfig, source: SourceConfig, telemetry: Telemetry) -> RoleRun:
+    """One source into `fw.media`: a live source reconnecting forever, a file once or in a loop."""
+
+    async def run(stop: asyncio.Event) -> None:
+        counter = telemetry.metrics.media_messages.labels(source.id)
+        await ensure_topics(config.kafka)
+        async with MediaPublisher(config.kafka, on_publish=counter.inc) as publisher:
+            if open_spec(source.url, dict(source.options)).live:
+                await ingest_live(source.url, source.id, config.site_of(source), publisher, source.reconnect,
+                                  dict(source.options), stop=stop)
+            else:
+                if not await asyncio.to_thread(Path(source.url).is_file):
+                    raise FileNotFoundError(f"source {source.id}: no such file {source.url}")
+                options = ReplayOptions(speed=1.0, loops=_FOREVER if source.loop else 1, align_s=config.windows.size)
+                await until_stopped(replay(source.url, source.id, config.site_of(source), publisher, options), stop)
+            await publisher.flush()
+
+    return run
+
+
+def analyze_role(config: FusewatchConfig, telemetry: Telemetry) -> RoleRun:
+    async def run(stop: asyncio.Event) -> None:
+        from daemon.analyze.worker import run_analyze
+
+        await run_analyze(config, stop=stop, telemetry=telemetry)
+
+    return run
+
+
+def fuse_role(config: FusewatchConfig, telemetry: Telemetry) -> RoleRun:
+    async def run(stop: asyncio.Event) -> None:
+        from daemon.fuse.worker import run_fuse
+
+        await run_fuse(config, stop=stop, telemetry=telemetry)
+
+    return run
+
+
+def web_role(config: FusewatchConfig, telemetry: Telemetry, roles: tuple[str, ...], token: str,
+             dashboard: bool = True, port: int | None = None) -> RoleRun:
+    async def run(stop: asyncio.Event) -> None:
+        from daemon.console.web import serve
+
+        await serve(config, telemetry, stop, token=token, local_roles=roles, dashboard=dashboard, port=port)
+
+    return run
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def install_signal_handlers(stop: asyncio.Event, main: asyncio.Task[Any], hard_exit_after: float = 5.0,
+                            before_hard_exit: Callable[[], None] | None = None) -> None:
+    """First SIGTERM/SIGINT: graceful stop. Second: cancel everything now, and exit hard if that hangs.
+
+    `before_hard_exit` runs (in a thread) just before a hard exit: stop child processes there.
+    """
+    loop = asyncio.get_running_loop()
+
+    def hard_exit() -> None:
+        if before_hard_exit is not None:
+            before_hard_exit()
+        os._exit(130)
+
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not stop.is_set():
+            log.warning("%s: stopping (finishing in-flight work); send it again to stop at once", name)
+            stop.set()
+            return
+        log.warning("%s again: stopping now", name)
+        main.cancel()
+        timer = threading.Timer(hard_exit_after, hard_exit)
+        timer.daemon = True
+        timer.start()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+
+async def run_app(config: FusewatchConfig, roles: tuple[str, ...], token: str, stop: asyncio.Event | None = None,
+                  telemetry: Telemetry | None = None, backoff: Backoff = ROLE_RESTART, metrics_port: int | None = None,
+                  report_every: float = 2.0, extra: dict[str, RoleRun] | None = None) -> Supervisor:
+    """Run `roles` (and `extra` named roles) under one supervisor until `stop` (set by the signal handlers)."""
+    stop = stop or asyncio.Event()
+    telemetry = telemetry or Telemetry()
+    supervisor = Supervisor(stop, telemetry, backoff)
+    async with asyncio.TaskGroup() as tasks:
+        if "ingest" in roles:
+            for source in config.sources:
+                tasks.create_task(supervisor.supervise(f"ingest:{source.id}", ingest_role(config, source, telemetry),
+                                                       restart_on_exit=open_spec(source.url).live or source.loop))
+        if "analyze" in roles:
+            tasks.create_task(supervisor.supervise("analyze", analyze_role(config, telemetry)))
+        if "fuse" in roles:
+            tasks.create_task(supervisor.supervise("fuse", fuse_role(config, telemetry)))
+        if "web" in roles:
+            tasks.create_task(supervisor.supervise("web", web_role(config, telemetry, roles, token)))
+        elif metrics_port is not None:
+            tasks.create_task(supervisor.supervise("metrics", web_role(config, telemetry, roles, token,
+                                                                       dashboard=False, port=metrics_port)))
+        for name, run in (extra or {}).items():
+            tasks.create_task(supervisor.supervise(name, run))
+        tasks.create_task(_report_roles(config, supervisor, report_every))
+    return supervisor
+
+
+async def _report_roles(config: FusewatchConfig, supervisor: Supervisor, every: float) -> None:
+    """Role states to Redis every `every` seconds and once more at the end (best effort)."""
+    client = redis_client(config.redis)
+    store = StatusStore(client, config.redis.key_prefix)
+    try:
+        while True:
+            try:
+                await store.write_roles(supervisor.statuses())
+            except REDIS_DOWN as exc:
+                log.debug("role status not written (redis: %s)", exc)
+            except Exception:
+                log.exception("role status not written")
+            if supervisor.stop.is_set() and all(s.state in ("stopped", "finished")
+                                                for s in supervisor.roles.values()):
+                return
+            await asyncio.sleep(every if not supervisor.stop.is_set() else 0.2)
+    finally:
+        await client.aclose()
