@@ -73,19 +73,31 @@ def _runtime(name: str) -> tuple[Runtime, bool]:
     return runtime, precision == "half"
 
 
-def trial(services: ServiceSet, path: Path, streams: int, gating: bool, runtime: str, warmup: float,
-          measure: float, work: Path) -> dict[str, Any]:
+def trial(
+    services: ServiceSet,
+    path: Path,
+    streams: int,
+    gating: bool,
+    runtime: str,
+    warmup: float,
+    measure: float,
+    work: Path,
+) -> dict[str, Any]:
     detector, half = _runtime(runtime)
-    config = scene_config(services, path, [f"cam{index}" for index in range(streams)], gating, loop=True,
-                          runtime=detector, half=half)
+    config = scene_config(
+        services, path, [f"cam{index}" for index in range(streams)], gating, loop=True, runtime=detector, half=half
+    )
     asyncio.run(ensure_topics(config.kafka))
     config_path = work / f"capacity-{uuid.uuid4().hex[:6]}.json"
     data = config.model_dump(mode="json", by_alias=True)
     data["web"]["token"] = "capacity-bench"
     config_path.write_text(json.dumps(data))
     log = (work / f"{config_path.stem}.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", str(config_path), "--role", "all"],
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daemon.cli", "run", str(config_path), "--role", "all"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         time.sleep(warmup)
         if process.poll() is not None:
@@ -104,13 +116,19 @@ def trial(services: ServiceSet, path: Path, streams: int, gating: bool, runtime:
     expected = streams * measure / WINDOW_S
     p95 = percentile(latencies, 95) if latencies else float("inf")
     kept_up = len(latencies) >= 0.9 * expected and p95 <= LATENCY_P95_MS
-    return {"streams": streams, "video_windows": len(latencies), "expected_windows": round(expected),
-            "latency_p50_ms": round(percentile(latencies, 50), 1) if latencies else None,
-            "latency_p95_ms": round(p95, 1) if latencies else None, "kept_up": kept_up}
+    return {
+        "streams": streams,
+        "video_windows": len(latencies),
+        "expected_windows": round(expected),
+        "latency_p50_ms": round(percentile(latencies, 50), 1) if latencies else None,
+        "latency_p95_ms": round(p95, 1) if latencies else None,
+        "kept_up": kept_up,
+    }
 
 
-def capacity(services: ServiceSet, scene: str, path: Path, gating: bool, runtime: str, warmup: float,
-             measure: float, work: Path) -> dict[str, Any]:
+def capacity(
+    services: ServiceSet, scene: str, path: Path, gating: bool, runtime: str, warmup: float, measure: float, work: Path
+) -> dict[str, Any]:
     trials: list[dict[str, Any]] = []
 
     def kept_up(streams: int) -> bool:
@@ -141,8 +159,9 @@ def _previous() -> dict[str, Any]:
     return {key if key.count(",") == 2 else f"{key}, opencv": run for key, run in runs.items()}
 
 
-def main(warmup: float, measure: float, scenes_run: list[str], runtimes: list[str],
-         gatings: list[bool]) -> dict[str, Any]:
+def main(
+    warmup: float, measure: float, scenes_run: list[str], runtimes: list[str], gatings: list[bool]
+) -> dict[str, Any]:
     chosen = {scene: path for scene, path in scenes().items() if not scenes_run or scene in scenes_run}
     results = _previous()  # combinations not run keep their last results
     default = DarknetDetectorConfig(type="darknet").runtime
@@ -151,26 +170,45 @@ def main(warmup: float, measure: float, scenes_run: list[str], runtimes: list[st
             for scene, path in chosen.items():
                 for gating in gatings:
                     results[f"{scene}, gating {'on' if gating else 'off'}, {runtime}"] = capacity(
-                        services, scene, path, gating, runtime, warmup, measure, Path(work))
+                        services, scene, path, gating, runtime, warmup, measure, Path(work)
+                    )
     summary = {key: value["capacity"] for key, value in results.items()}
     on, off = summary.get(f"quiet, gating on, {default}", 0), summary.get(f"quiet, gating off, {default}", 0)
-    return {"sample_fps": 5, "latency_p95_limit_ms": LATENCY_P95_MS, "warmup_s": warmup, "measure_s": measure,
-            "default_runtime": default, "capacity": summary, "quiet_gating_gain": round(on / off, 2) if off else None,
-            "targets": {"quiet, gating on": 8, "busy, gating on": 3, "quiet_gating_gain": 3.0},
-            "runs": results}
+    return {
+        "sample_fps": 5,
+        "latency_p95_limit_ms": LATENCY_P95_MS,
+        "warmup_s": warmup,
+        "measure_s": measure,
+        "default_runtime": default,
+        "capacity": summary,
+        "quiet_gating_gain": round(on / off, 2) if off else None,
+        "targets": {"quiet, gating on": 8, "busy, gating on": 3, "quiet_gating_gain": 3.0},
+        "runs": results,
+    }
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--warmup", type=float, default=20.0)
     parser.add_argument("--measure", type=float, default=40.0)
-    parser.add_argument("--scene", action="append", default=[], choices=("busy", "quiet"),
-                        help="only these scenes (the others keep their last results)")
-    parser.add_argument("--runtime", action="append", default=[],
-                        choices=[*RUNTIMES, "openvino-half"], help="detector runtimes (default: the default one)")
+    parser.add_argument(
+        "--scene",
+        action="append",
+        default=[],
+        choices=("busy", "quiet"),
+        help="only these scenes (the others keep their last results)",
+    )
+    parser.add_argument(
+        "--runtime",
+        action="append",
+        default=[],
+        choices=[*RUNTIMES, "openvino-half"],
+        help="detector runtimes (default: the default one)",
+    )
     parser.add_argument("--gating", action="append", default=[], choices=("on", "off"))
     args = parser.parse_args()
-    result = main(args.warmup, args.measure, args.scene, args.runtime,
-                  [g == "on" for g in args.gating] or [True, False])
+    result = main(
+        args.warmup, args.measure, args.scene, args.runtime, [g == "on" for g in args.gating] or [True, False]
+    )
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
     print(f"wrote {write_result('capacity', result)}")

@@ -35,8 +35,14 @@ def machine() -> dict[str, Any]:
             versions[name] = getattr(module, "__version__", "?")
         except ImportError:
             continue
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
-            "platform": platform.platform(), "versions": versions}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
 
 
 def median(values: list[float]) -> float:
@@ -55,7 +61,10 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     """bench/results/NAME.json with the machine and the date added."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    document = {"benchmark": name, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "machine": machine()} | result
+    document = {
+        "benchmark": name,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+    } | result
     path.write_text(json.dumps(document, indent=2))
     return path

@@ -41,8 +41,10 @@ STARTUP = "startup (model load, imports)"
 RULES: list[tuple[str, tuple[str, ...]]] = [
     (STARTUP, ("<frozen importlib", "detectors/registry.py", "detectors/weights.py", "load_model", "from_pretrained")),
     ("detection: letterbox (resize, pad)", ("letterbox.py",)),
-    ("detection: inference", ("raw (detectors/darknet.py", "detectors/darknet_torch.py", "detectors/darknet_onnx.py",
-                              "(detectors/yolo.py")),
+    (
+        "detection: inference",
+        ("raw (detectors/darknet.py", "detectors/darknet_torch.py", "detectors/darknet_onnx.py", "(detectors/yolo.py"),
+    ),
     ("detection: boxes, NMS", ("detectors/darknet.py",)),
     ("detection: batching", ("daemon/analyze/batcher.py",)),
     ("motion", ("detectors/motion.py",)),
@@ -86,8 +88,10 @@ def parse_raw(text: str, rate: float) -> tuple[dict[str, float], dict[str, float
         samples[stage] += int(count)
         if stage == OTHER:
             unnamed[frames[-1]] += int(count)
-    return ({stage: round(count / rate, 3) for stage, count in samples.most_common()},
-            {frame: round(count / rate, 3) for frame, count in unnamed.most_common(8)})
+    return (
+        {stage: round(count / rate, 3) for stage, count in samples.most_common()},
+        {frame: round(count / rate, 3) for frame, count in unnamed.most_common(8)},
+    )
 
 
 async def _publish(config: FusewatchConfig, stream: str, path: Path) -> None:
@@ -104,9 +108,28 @@ def profile(services: ServiceSet, stream: str, path: Path, gating: bool, rate: i
     config_path.write_text(json.dumps(config.model_dump(mode="json", by_alias=True)))
     raw = work / f"{stream}-{gating}.txt"
     done = subprocess.run(
-        [str(PY_SPY), "record", "--rate", str(rate), "--format", "raw", "--nonblocking", "--threads",
-         "--output", str(raw), "--", sys.executable, "-m", "bench.cost_profile", "--analyze", str(config_path)],
-        capture_output=True, text=True, check=False)
+        [
+            str(PY_SPY),
+            "record",
+            "--rate",
+            str(rate),
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--threads",
+            "--output",
+            str(raw),
+            "--",
+            sys.executable,
+            "-m",
+            "bench.cost_profile",
+            "--analyze",
+            str(config_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"py-spy or the analyze worker failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
     with av.open(str(path)) as container:
@@ -119,7 +142,8 @@ def profile(services: ServiceSet, stream: str, path: Path, gating: bool, rate: i
     working = {stage: cpu for stage, cpu in stages.items() if stage != STARTUP}
     total = sum(working.values())
     return {
-        "stream_seconds": round(seconds, 2), "gating": gating,
+        "stream_seconds": round(seconds, 2),
+        "gating": gating,
         "worker": worker,
         "cpu_seconds": stages,
         "other_innermost_frames": unnamed,
@@ -136,10 +160,18 @@ def _analyze(config_path: Path) -> None:
     config = FusewatchConfig.model_validate_json(config_path.read_text())
     counters = asyncio.run(run_analyze(config, idle_timeout=4.0))
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"process_cpu_seconds": usage.ru_utime + usage.ru_stime,
-                      "frames_analysed": counters.frames_analysed, "frames_dropped": counters.frames_dropped,
-                      "frames_without_motion": counters.frames_without_motion,
-                      "windows": dict(counters.windows), "segments_transcribed": counters.segments_transcribed}))
+    print(
+        json.dumps(
+            {
+                "process_cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "frames_analysed": counters.frames_analysed,
+                "frames_dropped": counters.frames_dropped,
+                "frames_without_motion": counters.frames_without_motion,
+                "windows": dict(counters.windows),
+                "segments_transcribed": counters.segments_transcribed,
+            }
+        )
+    )
 
 
 def main(rate: int) -> dict[str, Any]:

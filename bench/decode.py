@@ -49,8 +49,9 @@ def _ffmpeg(path: Path) -> float:
     return time.perf_counter() - started
 
 
-async def _kafka(path: Path, repeat: int, variants: dict[str, Callable[[], FrameFilter | None]]
-                 ) -> dict[str, list[float]]:
+async def _kafka(
+    path: Path, repeat: int, variants: dict[str, Callable[[], FrameFilter | None]]
+) -> dict[str, list[float]]:
     """Each variant decodes the recording from the embedded broker, `repeat` times, interleaved."""
     services = ServiceSet(Path(".cache/services/bench-decode"))
     services.start()
@@ -80,7 +81,7 @@ def main(repeat: int) -> dict[str, Any]:
     variants: dict[str, Callable[[], FrameFilter | None]] = {
         "rgb_every_frame": lambda: None,
         "rgb_5fps_sampled": lambda: FrameSampler({}, 5.0),
-        "decode_only": lambda: (lambda stream, wall: False),
+        "decode_only": lambda: lambda stream, wall: False,
     }
     timings: dict[str, list[float]] = {name: [] for name in [*variants, "ffmpeg_null"]}
     frames = 0
@@ -89,14 +90,18 @@ def main(repeat: int) -> dict[str, Any]:
         for name, make_filter in variants.items():
             seconds, frames = _ours(sink.messages, make_filter)
             timings[name].append(seconds)
-    kafka = asyncio.run(_kafka(path, repeat, {"rgb_every_frame": variants["rgb_every_frame"],
-                                              "decode_only": variants["decode_only"]}))
+    kafka = asyncio.run(
+        _kafka(path, repeat, {"rgb_every_frame": variants["rgb_every_frame"], "decode_only": variants["decode_only"]})
+    )
     timings |= {f"kafka_{name}": values for name, values in kafka.items()}
     fps = {name: round(frames / median(values), 1) for name, values in timings.items()}
     baseline = fps["ffmpeg_null"]
     return {
         "what": f"decode {path.name} ({frames} video frames + AAC audio): frames per second",
-        "file": path.name, "frames": frames, "timings_s": timings, "fps": fps,
+        "file": path.name,
+        "frames": frames,
+        "timings_s": timings,
+        "fps": fps,
         "ratio_vs_ffmpeg": {name: round(value / baseline, 3) for name, value in fps.items() if name != "ffmpeg_null"},
         "target": "decode_only / ffmpeg_null >= 0.9 (in-process and through the broker)",
     }

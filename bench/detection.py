@@ -43,14 +43,16 @@ WEIGHTS = "yolov8n.yaml"
 def rgb(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
     return np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
 
+
 IMGSZ = 640
 
 
 async def _ours(path: Path, frames: int, detector: YoloDetector) -> float:
     config = YoloDetectorConfig(type="yolo", weights=WEIGHTS)
     with ThreadPoolExecutor(1) as pool:
-        batcher = DetectionBatcher(detector, pool, max_batch=config.max_batch, max_wait=config.max_wait, capacity=32,
-                                   when_behind="wait")
+        batcher = DetectionBatcher(
+            detector, pool, max_batch=config.max_batch, max_wait=config.max_wait, capacity=32, when_behind="wait"
+        )
         runner = asyncio.create_task(batcher.run())
         started = time.perf_counter()
         futures = []
@@ -74,8 +76,9 @@ def _baseline(path: Path, frames: int, device: str, threads: int | None) -> floa
 
     model = YOLO(WEIGHTS, task="detect")
     started = time.perf_counter()
-    for count, _ in enumerate(model.predict(source=str(path), stream=True, imgsz=IMGSZ, conf=0.25, device=device,
-                                            verbose=False), 1):
+    for count, _ in enumerate(
+        model.predict(source=str(path), stream=True, imgsz=IMGSZ, conf=0.25, device=device, verbose=False), 1
+    ):
         if threads is not None and count == 1:
             torch.set_num_threads(threads)
         if count >= frames:
@@ -94,7 +97,7 @@ def _darknet(path: Path, frames: int, batch: int) -> float:
     detector.detect(images[:1])  # warm-up
     started = time.perf_counter()
     for offset in range(0, len(images), batch):
-        detector.detect(images[offset:offset + batch])
+        detector.detect(images[offset : offset + batch])
     return time.perf_counter() - started
 
 
@@ -109,27 +112,39 @@ def main(frames: int, repeat: int) -> dict[str, Any]:
     detector = YoloDetector(WEIGHTS, classes=(), confidence=0.25, imgsz=IMGSZ, device="auto")
     with av.open(str(path)) as container:
         detector.detect([rgb(next(container.decode(video=0)))])  # warm-up
-    timings: dict[str, list[float]] = {"ours_batched": [], "ultralytics_predict_stream": [],
-                                       "ultralytics_predict_stream_all_cores": [],
-                                       "darknet_batch4": [], "darknet_one_by_one": []}
+    timings: dict[str, list[float]] = {
+        "ours_batched": [],
+        "ultralytics_predict_stream": [],
+        "ultralytics_predict_stream_all_cores": [],
+        "darknet_batch4": [],
+        "darknet_one_by_one": [],
+    }
     for _ in range(repeat):
         timings["ultralytics_predict_stream"].append(_baseline(path, frames, detector.device, None))
         timings["ours_batched"].append(asyncio.run(_ours(path, frames, detector)))
         timings["ultralytics_predict_stream_all_cores"].append(
-            _baseline(path, frames, detector.device, detector.cpu_threads))
+            _baseline(path, frames, detector.device, detector.cpu_threads)
+        )
         timings["darknet_batch4"].append(_darknet(path, frames // 2, 4))
         timings["darknet_one_by_one"].append(_darknet(path, frames // 2, 1))
-    fps = {name: round((frames if not name.startswith("darknet") else frames // 2) / median(values), 2)
-           for name, values in timings.items()}
+    fps = {
+        name: round((frames if not name.startswith("darknet") else frames // 2) / median(values), 2)
+        for name, values in timings.items()
+    }
     return {
         "what": f"object detection on {path.name} ({frames} frames, {WEIGHTS}, imgsz {IMGSZ}, "
-                f"device {detector.device}), decode included: frames per second",
-        "timings_s": timings, "fps": fps,
+        f"device {detector.device}), decode included: frames per second",
+        "timings_s": timings,
+        "fps": fps,
         "ratio_ours_vs_ultralytics": round(fps["ours_batched"] / fps["ultralytics_predict_stream"], 3),
-        "ratio_ours_vs_ultralytics_all_cores": round(fps["ours_batched"] / fps["ultralytics_predict_stream_all_cores"],
-                                                     3),
-        "torch_threads": {"ours": detector.cpu_threads, "ultralytics_default": _ultralytics_threads(),
-                          "all_cores": detector.cpu_threads},
+        "ratio_ours_vs_ultralytics_all_cores": round(
+            fps["ours_batched"] / fps["ultralytics_predict_stream_all_cores"], 3
+        ),
+        "torch_threads": {
+            "ours": detector.cpu_threads,
+            "ultralytics_default": _ultralytics_threads(),
+            "all_cores": detector.cpu_threads,
+        },
         "ratio_darknet_batched_vs_single": round(fps["darknet_batch4"] / fps["darknet_one_by_one"], 3),
         "target": "ours / ultralytics >= 1.0",
     }

@@ -62,7 +62,7 @@ def _fps(run: Callable[[Sequence[RgbImage]], object], frames: list[RgbImage], ba
     for _ in range(repeat):
         started = time.perf_counter()
         for index in range(0, len(frames), batch):
-            run(frames[index:index + batch])
+            run(frames[index : index + batch])
         times.append(time.perf_counter() - started)
     return round(len(frames) / median(times), 2)
 
@@ -101,8 +101,13 @@ def agreements(detectors: dict[str, DarknetDetector], frames: list[RgbImage]) ->
             continue
         matched, total, extra = agreement(reference, [detector.detect([frame])[0] for frame in frames])
         precision = getattr(detector.runtime, "precision", "f16" if name.endswith("half") else "f32")
-        result[name] = {"precision": precision, "matched": matched, "reference": total, "extra": extra,
-                        "share_found": round(matched / total, 4) if total else None}
+        result[name] = {
+            "precision": precision,
+            "matched": matched,
+            "reference": total,
+            "extra": extra,
+            "share_found": round(matched / total, 4) if total else None,
+        }
     return result
 
 
@@ -111,7 +116,7 @@ def _quiet_scene(busy: list[RgbImage], seconds: float) -> list[RgbImage]:
     empty = np.median(np.stack(busy[::4]), axis=0).astype(np.uint8)
     rng = np.random.default_rng(7)
     count = round(seconds * SAMPLE_FPS)
-    walk = busy[:3 * SAMPLE_FPS]
+    walk = busy[: 3 * SAMPLE_FPS]
     scene = []
     for index in range(count):
         base = walk[index - count // 2] if 0 <= index - count // 2 < len(walk) else empty
@@ -137,11 +142,15 @@ def gating(detector: DarknetDetector, scene: list[RgbImage]) -> dict[str, Any]:
     for image in scene:
         detector.detect([image])
     every_s = time.perf_counter() - started
-    return {"frames": len(scene), "detected": int(detected), "share_detected": round(detected / len(scene), 3),
-            "motion_ms_per_frame": round(1000 * motion_s / len(scene), 3),
-            "gated_ms_per_frame": round(1000 * (motion_s + detect_s) / len(scene), 2),
-            "every_frame_ms_per_frame": round(1000 * every_s / len(scene), 2),
-            "ratio_gated_vs_every_frame": round((motion_s + detect_s) / every_s, 3)}
+    return {
+        "frames": len(scene),
+        "detected": int(detected),
+        "share_detected": round(detected / len(scene), 3),
+        "motion_ms_per_frame": round(1000 * motion_s / len(scene), 3),
+        "gated_ms_per_frame": round(1000 * (motion_s + detect_s) / len(scene), 2),
+        "every_frame_ms_per_frame": round(1000 * every_s / len(scene), 2),
+        "ratio_gated_vs_every_frame": round((motion_s + detect_s) / every_s, 3),
+    }
 
 
 def main(frames: int, repeat: int) -> dict[str, Any]:
@@ -150,12 +159,19 @@ def main(frames: int, repeat: int) -> dict[str, Any]:
     fps = runtimes(detectors, lobby[:frames], repeat)
     compared = lobby[::5] + _frames("street.ts", every=10, limit=60)
     detector = DarknetDetector()  # the default runtime
-    scenes = {"busy (lobby, people walking)": lobby[:20 * SAMPLE_FPS],
-              "quiet (empty hall, noise, one walk-through)": _quiet_scene(lobby, 60.0)}
+    scenes = {
+        "busy (lobby, people walking)": lobby[: 20 * SAMPLE_FPS],
+        "quiet (empty hall, noise, one walk-through)": _quiet_scene(lobby, 60.0),
+    }
     return {
-        "frames": frames, "threads": available_cores(), "fps": fps,
-        "ratio_vs_opencv": {name: {f"batch{b}": round(fps[f"{name}_batch{b}"] / fps[f"opencv_batch{b}"], 3)
-                                   for b in (1, 4, 8)} for name in detectors if name != "opencv"},
+        "frames": frames,
+        "threads": available_cores(),
+        "fps": fps,
+        "ratio_vs_opencv": {
+            name: {f"batch{b}": round(fps[f"{name}_batch{b}"] / fps[f"opencv_batch{b}"], 3) for b in (1, 4, 8)}
+            for name in detectors
+            if name != "opencv"
+        },
         "agreement_with_opencv": {"frames": len(compared), **agreements(detectors, compared)},
         "gating": {name: gating(detector, scene) for name, scene in scenes.items()},
     }

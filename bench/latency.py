@@ -58,31 +58,67 @@ async def main(loops: int) -> dict[str, Any]:
     services = ServiceSet(Path(".cache/services/bench-latency"))
     services.start()
     try:
-        base = load_config(default_config_path(), env={"FUSEWATCH_KAFKA": services.kafka.address,
-                                                        "FUSEWATCH_REDIS": f"redis://{services.redis.address}/0"})
+        base = load_config(
+            default_config_path(),
+            env={"FUSEWATCH_KAFKA": services.kafka.address, "FUSEWATCH_REDIS": f"redis://{services.redis.address}/0"},
+        )
         run = f"lat{int(time.time())}"
-        config = base.model_copy(update={
-            "kafka": base.kafka.model_copy(update={"group_prefix": run, "topics": KafkaTopics(
-                **{k: f"{run}.{v}" for k, v in base.kafka.topics.model_dump().items()})}),
-            "redis": base.redis.model_copy(update={"key_prefix": run}),
-        })
+        config = base.model_copy(
+            update={
+                "kafka": base.kafka.model_copy(
+                    update={
+                        "group_prefix": run,
+                        "topics": KafkaTopics(**{k: f"{run}.{v}" for k, v in base.kafka.topics.model_dump().items()}),
+                    }
+                ),
+                "redis": base.redis.model_copy(update={"key_prefix": run}),
+            }
+        )
         config_file = Path(".cache/services/bench-latency") / f"{run}.yaml"
         topics = ", ".join(f"{k}: {v}" for k, v in config.kafka.topics.model_dump().items())
-        config_file.write_text(default_config_path().read_text().replace(
-            "kafka:\n", f"kafka:\n  group_prefix: {run}\n  topics: {{{topics}}}\n", 1,
-        ).replace("redis:\n", f"redis:\n  key_prefix: {run}\n", 1))
-        env = os.environ | {"FUSEWATCH_KAFKA": services.kafka.address,
-                            "FUSEWATCH_REDIS": f"redis://{services.redis.address}/0"}
+        config_file.write_text(
+            default_config_path()
+            .read_text()
+            .replace(
+                "kafka:\n",
+                f"kafka:\n  group_prefix: {run}\n  topics: {{{topics}}}\n",
+                1,
+            )
+            .replace("redis:\n", f"redis:\n  key_prefix: {run}\n", 1)
+        )
+        env = os.environ | {
+            "FUSEWATCH_KAFKA": services.kafka.address,
+            "FUSEWATCH_REDIS": f"redis://{services.redis.address}/0",
+        }
         # The roles run as their own processes, as they are deployed.
-        workers = [await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "daemon.cli", role, "--config", str(config_file), env=env,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL) for role in ("analyze", "fuse")]
+        workers = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "daemon.cli",
+                role,
+                "--config",
+                str(config_file),
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            for role in ("analyze", "fuse")
+        ]
         await asyncio.sleep(8.0)  # models loaded, consumer groups joined
         async with MediaPublisher(config.kafka) as publisher:
-            await asyncio.gather(*(
-                replay(str(media / f"{name}.ts"), name, config.site, publisher,
-                       ReplayOptions(speed=1.0, loops=loops, align_s=config.windows.size))
-                for name in ("lobby", "street")))
+            await asyncio.gather(
+                *(
+                    replay(
+                        str(media / f"{name}.ts"),
+                        name,
+                        config.site,
+                        publisher,
+                        ReplayOptions(speed=1.0, loops=loops, align_s=config.windows.size),
+                    )
+                    for name in ("lobby", "street")
+                )
+            )
             await publisher.flush()
         await asyncio.sleep(config.windows.grace + 20)  # let the last windows close
         for worker in workers:
@@ -105,13 +141,18 @@ async def main(loops: int) -> dict[str, Any]:
         services.stop()
 
     def stats(values: list[float]) -> dict[str, float]:
-        return {"n": len(values), "p50_ms": round(percentile(values, 50), 1),
-                "p95_ms": round(percentile(values, 95), 1), "max_ms": round(max(values), 1) if values else float("nan")}
+        return {
+            "n": len(values),
+            "p50_ms": round(percentile(values, 50), 1),
+            "p95_ms": round(percentile(values, 95), 1),
+            "max_ms": round(max(values), 1) if values else float("nan"),
+        }
 
     return {
         "what": "wallclock end of a window → alert / window features published, demo streams at real speed",
         "loops": loops,
-        "alerts": stats(alert_ms), "alert_events": [a.event for a in alerts],
+        "alerts": stats(alert_ms),
+        "alert_events": [a.event for a in alerts],
         "features": {modality: stats(values) for modality, values in sorted(feature_ms.items())},
         "setup": "analyze and fuse as separate `fusewatch` processes, replay in the benchmark process",
     }

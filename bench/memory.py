@@ -53,16 +53,20 @@ async def _items(messages: list[MediaMessage], decoder: MediaDecoder) -> Any:
 async def _child() -> dict[str, Any]:
     process = psutil.Process()
     config = FusewatchConfig(detectors=DetectorsConfig(when_behind="wait"))
-    detectors = (registry.object_detector(config.detectors.objects), registry.audio_analyzer(config.detectors.audio),
-                 registry.transcriber(config.detectors.transcriber) if config.detectors.transcriber else None)
+    detectors = (
+        registry.object_detector(config.detectors.objects),
+        registry.audio_analyzer(config.detectors.audio),
+        registry.transcriber(config.detectors.transcriber) if config.detectors.transcriber else None,
+    )
     ObjectTracker(list(detectors[0].labels))  # the tracker brings ultralytics (and torch) in: count it as a model
     idle_rss = process.memory_info().rss
     media = fetch_media(Path(".cache/media"))
     streams: list[list[MediaMessage]] = []
     for index, name in enumerate(("lobby", "street", "lobby", "street")):
         sink = ListSink()
-        await replay(str(media / f"{name}.ts"), f"{name}-{index}", "bench", sink, ReplayOptions(speed=None),
-                     ManualClock())
+        await replay(
+            str(media / f"{name}.ts"), f"{name}-{index}", "bench", sink, ReplayOptions(speed=None), ManualClock()
+        )
         first = sink.messages[0].wall_ns
         streams.append([m for m in sink.messages if m.wall_ns - first <= SECONDS * 1e9])
     # Interleaved by time as a broker partition would hold them, each stream in its own order:
@@ -86,20 +90,25 @@ async def _child() -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     done.set()
     sampler_thread.join()
-    return {"rss_models_loaded_mb": round(idle_rss / 2**20, 1),
-            "rss_with_recordings_in_memory_mb": round(loaded_rss / 2**20, 1),
-            "peak_rss_analysing_4_streams_mb": round(peak[0] / 2**20, 1),
-            "streams": 4, "seconds_per_stream": SECONDS, "analysis_s": round(elapsed, 1),
-            "frames_analysed": worker.counters.frames_analysed, "windows": dict(worker.counters.windows),
-            "corrupt_packets": decoder.counters.corrupt_packets}
+    return {
+        "rss_models_loaded_mb": round(idle_rss / 2**20, 1),
+        "rss_with_recordings_in_memory_mb": round(loaded_rss / 2**20, 1),
+        "peak_rss_analysing_4_streams_mb": round(peak[0] / 2**20, 1),
+        "streams": 4,
+        "seconds_per_stream": SECONDS,
+        "analysis_s": round(elapsed, 1),
+        "frames_analysed": worker.counters.frames_analysed,
+        "windows": dict(worker.counters.windows),
+        "corrupt_packets": decoder.counters.corrupt_packets,
+    }
 
 
 def main() -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "bench.memory", "--child"], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run([sys.executable, "-m", "bench.memory", "--child"], capture_output=True, text=True, check=True)
     measured: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     measured["added_by_streams_mb"] = round(
-        measured["peak_rss_analysing_4_streams_mb"] - measured["rss_with_recordings_in_memory_mb"], 1)
+        measured["peak_rss_analysing_4_streams_mb"] - measured["rss_with_recordings_in_memory_mb"], 1
+    )
     return {"what": "peak RSS of one analyze worker, 4 streams (child process)", **measured}
 
 

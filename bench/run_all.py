@@ -1,7 +1,7 @@
 """Run every benchmark (or those named) and rewrite the results table in bench/README.md.
 
-    .venv/bin/python -m bench.run_all [decode detection detector_runtimes cost_profile capacity transcription memory
-                                       latency]
+.venv/bin/python -m bench.run_all [decode detection detector_runtimes cost_profile capacity transcription memory
+                                   latency]
 """
 
 from __future__ import annotations
@@ -27,51 +27,93 @@ Row = tuple[str, str, str, str, str]
 
 def _decode_rows(result: dict[str, Any]) -> list[Row]:
     fps, ratio = result["fps"], result["ratio_vs_ffmpeg"]
-    return [(f"decode {result['file']}: {variant.replace('_', ' ')}", f"{fps[variant]} fps",
-             f"ffmpeg -f null: {fps['ffmpeg_null']} fps", f"{ratio[variant]}×",
-             "≥ 0.9× (decode only)" if variant.endswith("decode_only") else "") for variant in ratio]
+    return [
+        (
+            f"decode {result['file']}: {variant.replace('_', ' ')}",
+            f"{fps[variant]} fps",
+            f"ffmpeg -f null: {fps['ffmpeg_null']} fps",
+            f"{ratio[variant]}×",
+            "≥ 0.9× (decode only)" if variant.endswith("decode_only") else "",
+        )
+        for variant in ratio
+    ]
 
 
 def _detection_rows(result: dict[str, Any]) -> list[Row]:
     fps = result["fps"]
     threads = result["torch_threads"]
-    return [("detection, yolov8n arch, batched analyze path", f"{fps['ours_batched']} fps",
-             f"YOLO.predict(stream=True): {fps['ultralytics_predict_stream']} fps "
-             f"(its {threads['ultralytics_default']} torch thread(s))",
-             f"{result['ratio_ours_vs_ultralytics']}×", "≥ 1.0×"),
-            ("detection, yolov8n arch, batched analyze path", f"{fps['ours_batched']} fps",
-             f"YOLO.predict(stream=True), torch set to {threads['all_cores']} threads: "
-             f"{fps['ultralytics_predict_stream_all_cores']} fps",
-             f"{result['ratio_ours_vs_ultralytics_all_cores']}×", ""),
-            ("detection, YOLOv3-tiny (OpenCV DNN), batch 4", f"{fps['darknet_batch4']} fps",
-             f"one by one: {fps['darknet_one_by_one']} fps", f"{result['ratio_darknet_batched_vs_single']}×", "")]
+    return [
+        (
+            "detection, yolov8n arch, batched analyze path",
+            f"{fps['ours_batched']} fps",
+            f"YOLO.predict(stream=True): {fps['ultralytics_predict_stream']} fps "
+            f"(its {threads['ultralytics_default']} torch thread(s))",
+            f"{result['ratio_ours_vs_ultralytics']}×",
+            "≥ 1.0×",
+        ),
+        (
+            "detection, yolov8n arch, batched analyze path",
+            f"{fps['ours_batched']} fps",
+            f"YOLO.predict(stream=True), torch set to {threads['all_cores']} threads: "
+            f"{fps['ultralytics_predict_stream_all_cores']} fps",
+            f"{result['ratio_ours_vs_ultralytics_all_cores']}×",
+            "",
+        ),
+        (
+            "detection, YOLOv3-tiny (OpenCV DNN), batch 4",
+            f"{fps['darknet_batch4']} fps",
+            f"one by one: {fps['darknet_one_by_one']} fps",
+            f"{result['ratio_darknet_batched_vs_single']}×",
+            "",
+        ),
+    ]
 
 
 def _detector_runtimes_rows(result: dict[str, Any]) -> list[Row]:
     fps, ratios, agreed = result["fps"], result["ratio_vs_opencv"], result["agreement_with_opencv"]
-    names = {"torch_cpu": "PyTorch (CPU)", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO",
-             "openvino_half": "OpenVINO, reduced precision"}
+    names = {
+        "torch_cpu": "PyTorch (CPU)",
+        "onnxruntime": "ONNX Runtime",
+        "openvino": "OpenVINO",
+        "openvino_half": "OpenVINO, reduced precision",
+    }
     rows = []
     for runtime, title in names.items():
         match = agreed[runtime]
         found = f"{match['matched']}/{match['reference']} of OpenCV's detections, {match['extra']} more"
         for batch in (1, 4):
-            rows.append((f"YOLOv3-tiny on {title} ({match['precision']}), batch {batch}",
-                         f"{fps[f'{runtime}_batch{batch}']} fps ({found})" if batch == 1
-                         else f"{fps[f'{runtime}_batch{batch}']} fps",
-                         f"OpenCV DNN: {fps[f'opencv_batch{batch}']} fps", f"{ratios[runtime][f'batch{batch}']}×",
-                         "≥ 1.0×, same detections" if batch == 1 and runtime == "openvino" else ""))
+            rows.append(
+                (
+                    f"YOLOv3-tiny on {title} ({match['precision']}), batch {batch}",
+                    f"{fps[f'{runtime}_batch{batch}']} fps ({found})"
+                    if batch == 1
+                    else f"{fps[f'{runtime}_batch{batch}']} fps",
+                    f"OpenCV DNN: {fps[f'opencv_batch{batch}']} fps",
+                    f"{ratios[runtime][f'batch{batch}']}×",
+                    "≥ 1.0×, same detections" if batch == 1 and runtime == "openvino" else "",
+                )
+            )
     for runtime in ("torch_cuda", "torch_cuda_half"):
         if f"{runtime}_batch8" in fps:
-            rows.append((f"YOLOv3-tiny on PyTorch ({runtime.removeprefix('torch_').replace('_', ' ')}), batch 8",
-                         f"{fps[f'{runtime}_batch8']} fps", f"OpenCV DNN (CPU): {fps['opencv_batch8']} fps",
-                         f"{round(fps[f'{runtime}_batch8'] / fps['opencv_batch8'], 2)}×", ""))
+            rows.append(
+                (
+                    f"YOLOv3-tiny on PyTorch ({runtime.removeprefix('torch_').replace('_', ' ')}), batch 8",
+                    f"{fps[f'{runtime}_batch8']} fps",
+                    f"OpenCV DNN (CPU): {fps['opencv_batch8']} fps",
+                    f"{round(fps[f'{runtime}_batch8'] / fps['opencv_batch8'], 2)}×",
+                    "",
+                )
+            )
     for scene, gated in result["gating"].items():
-        rows.append((f"motion-gated detection, {scene}",
-                     f"{gated['gated_ms_per_frame']} ms/frame ({round(100 * gated['share_detected'])} % detected)",
-                     f"detect every frame: {gated['every_frame_ms_per_frame']} ms/frame",
-                     f"{gated['ratio_gated_vs_every_frame']}× time",
-                     "≤ 0.33× (quiet)" if scene.startswith("quiet") else ""))
+        rows.append(
+            (
+                f"motion-gated detection, {scene}",
+                f"{gated['gated_ms_per_frame']} ms/frame ({round(100 * gated['share_detected'])} % detected)",
+                f"detect every frame: {gated['every_frame_ms_per_frame']} ms/frame",
+                f"{gated['ratio_gated_vs_every_frame']}× time",
+                "≤ 0.33× (quiet)" if scene.startswith("quiet") else "",
+            )
+        )
     return rows
 
 
@@ -80,13 +122,27 @@ def _cost_profile_rows(result: dict[str, Any]) -> list[Row]:
     rows = []
     for label, run in runs.items():
         top = sorted(run["cpu_per_stream_second"].items(), key=lambda item: -item[1])[:3]
-        rows.append((f"analyze CPU per stream-second, {label}", f"{run['total_cpu_per_stream_second']} CPU s",
-                     "largest: " + ", ".join(f"{stage} {cpu}" for stage, cpu in top), "", ""))
+        rows.append(
+            (
+                f"analyze CPU per stream-second, {label}",
+                f"{run['total_cpu_per_stream_second']} CPU s",
+                "largest: " + ", ".join(f"{stage} {cpu}" for stage, cpu in top),
+                "",
+                "",
+            )
+        )
     quiet_on, quiet_off = runs.get("quiet, gating on"), runs.get("quiet, gating off")
     if quiet_on and quiet_off:
         on, off = quiet_on["total_cpu_per_stream_second"], quiet_off["total_cpu_per_stream_second"]
-        rows.append(("analyze CPU, quiet scene, gating on vs off", f"{on} CPU s", f"gating off: {off} CPU s",
-                     f"{round(on / off, 3)}×", ""))
+        rows.append(
+            (
+                "analyze CPU, quiet scene, gating on vs off",
+                f"{on} CPU s",
+                f"gating off: {off} CPU s",
+                f"{round(on / off, 3)}×",
+                "",
+            )
+        )
     return rows
 
 
@@ -101,34 +157,66 @@ def _capacity_rows(result: dict[str, Any]) -> list[Row]:
             if on is None:
                 continue
             target = targets.get(f"{scene}, gating on") if runtime == default else None
-            rows.append((f"capacity, {scene} scene, {runtime}, one process, every role, 5 fps",
-                         f"{on} streams (gating on)", f"gating off: {off} streams" if off else "gating off: –",
-                         f"{round(on / off, 2)}×" if off else "–",
-                         (f"≥ {target} streams" + (f", ≥ {targets['quiet_gating_gain']}×" if scene == "quiet"
-                                                   else "")) if target else ""))
+            rows.append(
+                (
+                    f"capacity, {scene} scene, {runtime}, one process, every role, 5 fps",
+                    f"{on} streams (gating on)",
+                    f"gating off: {off} streams" if off else "gating off: –",
+                    f"{round(on / off, 2)}×" if off else "–",
+                    (f"≥ {target} streams" + (f", ≥ {targets['quiet_gating_gain']}×" if scene == "quiet" else ""))
+                    if target
+                    else "",
+                )
+            )
     return rows
 
 
 def _transcription_rows(result: dict[str, Any]) -> list[Row]:
-    return [(f"transcription {row['clip']}: {row['ours']['label']}",
-             f"RTF {row['ours']['rtf']}, WER {row['ours']['wer']}",
-             f"{row['baseline']['label']}: RTF {row['baseline']['rtf']}, WER {row['baseline']['wer']}",
-             f"{row['time_ratio']}× time", row["target"]) for row in result["comparisons"]]
+    return [
+        (
+            f"transcription {row['clip']}: {row['ours']['label']}",
+            f"RTF {row['ours']['rtf']}, WER {row['ours']['wer']}",
+            f"{row['baseline']['label']}: RTF {row['baseline']['rtf']}, WER {row['baseline']['wer']}",
+            f"{row['time_ratio']}× time",
+            row["target"],
+        )
+        for row in result["comparisons"]
+    ]
 
 
 def _memory_rows(result: dict[str, Any]) -> list[Row]:
-    return [("analyze worker, 4 streams, peak RSS", f"{result['peak_rss_analysing_4_streams_mb']} MB",
-             f"models loaded, idle: {result['rss_models_loaded_mb']} MB",
-             f"+{result['added_by_streams_mb']} MB", "bounded")]
+    return [
+        (
+            "analyze worker, 4 streams, peak RSS",
+            f"{result['peak_rss_analysing_4_streams_mb']} MB",
+            f"models loaded, idle: {result['rss_models_loaded_mb']} MB",
+            f"+{result['added_by_streams_mb']} MB",
+            "bounded",
+        )
+    ]
 
 
 def _latency_rows(result: dict[str, Any]) -> list[Row]:
     alerts = result["alerts"]
-    rows = [("latency window end → alert (real speed)", f"p50 {alerts['p50_ms']} ms, p95 {alerts['p95_ms']} ms",
-             f"n = {alerts['n']}", "", "")]
+    rows = [
+        (
+            "latency window end → alert (real speed)",
+            f"p50 {alerts['p50_ms']} ms, p95 {alerts['p95_ms']} ms",
+            f"n = {alerts['n']}",
+            "",
+            "",
+        )
+    ]
     for modality, stats in result["features"].items():
-        rows.append((f"latency window end → {modality} features", f"p50 {stats['p50_ms']} ms, "
-                     f"p95 {stats['p95_ms']} ms", f"n = {stats['n']}", "", ""))
+        rows.append(
+            (
+                f"latency window end → {modality} features",
+                f"p50 {stats['p50_ms']} ms, p95 {stats['p95_ms']} ms",
+                f"n = {stats['n']}",
+                "",
+                "",
+            )
+        )
     return rows
 
 
@@ -176,15 +264,22 @@ def main(names: list[str]) -> int:
     chosen = names or list(ALL)
     logs = HERE / "results" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=not console.is_terminal) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    ) as progress:
         bar = progress.add_task("benchmarks", total=len(chosen))
         for name in chosen:
             progress.update(bar, description=f"bench.{name}")
             log = logs / f"{name}.log"
             with log.open("wb") as sink:
-                done = subprocess.run([sys.executable, "-m", f"bench.{name}"], stdout=sink, stderr=subprocess.STDOUT,
-                                      check=False)
+                done = subprocess.run(
+                    [sys.executable, "-m", f"bench.{name}"], stdout=sink, stderr=subprocess.STDOUT, check=False
+                )
             if done.returncode != 0:
                 console.print(f"[red]bench.{name} failed ({done.returncode})[/]; last lines of {log}:")
                 console.print(log.read_text(errors="replace")[-3000:], markup=False)

@@ -110,8 +110,17 @@ def embedded_services() -> Iterator[ServiceSet]:
             services.stop()
 
 
-def scene_config(services: ServiceSet, path: Path, streams: list[str], gating: bool, *, loop: bool = False,
-                 wait: bool = False, runtime: Runtime | None = None, half: bool = False) -> FusewatchConfig:
+def scene_config(
+    services: ServiceSet,
+    path: Path,
+    streams: list[str],
+    gating: bool,
+    *,
+    loop: bool = False,
+    wait: bool = False,
+    runtime: Runtime | None = None,
+    half: bool = False,
+) -> FusewatchConfig:
     """The demo config on `services` (topics and keys of its own), `streams` sources of `path` at 5 fps.
 
     `loop`: the sources replay the recording again and again (for `fusewatch run`); `wait`:
@@ -120,22 +129,42 @@ def scene_config(services: ServiceSet, path: Path, streams: list[str], gating: b
     """
     suffix = uuid.uuid4().hex[:8]
     demo = load_config(default_config_path(), env={})
-    return demo.model_copy(update={
-        "kafka": KafkaConfig(bootstrap_servers=[services.kafka.address], group_prefix=f"bench{suffix}",
-                             media_partitions=max(4, len(streams)), session_timeout=6.0,
-                             topics=KafkaTopics(media=f"m.{suffix}", features=f"f.{suffix}", alerts=f"a.{suffix}",
-                                                summaries=f"s.{suffix}", dead_letter=f"d.{suffix}")),
-        "redis": demo.redis.model_copy(update={"url": f"redis://{services.redis.address}/0",
-                                               "key_prefix": f"bench{suffix}"}),
-        "sources": [SourceConfig(id=stream, url=str(path), loop=loop,
-                                 video=VideoInput(sample_fps=5, motion=MotionConfig(enabled=gating)))
-                    for stream in streams],
-        "detectors": demo.detectors.model_copy(update={
-            "when_behind": "wait" if wait else "drop",
-            "objects": _detector(demo.detectors.objects, runtime, half),
-        }),
-        "web": demo.web.model_copy(update={"port": free_port()}),
-    })
+    return demo.model_copy(
+        update={
+            "kafka": KafkaConfig(
+                bootstrap_servers=[services.kafka.address],
+                group_prefix=f"bench{suffix}",
+                media_partitions=max(4, len(streams)),
+                session_timeout=6.0,
+                topics=KafkaTopics(
+                    media=f"m.{suffix}",
+                    features=f"f.{suffix}",
+                    alerts=f"a.{suffix}",
+                    summaries=f"s.{suffix}",
+                    dead_letter=f"d.{suffix}",
+                ),
+            ),
+            "redis": demo.redis.model_copy(
+                update={"url": f"redis://{services.redis.address}/0", "key_prefix": f"bench{suffix}"}
+            ),
+            "sources": [
+                SourceConfig(
+                    id=stream,
+                    url=str(path),
+                    loop=loop,
+                    video=VideoInput(sample_fps=5, motion=MotionConfig(enabled=gating)),
+                )
+                for stream in streams
+            ],
+            "detectors": demo.detectors.model_copy(
+                update={
+                    "when_behind": "wait" if wait else "drop",
+                    "objects": _detector(demo.detectors.objects, runtime, half),
+                }
+            ),
+            "web": demo.web.model_copy(update={"port": free_port()}),
+        }
+    )
 
 
 def _detector(config: ObjectDetectorConfig, runtime: Runtime | None, half: bool) -> ObjectDetectorConfig:

@@ -72,7 +72,7 @@ def streaming(audio: npt.NDArray[np.float32], analyzer: LoudnessVad, transcriber
             words.extend((w.start_ns, w.text) for w in owned_words(segment, transcriber.transcribe(segment.audio)))
 
     for offset in range(0, audio.size, 2 * RATE):
-        pcm = audio[offset:offset + 2 * RATE]
+        pcm = audio[offset : offset + 2 * RATE]
         start_ns = offset * 1_000_000_000 // RATE
         window = AudioWindow(start_ns // 1_000_000, start_ns // 1_000_000 + 2000, [pcm], first_ns=start_ns)
         stats = analyzer.analyze(pcm)
@@ -82,17 +82,25 @@ def streaming(audio: npt.NDArray[np.float32], analyzer: LoudnessVad, transcriber
 
 
 def faster_whisper_transcribe(audio: npt.NDArray[np.float32], whisper: FasterWhisperTranscriber) -> str:
-    segments, _ = whisper.model.transcribe(audio, language="en", beam_size=1, word_timestamps=True,
-                                           condition_on_previous_text=False, temperature=0.0)
+    segments, _ = whisper.model.transcribe(
+        audio, language="en", beam_size=1, word_timestamps=True, condition_on_previous_text=False, temperature=0.0
+    )
     return " ".join(segment.text.strip() for segment in segments)
 
 
 def openai_whisper_transcribe(audio: npt.NDArray[np.float32], whisper: OpenAIWhisperTranscriber) -> str:
     import whisper as openai_whisper
 
-    result = openai_whisper.transcribe(whisper.model, torch.from_numpy(audio), language="en", temperature=0.0,
-                                       word_timestamps=True, condition_on_previous_text=False, fp16=False,
-                                       verbose=None)
+    result = openai_whisper.transcribe(
+        whisper.model,
+        torch.from_numpy(audio),
+        language="en",
+        temperature=0.0,
+        word_timestamps=True,
+        condition_on_previous_text=False,
+        fp16=False,
+        verbose=None,
+    )
     return " ".join(str(segment["text"]).strip() for segment in result["segments"])
 
 
@@ -108,22 +116,31 @@ def _measure(runs: dict[str, Callable[[], str]], repeat: int) -> tuple[dict[str,
     return times, texts
 
 
-def _side(times: dict[str, list[float]], texts: dict[str, str], seconds: float, truth: str,
-          label: str) -> dict[str, Any]:
-    return {"label": label, "timings_s": [round(t, 4) for t in times[label]],
-            "rtf": round(median(times[label]) / seconds, 4),
-            "wer": round(jiwer.wer(normalise(truth), normalise(texts[label])), 4), "text": texts[label]}
+def _side(
+    times: dict[str, list[float]], texts: dict[str, str], seconds: float, truth: str, label: str
+) -> dict[str, Any]:
+    return {
+        "label": label,
+        "timings_s": [round(t, 4) for t in times[label]],
+        "rtf": round(median(times[label]) / seconds, 4),
+        "wer": round(jiwer.wer(normalise(truth), normalise(texts[label])), 4),
+        "text": texts[label],
+    }
 
 
 def main(repeat: int, model: str = "auto") -> dict[str, Any]:
     media = fetch_media(Path(".cache/media"))
     labels = json.loads((media / "lobby.labels.json").read_text())
     clips = {
-        "jfk.wav": (load(media / "jfk.wav"),
-                    "And so my fellow Americans, ask not what your country can do for you, "
-                    "ask what you can do for your country."),
-        "lobby.ts[0:70s]": (load(media / "lobby.ts", 70.0),
-                            " ".join(s["text"] for s in labels["speech"] if s["end"] <= 70)),
+        "jfk.wav": (
+            load(media / "jfk.wav"),
+            "And so my fellow Americans, ask not what your country can do for you, "
+            "ask what you can do for your country.",
+        ),
+        "lobby.ts[0:70s]": (
+            load(media / "lobby.ts", 70.0),
+            " ".join(s["text"] for s in labels["speech"] if s["end"] <= 70),
+        ),
     }
     analyzer = LoudnessVad()
     fitted = FasterWhisperTranscriber(model, encoder_context="fit")
@@ -149,14 +166,21 @@ def main(repeat: int, model: str = "auto") -> dict[str, Any]:
             ("streaming, openai-whisper", "openai-whisper transcribe()", STREAMING_TARGET),
             ("faster-whisper transcribe()", "openai-whisper transcribe()", "≤ 0.5× time"),
         ):
-            comparisons.append({"clip": name, "audio_s": round(seconds, 2), "ours": side(ours),
-                                "baseline": side(baseline), "target": target,
-                                "time_ratio": round(median(times[ours]) / median(times[baseline]), 3)})
+            comparisons.append(
+                {
+                    "clip": name,
+                    "audio_s": round(seconds, 2),
+                    "ours": side(ours),
+                    "baseline": side(baseline),
+                    "target": target,
+                    "time_ratio": round(median(times[ours]) / median(times[baseline]), 3),
+                }
+            )
     return {
         "what": f"Whisper {model}: the analyze stage's VAD-gated streaming vs each library's transcribe() on the "
-                f"whole clip; faster-whisper {fitted.compute_type} on {fitted.device} (2 CPU threads), "
-                f"openai-whisper {'float16' if reference.device.startswith('cuda') else 'float32'} on "
-                f"{reference.device} (torch's {torch.get_num_threads()} CPU threads)",
+        f"whole clip; faster-whisper {fitted.compute_type} on {fitted.device} (2 CPU threads), "
+        f"openai-whisper {'float16' if reference.device.startswith('cuda') else 'float32'} on "
+        f"{reference.device} (torch's {torch.get_num_threads()} CPU threads)",
         "model": model,
         "comparisons": comparisons,
     }
@@ -169,6 +193,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     result = main(args.repeat, args.model)
     for row in result["comparisons"]:
-        print(f"{row['clip']:>16}  {row['ours']['label']:<40} vs {row['baseline']['label']:<28} "
-              f"{row['time_ratio']:>6}× time  WER {row['ours']['wer']} vs {row['baseline']['wer']}")
+        print(
+            f"{row['clip']:>16}  {row['ours']['label']:<40} vs {row['baseline']['label']:<28} "
+            f"{row['time_ratio']:>6}× time  WER {row['ours']['wer']} vs {row['baseline']['wer']}"
+        )
     print(f"wrote {write_result('transcription', result)}")

@@ -21,7 +21,8 @@ def parse_duration(value: object) -> float:
     """Return seconds for a number (seconds) or a string such as `250ms`, `2s`, `1.5m`."""
     if isinstance(value, bool):
         raise PydanticCustomError(
-            "duration", "expected a duration such as '500ms', '2s', '5m', got {got}",
+            "duration",
+            "expected a duration such as '500ms', '2s', '5m', got {got}",
             {"got": _shown(value)},
         )
     if isinstance(value, int | float):
@@ -33,7 +34,8 @@ def parse_duration(value: object) -> float:
         seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
     else:
         raise PydanticCustomError(
-            "duration", "expected a duration such as '500ms', '2s', '5m', got {got}",
+            "duration",
+            "expected a duration such as '500ms', '2s', '5m', got {got}",
             {"got": _shown(value)},
         )
     if not math.isfinite(seconds):

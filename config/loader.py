@@ -91,9 +91,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     return load_config_text(text, name=file.name, env=env)
 
 
-def load_config_text(
-    text: str, name: str = "<config>", env: Mapping[str, str] | None = None
-) -> FusewatchConfig:
+def load_config_text(text: str, name: str = "<config>", env: Mapping[str, str] | None = None) -> FusewatchConfig:
     """Validate YAML text; `name` is used in error messages."""
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError([_too_large(name, text.count("\n", 0, MAX_CONFIG_BYTES) + 1)])
@@ -209,26 +207,28 @@ _Constructor.add_constructor("tag:yaml.org,2002:int", _Constructor.construct_yam
 
 
 def _substitute(
-    node: Any, path: tuple[PathPart, ...], document: Any, env: Mapping[str, str], name: str,
+    node: Any,
+    path: tuple[PathPart, ...],
+    document: Any,
+    env: Mapping[str, str],
+    name: str,
     problems: list[ConfigProblem],
 ) -> Any:
     """Plain dicts/lists with `${VAR}` replaced; undefined variables and long integers become problems."""
     if isinstance(node, _LongInteger):
-        problems.append(ConfigProblem(
-            name, _walk(document, path)[0], _render(path),
-            f"integer literal too long: {node.chars} characters (at most {MAX_INT_CHARS})",
-        ))
+        problems.append(
+            ConfigProblem(
+                name,
+                _walk(document, path)[0],
+                _render(path),
+                f"integer literal too long: {node.chars} characters (at most {MAX_INT_CHARS})",
+            )
+        )
         return None
     if isinstance(node, Mapping):
-        return {
-            key: _substitute(value, (*path, key), document, env, name, problems)
-            for key, value in node.items()
-        }
+        return {key: _substitute(value, (*path, key), document, env, name, problems) for key, value in node.items()}
     if isinstance(node, Sequence) and not isinstance(node, str):
-        return [
-            _substitute(item, (*path, index), document, env, name, problems)
-            for index, item in enumerate(node)
-        ]
+        return [_substitute(item, (*path, index), document, env, name, problems) for index, item in enumerate(node)]
     if isinstance(node, str) and "${" in node:
 
         def replace(match: re.Match[str]) -> str:
@@ -239,9 +239,10 @@ def _substitute(
                 return default
             problems.append(
                 ConfigProblem(
-                    name, _walk(document, path)[0], _render(path),
-                    f"environment variable {variable} is not set (use ${{{variable}:-default}} "
-                    "for an optional value)",
+                    name,
+                    _walk(document, path)[0],
+                    _render(path),
+                    f"environment variable {variable} is not set (use ${{{variable}:-default}} for an optional value)",
                 )
             )
             return ""
@@ -308,8 +309,7 @@ def _describe(error: ErrorDetails) -> str:
     if kind == "extra_forbidden":
         return "unknown key"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
-              "less_than_equal": "<="}[kind]
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
         bound = next(iter(context.values()), "?")
         if isinstance(bound, float) and bound.is_integer():
             bound = int(bound)
@@ -317,8 +317,7 @@ def _describe(error: ErrorDetails) -> str:
     if kind == "literal_error":
         return f"must be {context.get('expected', 'one of the allowed values')}, got {shown}"
     if kind == "union_tag_invalid":
-        return (f"unknown type {context.get('tag')!r} "
-                f"(expected {context.get('expected_tags')})")
+        return f"unknown type {context.get('tag')!r} (expected {context.get('expected_tags')})"
     if kind == "union_tag_not_found":
         return "needs `type:` to choose the implementation"
     if kind == "string_pattern_mismatch":

@@ -160,7 +160,8 @@ class RedisConfig(Section):
         for field, value in found.items():
             if data.get(field) not in (None, ""):
                 raise PydanticCustomError(
-                    "redis_credentials", "the URL and `{field}` both give a {field}: keep one (the value is not shown)",
+                    "redis_credentials",
+                    "the URL and `{field}` both give a {field}: keep one (the value is not shown)",
                     {"field": field, "at": ("url",)},
                 )
             moved[field] = value
@@ -170,9 +171,7 @@ class RedisConfig(Section):
     @classmethod
     def _check_url(cls, url: str) -> str:
         parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss", "unix") or (
-            parts.scheme != "unix" and not parts.hostname
-        ):
+        if parts.scheme not in ("redis", "rediss", "unix") or (parts.scheme != "unix" and not parts.hostname):
             raise PydanticCustomError(
                 "redis_url",
                 "expected redis://host:port/db, rediss://… or unix://path, got {got}",
@@ -195,7 +194,8 @@ class RedisConfig(Section):
         tls = [name for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile") if getattr(self, name) is not None]
         if tls and urlsplit(self.url).scheme != "rediss":
             raise PydanticCustomError(
-                "redis_tls", "TLS settings ({names}) need a rediss:// URL, got a {scheme}:// one",
+                "redis_tls",
+                "TLS settings ({names}) need a rediss:// URL, got a {scheme}:// one",
                 {"names": ", ".join(tls), "scheme": urlsplit(self.url).scheme, "at": (tls[0],)},
             )
         if self.ssl_keyfile is not None and self.ssl_certfile is None:
@@ -217,7 +217,7 @@ def _split_userinfo(url: str) -> tuple[str | None, str]:
     else:
         end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
         at = rest.rfind("@", 0, end)
-    return (None, url) if at < 0 else (rest[:at], f"{scheme}{sep}{rest[at + 1:]}")
+    return (None, url) if at < 0 else (rest[:at], f"{scheme}{sep}{rest[at + 1 :]}")
 
 
 def _take_credentials(url: str) -> tuple[str, dict[str, str]]:
@@ -236,7 +236,8 @@ def _take_credentials(url: str) -> tuple[str, dict[str, str]]:
         if key in ("username", "password") and value:
             if key in found:
                 raise PydanticCustomError(
-                    "redis_credentials", "the URL gives a {field} twice (the values are not shown)",
+                    "redis_credentials",
+                    "the URL gives a {field} twice (the values are not shown)",
                     {"field": key, "at": ("url",)},
                 )
             found[key] = unquote(value)
@@ -267,7 +268,9 @@ def _normalised_polygon(points: list[tuple[float, float]]) -> list[tuple[float, 
     for x, y in points:
         if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
             raise PydanticCustomError(
-                "zone_point", "polygon points are normalised to 0..1, got ({x}, {y})", {"x": x, "y": y},
+                "zone_point",
+                "polygon points are normalised to 0..1, got ({x}, {y})",
+                {"x": x, "y": y},
             )
     return points
 
@@ -339,8 +342,11 @@ class SourceConfig(Section):
     video: VideoInput = VideoInput()
     audio: AudioInput = AudioInput()
     reconnect: Reconnect = Reconnect()
-    loop: bool = Field(default=False, description="file sources: replay the recording again and again at its own "
-                       "speed (demo, rule tuning); live sources ignore it")
+    loop: bool = Field(
+        default=False,
+        description="file sources: replay the recording again and again at its own "
+        "speed (demo, rule tuning); live sources ignore it",
+    )
     options: dict[str, str] = Field(
         default_factory=dict, description="FFmpeg demuxer options, e.g. rtsp_transport: tcp"
     )
@@ -358,17 +364,11 @@ class SourceConfig(Section):
                     {"scheme": repr(scheme), "schemes": ", ".join(_SOURCE_SCHEMES)},
                 )
             if scheme in ("rtsp", "rtsps", "http", "https") and not parts.hostname:
-                raise PydanticCustomError(
-                    "source_url", "URL {got} has no host", {"got": repr(url)}
-                )
+                raise PydanticCustomError("source_url", "URL {got} has no host", {"got": repr(url)})
             if scheme in ("v4l2", "alsa", "file") and not (parts.netloc or parts.path):
-                raise PydanticCustomError(
-                    "source_url", "URL {got} names no device or file", {"got": repr(url)}
-                )
+                raise PydanticCustomError("source_url", "URL {got} names no device or file", {"got": repr(url)})
         elif _SCHEME_TYPO.match(url):
-            raise PydanticCustomError(
-                "source_url", "malformed URL {got}: expected scheme://…", {"got": repr(url)}
-            )
+            raise PydanticCustomError("source_url", "malformed URL {got}: expected scheme://…", {"got": repr(url)})
         elif not url.strip():
             raise PydanticCustomError("source_url", "url must not be empty", {})
         return url
@@ -435,25 +435,26 @@ class DarknetDetectorConfig(Section):
         # Values, not whether a field was set: a dumped config (every field written) must load again.
         if self.runtime != "torch" and self.device not in ("auto", "cpu"):
             raise PydanticCustomError(
-                "darknet_runtime", "only runtime torch takes device {device} (runtime is {runtime})",
+                "darknet_runtime",
+                "only runtime torch takes device {device} (runtime is {runtime})",
                 {"device": self.device, "runtime": self.runtime, "at": ("device",)},
             )
         if self.half and self.runtime in ("opencv", "onnxruntime"):
             raise PydanticCustomError(
-                "darknet_runtime", "only runtimes torch and openvino take half (runtime {runtime} is float32 only)",
+                "darknet_runtime",
+                "only runtimes torch and openvino take half (runtime {runtime} is float32 only)",
                 {"runtime": self.runtime, "at": ("half",)},
             )
         if self.half and self.runtime == "torch" and self.device == "cpu":
             raise PydanticCustomError(
-                "darknet_half", "half precision with runtime torch runs on CUDA only, not device cpu",
+                "darknet_half",
+                "half precision with runtime torch runs on CUDA only, not device cpu",
                 {"at": ("half",)},
             )
         return self
 
 
-ObjectDetectorConfig = Annotated[
-    YoloDetectorConfig | DarknetDetectorConfig, Field(discriminator="type")
-]
+ObjectDetectorConfig = Annotated[YoloDetectorConfig | DarknetDetectorConfig, Field(discriminator="type")]
 
 
 class WhisperConfig(Section):
@@ -519,15 +520,9 @@ AudioAnalyzerConfig = Annotated[LoudnessVadConfig, Field(discriminator="type")]
 class DetectorsConfig(Section):
     """Which implementation runs for each modality, selected by `type:`."""
 
-    objects: ObjectDetectorConfig = Field(
-        default_factory=lambda: DarknetDetectorConfig(type="darknet")
-    )
-    transcriber: TranscriberConfig | None = Field(
-        default_factory=lambda: FasterWhisperConfig(type="faster-whisper")
-    )
-    audio: AudioAnalyzerConfig = Field(
-        default_factory=lambda: LoudnessVadConfig(type="loudness-vad")
-    )
+    objects: ObjectDetectorConfig = Field(default_factory=lambda: DarknetDetectorConfig(type="darknet"))
+    transcriber: TranscriberConfig | None = Field(default_factory=lambda: FasterWhisperConfig(type="faster-whisper"))
+    audio: AudioAnalyzerConfig = Field(default_factory=lambda: LoudnessVadConfig(type="loudness-vad"))
     frame_queue: int = Field(default=32, ge=1, le=10_000)
     when_behind: Literal["drop", "wait"] = Field(
         default="drop",
@@ -578,9 +573,7 @@ class Ramp(Section):
     @model_validator(mode="after")
     def _ordered(self) -> Ramp:
         if self.low == self.high:
-            raise PydanticCustomError(
-                "ramp", "ramp low and high must differ, both are {v}", {"v": self.low}
-            )
+            raise PydanticCustomError("ramp", "ramp low and high must differ, both are {v}", {"v": self.low})
         return self
 
 
@@ -606,17 +599,11 @@ class Term(Section):
         text_signal = self.signal in ("speech.keywords", "speech.text_matches")
         if text_signal:
             if not self.match:
-                raise PydanticCustomError(
-                    "term", "{signal} needs `match:` (words or phrases)", {"signal": self.signal}
-                )
+                raise PydanticCustomError("term", "{signal} needs `match:` (words or phrases)", {"signal": self.signal})
             if self.when is not None or self.ramp is not None:
-                raise PydanticCustomError(
-                    "term", "{signal} takes `match:`, not when/ramp", {"signal": self.signal}
-                )
+                raise PydanticCustomError("term", "{signal} takes `match:`, not when/ramp", {"signal": self.signal})
         elif (self.when is None) == (self.ramp is None):
-            raise PydanticCustomError(
-                "term", "a term needs exactly one of `when:` or `ramp:`", {"at": ("signal",)}
-            )
+            raise PydanticCustomError("term", "a term needs exactly one of `when:` or `ramp:`", {"at": ("signal",)})
         return self
 
 
@@ -638,9 +625,7 @@ class EventConfig(Section):
     def _consistent(self) -> EventConfig:
         if self.fusion == "weighted":
             if not self.terms:
-                raise PydanticCustomError(
-                    "event", "a weighted event needs at least one term", {"at": ("terms",)}
-                )
+                raise PydanticCustomError("event", "a weighted event needs at least one term", {"at": ("terms",)})
             total = sum(term.weight for term in self.terms)
             if self.threshold > total + 1e-9:
                 raise PydanticCustomError(
@@ -650,12 +635,14 @@ class EventConfig(Section):
                 )
         elif self.model is None:
             raise PydanticCustomError(
-                "event", "fusion: learned needs `model:` (a file from `fusewatch fusion train`)",
+                "event",
+                "fusion: learned needs `model:` (a file from `fusewatch fusion train`)",
                 {"at": ("fusion",)},
             )
         elif self.threshold > 1:
             raise PydanticCustomError(
-                "event", "a learned event's threshold is a probability (0..1], got {t}",
+                "event",
+                "a learned event's threshold is a probability (0..1], got {t}",
                 {"t": self.threshold, "at": ("threshold",)},
             )
         return self
@@ -682,25 +669,33 @@ class WebConfig(Section):
     port: int = Field(default=8686, ge=0, le=65535)
     token: SecretStr | None = None
     max_body_bytes: int = Field(
-        default=64 * 1024, ge=1024, le=16 * 1024 * 1024,
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
         description="largest request body accepted on any path (login form, acknowledgements); larger → 413",
     )
     max_live_connections: int = Field(
-        default=50, ge=1, le=10_000,
+        default=50,
+        ge=1,
+        le=10_000,
         description="open live feeds (/api/events) per process, each holding a Redis pub/sub connection; "
-                    "more are refused with 503 while the API keeps answering",
+        "more are refused with 503 while the API keeps answering",
     )
     trusted_origins: list[str] = Field(
         default_factory=list,
         description="extra Origins (scheme://host[:port]) allowed to send state-changing requests, e.g. the "
-                    "public URL behind a reverse proxy that rewrites Host; the dashboard's own is always allowed",
+        "public URL behind a reverse proxy that rewrites Host; the dashboard's own is always allowed",
     )
     login_attempts: int = Field(
-        default=5, ge=1, le=1000,
+        default=5,
+        ge=1,
+        le=1000,
         description="wrong tokens (login or bearer) a client may send in a row before it must wait",
     )
     login_backoff: Duration = Field(
-        default=1.0, gt=0, description="the first wait after login_attempts wrong tokens; doubles with each one more",
+        default=1.0,
+        gt=0,
+        description="the first wait after login_attempts wrong tokens; doubles with each one more",
     )
     login_backoff_max: Duration = Field(default=300.0, gt=0, description="the longest wait between login tries")
 
@@ -710,8 +705,9 @@ class WebConfig(Section):
         for origin in value:
             parts = urlsplit(origin)
             if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
-                raise PydanticCustomError("origin", "expected an Origin such as 'https://fusewatch.example', "
-                                          "got {got}", {"got": repr(origin)})
+                raise PydanticCustomError(
+                    "origin", "expected an Origin such as 'https://fusewatch.example', got {got}", {"got": repr(origin)}
+                )
         return [origin.lower() for origin in value]
 
     @field_validator("token", mode="before")
@@ -768,19 +764,24 @@ class FusewatchConfig(Section):
         zone = _ZONE_SIGNAL.fullmatch(term.signal)
         if zone is None or not self.sources:
             return
-        zones = sorted({
-            defined.name
-            for source in self.sources
-            if (not event.sites or self.site_of(source) in event.sites)
-            and (not term.streams or source.id in term.streams)
-            for defined in source.video.zones
-        })
+        zones = sorted(
+            {
+                defined.name
+                for source in self.sources
+                if (not event.sites or self.site_of(source) in event.sites)
+                and (not term.streams or source.id in term.streams)
+                for defined in source.video.zones
+            }
+        )
         if zone.group(1) not in zones:
-            where = f"zones of this term's sources: {', '.join(zones)}" if zones else (
-                "no source of this term defines a zone"
+            where = (
+                f"zones of this term's sources: {', '.join(zones)}"
+                if zones
+                else ("no source of this term defines a zone")
             )
             raise PydanticCustomError(
-                "unknown_zone", "unknown zone {zone} ({where})",
+                "unknown_zone",
+                "unknown zone {zone} ({where})",
                 {"zone": repr(zone.group(1)), "where": where, "at": at},
             )
 

@@ -23,8 +23,9 @@ def box_iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 1.0
 
 
-def agreement(reference: Sequence[Sequence[Detection]], ours: Sequence[Sequence[Detection]],
-              min_iou: float = 0.5) -> tuple[int, int, int]:
+def agreement(
+    reference: Sequence[Sequence[Detection]], ours: Sequence[Sequence[Detection]], min_iou: float = 0.5
+) -> tuple[int, int, int]:
     """Per frame, greedy one-to-one matching by label and IoU ≥ `min_iou`, reference's most confident first.
 
     Returns (matched, reference detections, detections of ours with no counterpart).

@@ -59,11 +59,13 @@ class LoudnessVad:
 
     def analyze(self, audio: Pcm16k) -> AudioStats:
         if audio.size == 0:
-            return AudioStats(SILENCE_DBFS, SILENCE_DBFS, 0.0, np.zeros(0, dtype=np.float32), VAD_CHUNK / SAMPLE_RATE,
-                              None)
+            return AudioStats(
+                SILENCE_DBFS, SILENCE_DBFS, 0.0, np.zeros(0, dtype=np.float32), VAD_CHUNK / SAMPLE_RATE, None
+            )
         rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
         peak = float(np.max(np.abs(audio)))
         probabilities = self._vad.probabilities(audio)
         ratio = float(np.mean(probabilities >= self._threshold)) if probabilities.size else 0.0
-        return AudioStats(dbfs(rms), dbfs(peak), round(ratio, 4), probabilities, VAD_CHUNK / SAMPLE_RATE,
-                          lufs(self._meter, audio))
+        return AudioStats(
+            dbfs(rms), dbfs(peak), round(ratio, 4), probabilities, VAD_CHUNK / SAMPLE_RATE, lufs(self._meter, audio)
+        )

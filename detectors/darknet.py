@@ -68,9 +68,17 @@ class DarknetDetector:
     """
 
     def __init__(
-        self, model: str = "yolov3-tiny", model_dir: str | None = None, classes: Sequence[str] = (),
-        confidence: float = 0.25, iou: float = 0.45, imgsz: int = 416, cpu_threads: int | None = None,
-        runtime: Runtime = "openvino", device: str = "auto", half: bool = False,
+        self,
+        model: str = "yolov3-tiny",
+        model_dir: str | None = None,
+        classes: Sequence[str] = (),
+        confidence: float = 0.25,
+        iou: float = 0.45,
+        imgsz: int = 416,
+        cpu_threads: int | None = None,
+        runtime: Runtime = "openvino",
+        device: str = "auto",
+        half: bool = False,
     ) -> None:
         folder = Path(model_dir) if model_dir else self._packaged(model)
         cfg, weights, names = folder / f"{model}.cfg", folder / f"{model}.weights", folder / "coco.names"
@@ -136,16 +144,19 @@ class DarknetDetector:
         size = self._size
         centre_x, centre_y, width, height = (rows[:, i] * size for i in range(4))
         rects = np.stack([centre_x - width / 2, centre_y - height / 2, width, height], axis=1)
-        chosen = cv2.dnn.NMSBoxesBatched(rects.tolist(), confidences.tolist(), classes.tolist(),
-                                         self._confidence, self._iou)
+        chosen = cv2.dnn.NMSBoxesBatched(
+            rects.tolist(), confidences.tolist(), classes.tolist(), self._confidence, self._iou
+        )
         detections = []
         for index in sorted(np.asarray(chosen).reshape(-1).tolist(), key=lambda i: -confidences[i]):
             x, y, w, h = (float(v) for v in rects[index])
-            detections.append(Detection(
-                label=self._names[int(classes[index])],
-                confidence=round(float(confidences[index]), 4),
-                box=_round4(box.to_normalised(x, y, x + w, y + h)),
-            ))
+            detections.append(
+                Detection(
+                    label=self._names[int(classes[index])],
+                    confidence=round(float(confidences[index]), 4),
+                    box=_round4(box.to_normalised(x, y, x + w, y + h)),
+                )
+            )
         return detections
 
 

@@ -77,8 +77,13 @@ def export_onnx(cfg: Path, weights: Path, imgsz: int, root: Path | None = None) 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's notes on constant folding of slices
             torch.onnx.export(
-                network, (torch.zeros(1, network.channels, imgsz, imgsz),), str(path),
-                dynamo=False, opset_version=OPSET, input_names=["images"], output_names=outputs,
+                network,
+                (torch.zeros(1, network.channels, imgsz, imgsz),),
+                str(path),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["images"],
+                output_names=outputs,
                 dynamic_axes={name: {0: "batch"} for name in ["images", *outputs]},
             )
 
@@ -133,8 +138,9 @@ class OpenVinoDarknet(_ExportedDarknet):
     float32, which gives OpenCV's detections. `cpu_threads`: the plugin's inference threads.
     """
 
-    def __init__(self, cfg: Path, weights: Path, imgsz: int, cpu_threads: int | None = None,
-                 half: bool = False) -> None:
+    def __init__(
+        self, cfg: Path, weights: Path, imgsz: int, cpu_threads: int | None = None, half: bool = False
+    ) -> None:
         super().__init__(cfg, weights, imgsz)
         import openvino
 

@@ -194,21 +194,57 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {  # in place: each applie
 
 # Options that only matter for training (or for Darknet's own detection output, which the
 # OpenCV-compatible [yolo] rows do not use); they are accepted and have no effect here.
-_YOLO_TRAINING = frozenset({
-    "jitter", "ignore_thresh", "truth_thresh", "random", "resize", "iou_normalizer", "cls_normalizer",
-    "obj_normalizer", "delta_normalizer", "uc_normalizer", "iou_loss", "iou_thresh", "iou_thresh_kind",
-    "nms_kind", "beta_nms", "max_delta", "max", "counters_per_class", "label_smooth_eps", "focal_loss",
-    "objectness_smooth", "beta1", "track_history_size", "sim_thresh", "dets_for_track", "dets_for_show",
-    "embedding_layer", "map", "rescore", "show_details",
-})
+_YOLO_TRAINING = frozenset(
+    {
+        "jitter",
+        "ignore_thresh",
+        "truth_thresh",
+        "random",
+        "resize",
+        "iou_normalizer",
+        "cls_normalizer",
+        "obj_normalizer",
+        "delta_normalizer",
+        "uc_normalizer",
+        "iou_loss",
+        "iou_thresh",
+        "iou_thresh_kind",
+        "nms_kind",
+        "beta_nms",
+        "max_delta",
+        "max",
+        "counters_per_class",
+        "label_smooth_eps",
+        "focal_loss",
+        "objectness_smooth",
+        "beta1",
+        "track_history_size",
+        "sim_thresh",
+        "dets_for_track",
+        "dets_for_show",
+        "embedding_layer",
+        "map",
+        "rescore",
+        "show_details",
+    }
+)
 _LAYER_TRAINING = frozenset({"stopbackward", "stop_backward", "train", "learning_rate_scale"})
 
 
 class _Conv(nn.Module):
     """Convolution with batch norm folded in (so always with a bias), then the activation."""
 
-    def __init__(self, channels: int, filters: int, size: int, stride: int, padding: int, groups: int,
-                 batch_normalize: bool, activation: str) -> None:
+    def __init__(
+        self,
+        channels: int,
+        filters: int,
+        size: int,
+        stride: int,
+        padding: int,
+        groups: int,
+        batch_normalize: bool,
+        activation: str,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, filters, size, stride, padding, groups=groups, bias=True)
         self.batch_normalize = batch_normalize
@@ -224,11 +260,12 @@ class _Conv(nn.Module):
         filters = self.conv.out_channels
         bias = values[:filters].astype(np.float64)
         offset = filters
-        kernel = values[offset + (3 * filters if self.batch_normalize else 0):].astype(np.float64)
+        kernel = values[offset + (3 * filters if self.batch_normalize else 0) :].astype(np.float64)
         kernel = kernel.reshape(tuple(self.conv.weight.shape))
         if self.batch_normalize:
-            scale, mean, variance = (values[offset + i * filters:offset + (i + 1) * filters].astype(np.float64)
-                                     for i in range(3))
+            scale, mean, variance = (
+                values[offset + i * filters : offset + (i + 1) * filters].astype(np.float64) for i in range(3)
+            )
             factor = scale / np.sqrt(variance + BN_EPSILON)
             kernel = kernel * factor[:, None, None, None]
             bias = bias - mean * factor
@@ -300,8 +337,14 @@ class YoloLayer(nn.Module):
 
     anchors: Tensor
 
-    def __init__(self, anchors: Sequence[tuple[float, float]], classes: int, scale_x_y: float, thresh: float,
-                 nms_threshold: float) -> None:
+    def __init__(
+        self,
+        anchors: Sequence[tuple[float, float]],
+        classes: int,
+        scale_x_y: float,
+        thresh: float,
+        nms_threshold: float,
+    ) -> None:
         super().__init__()
         self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32), persistent=False)
         self.classes = classes
@@ -317,8 +360,9 @@ class YoloLayer(nn.Module):
         xy = torch.sigmoid(t[..., 0:2])
         if self.scale_x_y != 1:
             xy = (xy - 0.5) * self.scale_x_y + 0.5
-        grid_y, grid_x = torch.meshgrid(torch.arange(rows, device=x.device), torch.arange(cols, device=x.device),
-                                        indexing="ij")
+        grid_y, grid_x = torch.meshgrid(
+            torch.arange(rows, device=x.device), torch.arange(cols, device=x.device), indexing="ij"
+        )
         centre_x = (grid_x[..., None] + xy[..., 0]) / cols
         centre_y = (grid_y[..., None] + xy[..., 1]) / rows
         width = torch.exp(t[..., 2]) * self.anchors[:, 0].float() / input_size[1]
@@ -398,8 +442,9 @@ class DarknetNetwork(nn.Module):
             return self._shortcut(section, channels, earlier)
         if kind == "yolo":
             return self._yolo(section, channels), channels, previous
-        raise section.error(f"unsupported layer type [{kind}] (supported: convolutional, maxpool, route, "
-                            "upsample, shortcut, yolo)")
+        raise section.error(
+            f"unsupported layer type [{kind}] (supported: convolutional, maxpool, route, upsample, shortcut, yolo)"
+        )
 
     @staticmethod
     def _upsample(section: CfgSection) -> _Upsample:
@@ -420,8 +465,9 @@ class DarknetNetwork(nn.Module):
             raise section.error(f"invalid groups={groups} group_id={group_id}")
         for source in sources:
             if earlier[source] % groups:
-                raise section.error(f"layer {source} has {earlier[source]} channels, not divisible "
-                                    f"into {groups} groups", "groups")
+                raise section.error(
+                    f"layer {source} has {earlier[source]} channels, not divisible into {groups} groups", "groups"
+                )
         section.check_used(_LAYER_TRAINING)
         return _Route(groups, group_id), sum(earlier[source] // groups for source in sources), sources
 
@@ -436,38 +482,73 @@ class DarknetNetwork(nn.Module):
         size, filters = section.integer("size"), section.integer("filters")
         stride, groups = section.integer("stride", 1), section.integer("groups", 1)
         pad, padding = section.integer("pad", 0), section.integer("padding", 0)
-        self._refuse(section, {"stride_x": str(stride), "stride_y": str(stride), "dilation": "1", "flipped": "0",
-                               "binary": "0", "xnor": "0", "antialiasing": "0", "dontload": "0",
-                               "dontloadscales": "0", "share_index": "", "deform": "0", "coordconv": "0"})
+        self._refuse(
+            section,
+            {
+                "stride_x": str(stride),
+                "stride_y": str(stride),
+                "dilation": "1",
+                "flipped": "0",
+                "binary": "0",
+                "xnor": "0",
+                "antialiasing": "0",
+                "dontload": "0",
+                "dontloadscales": "0",
+                "share_index": "",
+                "deform": "0",
+                "coordconv": "0",
+            },
+        )
         if size < 1 or filters < 1 or stride < 1 or groups < 1 or channels % groups or filters % groups:
-            raise section.error(f"invalid size={size} filters={filters} stride={stride} groups={groups} "
-                                f"for {channels} input channels")
+            raise section.error(
+                f"invalid size={size} filters={filters} stride={stride} groups={groups} for {channels} input channels"
+            )
         activation = section.choice("activation", _ACTIVATIONS)
-        conv = _Conv(channels, filters, size, stride, size // 2 if pad else padding, groups,
-                     bool(section.integer("batch_normalize", 0)), activation)
+        conv = _Conv(
+            channels,
+            filters,
+            size,
+            stride,
+            size // 2 if pad else padding,
+            groups,
+            bool(section.integer("batch_normalize", 0)),
+            activation,
+        )
         section.check_used(_LAYER_TRAINING)
         return conv
 
     def _maxpool(self, section: CfgSection) -> _MaxPool:
         size, stride = section.integer("size", disputed=True), section.integer("stride", disputed=True)
         padding = section.integer("padding", size - 1)
-        self._refuse(section, {"stride_x": str(stride), "stride_y": str(stride), "maxpool_depth": "0",
-                               "antialiasing": "0", "out_channels": "1"})
+        self._refuse(
+            section,
+            {
+                "stride_x": str(stride),
+                "stride_y": str(stride),
+                "maxpool_depth": "0",
+                "antialiasing": "0",
+                "out_channels": "1",
+            },
+        )
         if size < 1 or stride < 1 or padding < 0:
             raise section.error(f"invalid size={size} stride={stride} padding={padding}")
         section.check_used(_LAYER_TRAINING)
         return _MaxPool(size, stride, padding)
 
-    def _shortcut(self, section: CfgSection, channels: int,
-                  earlier: list[int]) -> tuple[nn.Module, int, tuple[int, ...]]:
+    def _shortcut(
+        self, section: CfgSection, channels: int, earlier: list[int]
+    ) -> tuple[nn.Module, int, tuple[int, ...]]:
         values = section.integers("from")
         if len(values) != 1:
             raise section.error("only a single 'from' layer is supported", "from")
         source = self._reference(section, "from", values[0], len(earlier))
         self._refuse(section, {"weights_type": "none", "weights_normalization": "none", "alpha": "1", "beta": "0"})
         if earlier[source] != channels:
-            raise section.error(f"adds layer {source} ({earlier[source]} channels) to {channels} channels; "
-                                "only equal shapes are supported", "from")
+            raise section.error(
+                f"adds layer {source} ({earlier[source]} channels) to {channels} channels; "
+                "only equal shapes are supported",
+                "from",
+            )
         activation = section.choice("activation", _ACTIVATIONS, "linear")
         section.check_used(_LAYER_TRAINING)
         return _Shortcut(activation), channels, (section.index - 1, source)
@@ -476,17 +557,25 @@ class DarknetNetwork(nn.Module):
         classes, total = section.integer("classes"), section.integer("num")
         anchors, mask = section.numbers("anchors"), section.integers("mask")
         if classes < 1 or total < 1 or len(anchors) != 2 * total:
-            raise section.error(f"classes={classes}, num={total} and {len(anchors)} anchor values "
-                                f"(expected {2 * total}) do not fit", "anchors")
+            raise section.error(
+                f"classes={classes}, num={total} and {len(anchors)} anchor values (expected {2 * total}) do not fit",
+                "anchors",
+            )
         if not mask or any(not 0 <= m < total for m in mask):
             raise section.error(f"mask {mask} refers to anchors outside 0..{total - 1}", "mask")
         if channels != len(mask) * (5 + classes):
-            raise section.error(f"the layer before has {channels} channels; {len(mask)} anchors × "
-                                f"(5 + {classes} classes) = {len(mask) * (5 + classes)} expected")
+            raise section.error(
+                f"the layer before has {channels} channels; {len(mask)} anchors × "
+                f"(5 + {classes} classes) = {len(mask) * (5 + classes)} expected"
+            )
         self._refuse(section, {"new_coords": "0"})
-        layer = YoloLayer([(anchors[2 * m], anchors[2 * m + 1]) for m in mask], classes,
-                          section.number("scale_x_y", 1.0), section.number("thresh", 0.2),
-                          section.number("nms_threshold", 0.0))
+        layer = YoloLayer(
+            [(anchors[2 * m], anchors[2 * m + 1]) for m in mask],
+            classes,
+            section.number("scale_x_y", 1.0),
+            section.number("thresh", 0.2),
+            section.number("nms_threshold", 0.0),
+        )
         section.check_used(_YOLO_TRAINING | _LAYER_TRAINING)
         return layer
 
@@ -507,14 +596,15 @@ class DarknetNetwork(nn.Module):
             problem = "truncated" if present < expected else "longer than the cfg needs"
             raise DarknetWeightsError(
                 f"{path}: {problem}: the cfg's {len(self.convolutions)} convolutions need {expected} floats, "
-                f"the file has {present}" + (f" and {body % 4} stray bytes" if body > 0 and body % 4 else "")
+                f"the file has {present}"
+                + (f" and {body % 4} stray bytes" if body > 0 and body % 4 else "")
                 + f" after its {header}-byte header (version {major}.{minor}); is it the weights of this cfg?"
             )
         values = np.frombuffer(data, dtype="<f4", offset=header)
         offset = 0
         for conv in self.convolutions:
             count = conv.weight_count()
-            conv.load(values[offset:offset + count])
+            conv.load(values[offset : offset + count])
             offset += count
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -542,8 +632,9 @@ class TorchDarknet:
     as another model may have changed it).
     """
 
-    def __init__(self, cfg: Path, weights: Path, device: str = "auto", half: bool = False,
-                 cpu_threads: int | None = None) -> None:
+    def __init__(
+        self, cfg: Path, weights: Path, device: str = "auto", half: bool = False, cpu_threads: int | None = None
+    ) -> None:
         self.device = resolve_device(device)
         if half and not self.device.startswith("cuda") and device != "auto":
             raise ValueError(f"half precision needs CUDA, not device {device!r}")

@@ -19,8 +19,9 @@ class KeywordSpotter:
 
     def __init__(self, keywords: Iterable[str]) -> None:
         self._keywords = {keyword: fold(keyword) for keyword in keywords if fold(keyword)}
-        self._patterns = {keyword: re.compile(rf"(?<!\w){re.escape(folded)}(?!\w)")
-                          for keyword, folded in self._keywords.items()}
+        self._patterns = {
+            keyword: re.compile(rf"(?<!\w){re.escape(folded)}(?!\w)") for keyword, folded in self._keywords.items()
+        }
 
     @property
     def keywords(self) -> list[str]:

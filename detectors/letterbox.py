@@ -22,6 +22,7 @@ class Letterbox:
 
     def to_normalised(self, x1: float, y1: float, x2: float, y2: float) -> tuple[float, float, float, float]:
         """A box in network-input pixels to 0..1 coordinates of the original image, clipped."""
+
         def fx(x: float) -> float:
             return min(max((x - self.pad_x) / self.scale / self.width, 0.0), 1.0)
 
@@ -39,5 +40,5 @@ def letterbox(image: RgbImage, size: int, fill: int = 114) -> tuple[RgbImage, Le
     resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR) if scale != 1 else image
     canvas = np.full((size, size, 3), fill, dtype=np.uint8)
     pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
-    canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
+    canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
     return canvas, Letterbox(scale, float(pad_x), float(pad_y), width, height)

@@ -115,8 +115,11 @@ class MotionGate:
             self._detector.reset()
             self._last_detect_ns = None
         self.regions = self._detector.regions(image)
-        due = self._last_detect_ns is None or wall_ns - self._last_detect_ns >= self._recheck_ns \
+        due = (
+            self._last_detect_ns is None
+            or wall_ns - self._last_detect_ns >= self._recheck_ns
             or wall_ns < self._last_detect_ns
+        )
         if self.regions or due:
             self._last_detect_ns = wall_ns
             return True

@@ -69,15 +69,17 @@ class _Reader:
 
     def string(self) -> str:
         size = self.unpack("<H")
-        text = bytes(self.data[self.offset:self.offset + size - 1]).decode("utf-8")
+        text = bytes(self.data[self.offset : self.offset + size - 1]).decode("utf-8")
         self.offset += size
         return text
 
     def array(self, dtype: str, shape: tuple[int, ...], size: int) -> npt.NDArray[Any]:
         if self.offset + size > len(self.data):
-            raise WeightsError(f"model.bin is truncated: a variable needs bytes up to {self.offset + size}, "
-                               f"the file has {len(self.data)}")
-        raw = self.data[self.offset:self.offset + size]
+            raise WeightsError(
+                f"model.bin is truncated: a variable needs bytes up to {self.offset + size}, "
+                f"the file has {len(self.data)}"
+            )
+        raw = self.data[self.offset : self.offset + size]
         self.offset += size
         if dtype == "bfloat16":  # numpy has no bfloat16: its bits are the top half of a float32
             return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(shape)
@@ -161,8 +163,10 @@ def convert(folder: Path) -> OpenAIWhisperWeights:
         raise WeightsError(f"{folder / 'model.bin'} is a {spec}, not a Whisper model")
     quantized = sorted({str(a.dtype) for n, a in v.items() if n.endswith("/weight") and a.dtype.kind in "iu"})
     if quantized or any(n.endswith("/weight_scale") for n in v):
-        raise WeightsError(f"{folder / 'model.bin'} is quantized ({', '.join(quantized) or 'scaled'}): its "
-                           "original weights are gone, so it cannot be mapped exactly to openai-whisper")
+        raise WeightsError(
+            f"{folder / 'model.bin'} is quantized ({', '.join(quantized) or 'scaled'}): its "
+            "original weights are gone, so it cannot be mapped exactly to openai-whisper"
+        )
 
     mapped = _StateDict(v)
     state, linear, norm, block = mapped.state, mapped.linear, mapped.norm, mapped.block
@@ -226,8 +230,9 @@ def _fitted_encoder(dims: dict[str, int], context: EncoderContext) -> Any:
             encoded: torch.Tensor = self.ln_post(x)
             return encoded
 
-    return FittedAudioEncoder(dims["n_mels"], dims["n_audio_ctx"], dims["n_audio_state"], dims["n_audio_head"],
-                              dims["n_audio_layer"])
+    return FittedAudioEncoder(
+        dims["n_mels"], dims["n_audio_ctx"], dims["n_audio_state"], dims["n_audio_head"], dims["n_audio_layer"]
+    )
 
 
 def load_model(folder: Path, device: str = "cpu", context: EncoderContext | None = None) -> Any:
@@ -259,9 +264,15 @@ class OpenAIWhisperTranscriber:
     openai-whisper's DTW with numba (a few seconds, once per process).
     """
 
-    def __init__(self, model: str = "auto", model_dir: str | None = None, device: str = "auto",
-                 beam_size: int = 1, language: str | None = None,
-                 encoder_context: Literal["fit", "full"] = "fit") -> None:
+    def __init__(
+        self,
+        model: str = "auto",
+        model_dir: str | None = None,
+        device: str = "auto",
+        beam_size: int = 1,
+        language: str | None = None,
+        encoder_context: Literal["fit", "full"] = "fit",
+    ) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         choice = choose_model(model, model_dir, device, language)
@@ -293,21 +304,41 @@ class OpenAIWhisperTranscriber:
             if language is None:
                 language, probability = self._detect_language(samples)
             result = whisper.transcribe(
-                self._model, samples, language=language, beam_size=None if self._beam_size == 1 else self._beam_size,
-                temperature=0.0, word_timestamps=True, condition_on_previous_text=False,
-                fp16=self.device.startswith("cuda"), verbose=None,
+                self._model,
+                samples,
+                language=language,
+                beam_size=None if self._beam_size == 1 else self._beam_size,
+                temperature=0.0,
+                word_timestamps=True,
+                condition_on_previous_text=False,
+                fp16=self.device.startswith("cuda"),
+                verbose=None,
             )
         kept = []
         for segment in result["segments"]:
             if not keep_segment(segment["no_speech_prob"], segment["avg_logprob"], segment["compression_ratio"]):
                 continue
-            words = tuple(WordTiming(w["word"].strip(), round(float(w["start"]), 3), round(float(w["end"]), 3),
-                                     round(float(w["probability"]), 4))
-                          for w in segment.get("words", ()) if w["word"].strip())
+            words = tuple(
+                WordTiming(
+                    w["word"].strip(),
+                    round(float(w["start"]), 3),
+                    round(float(w["end"]), 3),
+                    round(float(w["probability"]), 4),
+                )
+                for w in segment.get("words", ())
+                if w["word"].strip()
+            )
             text = str(segment["text"]).strip()
             if not words and not text:
                 continue
-            kept.append(TranscriptSegment(round(float(segment["start"]), 3), round(float(segment["end"]), 3), text,
-                                          words, round(float(segment["avg_logprob"]), 4),
-                                          round(float(segment["no_speech_prob"]), 4)))
+            kept.append(
+                TranscriptSegment(
+                    round(float(segment["start"]), 3),
+                    round(float(segment["end"]), 3),
+                    text,
+                    words,
+                    round(float(segment["avg_logprob"]), 4),
+                    round(float(segment["no_speech_prob"]), 4),
+                )
+            )
         return Transcript(tuple(kept), str(result.get("language") or language), round(probability, 4))

@@ -23,29 +23,56 @@ from detectors.base import AudioAnalyzer, ObjectDetector, Transcriber
 def _yolo(config: YoloDetectorConfig) -> ObjectDetector:
     from detectors.yolo import YoloDetector
 
-    return YoloDetector(config.weights, config.classes, config.confidence, config.iou, config.imgsz,
-                        config.device, config.half, config.cpu_threads)
+    return YoloDetector(
+        config.weights,
+        config.classes,
+        config.confidence,
+        config.iou,
+        config.imgsz,
+        config.device,
+        config.half,
+        config.cpu_threads,
+    )
 
 
 def _darknet(config: DarknetDetectorConfig) -> ObjectDetector:
     from detectors.darknet import DarknetDetector
 
-    return DarknetDetector(config.model, config.model_dir, config.classes, config.confidence, config.iou,
-                           config.imgsz, config.cpu_threads, config.runtime, config.device, config.half)
+    return DarknetDetector(
+        config.model,
+        config.model_dir,
+        config.classes,
+        config.confidence,
+        config.iou,
+        config.imgsz,
+        config.cpu_threads,
+        config.runtime,
+        config.device,
+        config.half,
+    )
 
 
 def _faster_whisper(config: FasterWhisperConfig) -> Transcriber:
     from detectors.whisper import FasterWhisperTranscriber
 
-    return FasterWhisperTranscriber(config.model, config.model_dir, config.device, config.compute_type,
-                                    config.cpu_threads, config.beam_size, config.language, config.encoder_context)
+    return FasterWhisperTranscriber(
+        config.model,
+        config.model_dir,
+        config.device,
+        config.compute_type,
+        config.cpu_threads,
+        config.beam_size,
+        config.language,
+        config.encoder_context,
+    )
 
 
 def _openai_whisper(config: OpenAIWhisperConfig) -> Transcriber:
     from detectors.openai_whisper import OpenAIWhisperTranscriber
 
-    return OpenAIWhisperTranscriber(config.model, config.model_dir, config.device, config.beam_size, config.language,
-                                    config.encoder_context)
+    return OpenAIWhisperTranscriber(
+        config.model, config.model_dir, config.device, config.beam_size, config.language, config.encoder_context
+    )
 
 
 def _loudness_vad(config: LoudnessVadConfig) -> AudioAnalyzer:

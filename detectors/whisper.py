@@ -188,8 +188,14 @@ class FasterWhisperTranscriber:
     """`Transcriber` on faster-whisper with word timestamps and hallucination guards."""
 
     def __init__(
-        self, model: str = "auto", model_dir: str | None = None, device: str = "auto",
-        compute_type: str = "auto", cpu_threads: int = 2, beam_size: int = 1, language: str | None = None,
+        self,
+        model: str = "auto",
+        model_dir: str | None = None,
+        device: str = "auto",
+        compute_type: str = "auto",
+        cpu_threads: int = 2,
+        beam_size: int = 1,
+        language: str | None = None,
         encoder_context: Literal["fit", "full"] = "fit",
     ) -> None:
         if device == "auto":
@@ -203,9 +209,15 @@ class FasterWhisperTranscriber:
         self.device, self.compute_type = device, compute_type
         self._context = EncoderContext(encoder_context == "fit")
         kind, _, index = device.partition(":")
-        self._model = _fitted_model_class()(self._context, str(choice.folder), device=kind,
-                                            device_index=int(index or 0), compute_type=compute_type,
-                                            cpu_threads=cpu_threads, local_files_only=True)
+        self._model = _fitted_model_class()(
+            self._context,
+            str(choice.folder),
+            device=kind,
+            device_index=int(index or 0),
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
+            local_files_only=True,
+        )
         self._beam_size = beam_size
         self._language = choice.language
 
@@ -216,18 +228,34 @@ class FasterWhisperTranscriber:
     def transcribe(self, audio: Pcm16k) -> Transcript:
         with self._context.sized_for(audio.size):
             segments, info = self._model.transcribe(
-                audio, language=self._language, beam_size=self._beam_size, word_timestamps=True,
-                vad_filter=False, condition_on_previous_text=False, temperature=0.0,
+                audio,
+                language=self._language,
+                beam_size=self._beam_size,
+                word_timestamps=True,
+                vad_filter=False,
+                condition_on_previous_text=False,
+                temperature=0.0,
             )
             decoded = list(segments)  # the generator runs the encoder: inside the sized context
         kept = []
         for segment in decoded:
             if not keep_segment(segment.no_speech_prob, segment.avg_logprob, segment.compression_ratio):
                 continue
-            words = tuple(WordTiming(w.word.strip(), round(w.start, 3), round(w.end, 3), round(w.probability, 4))
-                          for w in (segment.words or ()) if w.word.strip())
+            words = tuple(
+                WordTiming(w.word.strip(), round(w.start, 3), round(w.end, 3), round(w.probability, 4))
+                for w in (segment.words or ())
+                if w.word.strip()
+            )
             if not words and not segment.text.strip():
                 continue
-            kept.append(TranscriptSegment(round(segment.start, 3), round(segment.end, 3), segment.text.strip(),
-                                          words, round(segment.avg_logprob, 4), round(segment.no_speech_prob, 4)))
+            kept.append(
+                TranscriptSegment(
+                    round(segment.start, 3),
+                    round(segment.end, 3),
+                    segment.text.strip(),
+                    words,
+                    round(segment.avg_logprob, 4),
+                    round(segment.no_speech_prob, 4),
+                )
+            )
         return Transcript(tuple(kept), info.language, round(info.language_probability, 4))

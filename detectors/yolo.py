@@ -58,8 +58,15 @@ class YoloDetector:
     """Object detection with an ultralytics YOLO model (`.pt`, `.onnx`, or a model `.yaml`)."""
 
     def __init__(
-        self, weights: str, classes: Sequence[str] = (), confidence: float = 0.35, iou: float = 0.5,
-        imgsz: int = 640, device: str = "auto", half: bool | None = None, cpu_threads: int | None = None,
+        self,
+        weights: str,
+        classes: Sequence[str] = (),
+        confidence: float = 0.35,
+        iou: float = 0.5,
+        imgsz: int = 640,
+        device: str = "auto",
+        half: bool | None = None,
+        cpu_threads: int | None = None,
     ) -> None:
         import_ultralytics()
         from ultralytics import YOLO
@@ -97,8 +104,15 @@ class YoloDetector:
             if torch.get_num_threads() != self.cpu_threads:  # process-wide: another predictor's setup resets it
                 torch.set_num_threads(self.cpu_threads)
         return self._model.predict(
-            images, imgsz=self._imgsz, conf=self._confidence, iou=self._iou, device=self.device, half=self.half,
-            classes=self._class_ids, verbose=False, batch=len(images),
+            images,
+            imgsz=self._imgsz,
+            conf=self._confidence,
+            iou=self._iou,
+            device=self.device,
+            half=self.half,
+            classes=self._class_ids,
+            verbose=False,
+            batch=len(images),
         )
 
     def _coco_names(self, names: dict[int, str]) -> dict[int, str]:
@@ -124,12 +138,20 @@ class YoloDetector:
         for result in results:
             boxes = result.boxes
             detections = []
-            for xyxyn, conf, cls in zip(boxes.xyxyn.cpu().numpy(), boxes.conf.cpu().numpy(),
-                                        boxes.cls.cpu().numpy(), strict=True):
-                detections.append(Detection(
-                    label=self._names[int(cls)], confidence=round(float(conf), 4),
-                    box=(round(float(xyxyn[0]), 4), round(float(xyxyn[1]), 4),
-                         round(float(xyxyn[2]), 4), round(float(xyxyn[3]), 4)),
-                ))
+            for xyxyn, conf, cls in zip(
+                boxes.xyxyn.cpu().numpy(), boxes.conf.cpu().numpy(), boxes.cls.cpu().numpy(), strict=True
+            ):
+                detections.append(
+                    Detection(
+                        label=self._names[int(cls)],
+                        confidence=round(float(conf), 4),
+                        box=(
+                            round(float(xyxyn[0]), 4),
+                            round(float(xyxyn[1]), 4),
+                            round(float(xyxyn[2]), 4),
+                            round(float(xyxyn[3]), 4),
+                        ),
+                    )
+                )
             out.append(detections)
         return out

@@ -49,8 +49,7 @@ class ZoneTracker:
         """One analysed frame: who is in each zone now."""
         self._last_ns = wall_ns
         for name, polygon in self._zones.items():
-            present = {d.track_id for d in detections
-                       if d.track_id is not None and inside(polygon, *foot_point(d))}
+            present = {d.track_id for d in detections if d.track_id is not None and inside(polygon, *foot_point(d))}
             since = self._since[name]
             window = self._window[name]
             for track_id in present - since.keys():
@@ -66,7 +65,8 @@ class ZoneTracker:
         for name in self._zones:
             window = self._window[name]
             dwell = max(((end_ns - start) / 1e9 for start in self._since[name].values()), default=0.0)
-            stats[name] = ZoneStats(entered=len(window.entered), occupancy=float(window.occupancy),
-                                    dwell_s=round(max(dwell, 0.0), 3))
+            stats[name] = ZoneStats(
+                entered=len(window.entered), occupancy=float(window.occupancy), dwell_s=round(max(dwell, 0.0), 3)
+            )
             self._window[name] = _ZoneWindow()
         return stats

@@ -83,12 +83,17 @@ class Checkpoint:
     """Flush, merge, check against the log, commit; and the same on revocation (see module doc)."""
 
     def __init__(
-        self, consumer: AIOKafkaConsumer, role: str, *,
+        self,
+        consumer: AIOKafkaConsumer,
+        role: str,
+        *,
         flush: Callable[[], Awaitable[bool]],
         progress: Iterable[Callable[[], Offsets]] = (),
         holds: Iterable[Callable[[], Offsets]] = (),
         release: Callable[[set[TopicPartition]], None] = lambda partitions: None,
-        every: float = 1.0, reset: ResetPolicy = "earliest", stall_after: float = 30.0,
+        every: float = 1.0,
+        reset: ResetPolicy = "earliest",
+        stall_after: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._consumer = consumer
@@ -188,9 +193,16 @@ class Checkpoint:
 
     async def _reset_partitions(self, beyond: dict[TopicPartition, int], ends: Mapping[TopicPartition, int]) -> None:
         for tp, at in sorted(beyond.items()):
-            log.error("%s: %s[%d] is at offset %d but its log ends at %d: the topic was recreated or the broker "
-                      "replaced; reading it again from the %s offset", self._role, tp.topic, tp.partition, at,
-                      ends[tp], self._reset)
+            log.error(
+                "%s: %s[%d] is at offset %d but its log ends at %d: the topic was recreated or the broker "
+                "replaced; reading it again from the %s offset",
+                self._role,
+                tp.topic,
+                tp.partition,
+                at,
+                ends[tp],
+                self._reset,
+            )
         self.counters.offset_resets += len(beyond)
         self._forget(set(beyond))
         if self._reset == "earliest":
@@ -220,6 +232,10 @@ class Checkpoint:
             elif end > seen.end and now - seen.since >= self._stall_after:
                 stalled.append(f"{tp.topic}[{tp.partition}]")
         if stalled and stalled != self.health.stalled:
-            log.error("%s: stalled: %s grew for %.0f s while nothing was processed", self._role,
-                      ", ".join(sorted(stalled)), self._stall_after)
+            log.error(
+                "%s: stalled: %s grew for %.0f s while nothing was processed",
+                self._role,
+                ", ".join(sorted(stalled)),
+                self._stall_after,
+            )
         self.health.stalled = sorted(stalled)

@@ -76,8 +76,7 @@ class StreamEnded:
 
 Decoded = Frame | AudioChunk | StreamEnded
 
-_SCALE = {"s16": 32768.0, "s16p": 32768.0, "s32": 2147483648.0, "s32p": 2147483648.0,
-          "u8": 128.0, "u8p": 128.0}
+_SCALE = {"s16": 32768.0, "s16p": 32768.0, "s32": 2147483648.0, "s32p": 2147483648.0, "u8": 128.0, "u8p": 128.0}
 
 
 def audio_to_float(frame: av.AudioFrame) -> npt.NDArray[np.float32]:
@@ -109,8 +108,9 @@ def _codec_context(track: TrackInfo) -> CodecContext:
     except DecodeError:
         raise
     except Exception as exc:  # PyAV raises ValueError, OverflowError, TypeError… for values FFmpeg refuses
-        raise DecodeError(f"{track.kind} track of codec {track.codec!r} cannot be set up: "
-                          f"{type(exc).__name__}: {exc}") from exc
+        raise DecodeError(
+            f"{track.kind} track of codec {track.codec!r} cannot be set up: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _configure(ctx: av.CodecContext, track: TrackInfo) -> CodecContext:
@@ -132,15 +132,12 @@ def _configure(ctx: av.CodecContext, track: TrackInfo) -> CodecContext:
 class StreamDecoder:
     """Decoders for one stream, built from its init message."""
 
-    def __init__(self, init: StreamInit, counters: DecodeCounters,
-                 frame_filter: FrameFilter | None = None) -> None:
+    def __init__(self, init: StreamInit, counters: DecodeCounters, frame_filter: FrameFilter | None = None) -> None:
         self.init = init
         self.origin = init
         self._counters = counters
         self._filter = frame_filter
-        self._contexts: dict[str, CodecContext] = {
-            track.kind: _codec_context(track) for track in init.tracks
-        }
+        self._contexts: dict[str, CodecContext] = {track.kind: _codec_context(track) for track in init.tracks}
         self._channels = {track.kind: track.channels for track in init.tracks}
         self._walls: OrderedDict[tuple[str, int], int] = OrderedDict()
         self._last_wall = init.wall_ns
@@ -180,8 +177,10 @@ class StreamDecoder:
         except DecodeError:
             raise
         except Exception as exc:
-            raise Desynchronised(f"{packet.kind} packet seq {packet.seq} of {packet.stream!r} broke its decoder: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+            raise Desynchronised(
+                f"{packet.kind} packet seq {packet.seq} of {packet.stream!r} broke its decoder: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     def flush(self) -> list[Frame | AudioChunk]:
         out: list[Frame | AudioChunk] = []
@@ -201,10 +200,16 @@ class StreamDecoder:
         channels = len(frame.layout.channels)
         expected = self._channels.get("audio", 0)
         planes = len(frame.planes)
-        if not 1 <= channels <= 64 or (expected and channels != expected) or frame.samples <= 0 \
-                or planes != (channels if frame.format.is_planar else 1):
-            raise DecodeError(f"audio frame of {self.init.stream!r} has {channels} channels in {planes} planes "
-                              f"(init: {expected or 'unknown'}), {frame.samples} samples: a damaged packet")
+        if (
+            not 1 <= channels <= 64
+            or (expected and channels != expected)
+            or frame.samples <= 0
+            or planes != (channels if frame.format.is_planar else 1)
+        ):
+            raise DecodeError(
+                f"audio frame of {self.init.stream!r} has {channels} channels in {planes} planes "
+                f"(init: {expected or 'unknown'}), {frame.samples} samples: a damaged packet"
+            )
 
     def _wall(self, kind: str, pts: int | None) -> int:
         if pts is None:
@@ -222,15 +227,23 @@ class StreamDecoder:
                 if self._filter is not None and not self._filter(stream, wall):
                     continue
                 self._counters.frames_emitted += 1
-                out.append(Frame(stream, site, frame.pts, frame.time_base, wall,
-                                 frame.to_ndarray(format="rgb24"), bool(frame.key_frame),
-                                 live=self.init.live))
+                out.append(
+                    Frame(
+                        stream,
+                        site,
+                        frame.pts,
+                        frame.time_base,
+                        wall,
+                        frame.to_ndarray(format="rgb24"),
+                        bool(frame.key_frame),
+                        live=self.init.live,
+                    )
+                )
             else:
                 self._check_audio(frame)
                 samples = audio_to_float(frame)
                 self._counters.audio_samples += samples.shape[1]
-                out.append(AudioChunk(stream, site, frame.pts, frame.time_base, wall, samples,
-                                      frame.sample_rate))
+                out.append(AudioChunk(stream, site, frame.pts, frame.time_base, wall, samples, frame.sample_rate))
         return out
 
 
@@ -269,8 +282,9 @@ class MediaDecoder:
             self.counters.corrupt_packets += isinstance(message, Packet)
             self.counters.desynchronised += 1
             self._streams.pop(message.stream, None)
-            raise Desynchronised(f"{type(message).__name__} of {message.stream!r} broke its decoder: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+            raise Desynchronised(
+                f"{type(message).__name__} of {message.stream!r} broke its decoder: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _handle(self, message: MediaMessage) -> list[Decoded]:
         if isinstance(message, StreamInit):
@@ -341,9 +355,13 @@ class MediaConsumer:
     """
 
     def __init__(
-        self, consumer: AIOKafkaConsumer, dead_letter_producer: AIOKafkaProducer,
-        dead_letter_topic: str, frame_filter: FrameFilter | None = None,
-        batch_records: int = 256, fetch_ahead_bytes: int = 16 * 1024 * 1024,
+        self,
+        consumer: AIOKafkaConsumer,
+        dead_letter_producer: AIOKafkaProducer,
+        dead_letter_topic: str,
+        frame_filter: FrameFilter | None = None,
+        batch_records: int = 256,
+        fetch_ahead_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self._consumer = consumer
         self._dead = DeadLetters(dead_letter_producer, dead_letter_topic, stage="decode")
@@ -416,11 +434,18 @@ class MediaConsumer:
             self._to_forget.add(key)
             self._handled.pop(key, None)
         gone = {(tp.topic, tp.partition) for tp in partitions}
-        self._unstarted_delivered = {stream: position for stream, position in self._unstarted_delivered.items()
-                                     if (position.topic, position.partition) not in gone}
+        self._unstarted_delivered = {
+            stream: position
+            for stream, position in self._unstarted_delivered.items()
+            if (position.topic, position.partition) not in gone
+        }
 
-    async def items(self, idle_timeout: float | None = None, stop: asyncio.Event | None = None,
-                    on_idle: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[DecodedItem]:
+    async def items(
+        self,
+        idle_timeout: float | None = None,
+        stop: asyncio.Event | None = None,
+        on_idle: Callable[[], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[DecodedItem]:
         """Decoded items in partition order; ends after `idle_timeout` s without records or on `stop`.
 
         `on_idle` is awaited after each fetch that brought nothing while nothing waits to be
@@ -512,8 +537,11 @@ class MediaConsumer:
         for (topic, partition), offset in result.last_offsets.items():
             if not self._revocations.stale(topic, partition, result.epoch):
                 self._handled[(topic, partition)] = max(self._handled.get((topic, partition), offset), offset)
-        self._unstarted_delivered = {stream: position for stream, position in result.unstarted.items()
-                                     if not self._revocations.stale(position.topic, position.partition, result.epoch)}
+        self._unstarted_delivered = {
+            stream: position
+            for stream, position in result.unstarted.items()
+            if not self._revocations.stale(position.topic, position.partition, result.epoch)
+        }
 
     def _decode_batch(self, records: list[Any], forget: set[tuple[str, int]], epoch: int) -> _BatchResult:
         for stream in [s for s, key in self._partition_of.items() if key in forget]:
@@ -538,8 +566,10 @@ class MediaConsumer:
                 if isinstance(message, Packet) and self._decoder.counters.skipped_before_init > skipped:
                     # Not decodable without its init: dead-lettered so nothing vanishes unseen (after a
                     # start mid-stream that is at most a GOP per stream; an unknown stream id is all of it).
-                    raise DecodeError(f"{message.kind} packet of stream {message.stream!r} before any init of it "
-                                      f"(an unknown stream, a source that sends no init, or a start mid-stream)")
+                    raise DecodeError(
+                        f"{message.kind} packet of stream {message.stream!r} before any init of it "
+                        f"(an unknown stream, a source that sends no init, or a start mid-stream)"
+                    )
             except (WireError, DecodeError) as exc:
                 result.failures.append(_Failure(wire, position, str(exc)))
                 if isinstance(exc, Desynchronised):

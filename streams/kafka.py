@@ -47,9 +47,15 @@ def client_options(config: KafkaConfig) -> dict[str, Any]:
             if config.ssl_certfile:
                 context.load_cert_chain(config.ssl_certfile, config.ssl_keyfile)
         except OSError as exc:  # ssl.SSLError too: a file that is not PEM, a key that does not match
-            files = ", ".join(f"{name} {path}" for name, path in (
-                ("kafka.ssl_cafile", config.ssl_cafile), ("kafka.ssl_certfile", config.ssl_certfile),
-                ("kafka.ssl_keyfile", config.ssl_keyfile)) if path)
+            files = ", ".join(
+                f"{name} {path}"
+                for name, path in (
+                    ("kafka.ssl_cafile", config.ssl_cafile),
+                    ("kafka.ssl_certfile", config.ssl_certfile),
+                    ("kafka.ssl_keyfile", config.ssl_keyfile),
+                )
+                if path
+            )
             raise OSError(exc.errno, f"cannot load the Kafka TLS files ({files}): {exc.strerror or exc}") from exc
         options["ssl_context"] = context
     if config.security_protocol.startswith("SASL"):
@@ -89,8 +95,13 @@ def make_consumer(config: KafkaConfig, *topics: str, group: str | None, **overri
 def topic_partitions(config: KafkaConfig) -> dict[str, int]:
     """Every topic of the wire format and its partition count."""
     t = config.topics
-    return {t.media: config.media_partitions, t.features: config.media_partitions,
-            t.alerts: 1, t.summaries: config.media_partitions, t.dead_letter: 1}
+    return {
+        t.media: config.media_partitions,
+        t.features: config.media_partitions,
+        t.alerts: 1,
+        t.summaries: config.media_partitions,
+        t.dead_letter: 1,
+    }
 
 
 async def ensure_topics(config: KafkaConfig, wait: float = 30.0) -> None:
@@ -104,7 +115,8 @@ async def ensure_topics(config: KafkaConfig, wait: float = 30.0) -> None:
             existing = set(await admin.list_topics())
             missing = [
                 NewTopic(name, num_partitions=count, replication_factor=config.replication_factor)
-                for name, count in topic_partitions(config).items() if name not in existing
+                for name, count in topic_partitions(config).items()
+                if name not in existing
             ]
             if missing:
                 with contextlib.suppress(TopicAlreadyExistsError):
@@ -121,8 +133,12 @@ async def ensure_topics(config: KafkaConfig, wait: float = 30.0) -> None:
 class MediaPublisher:
     """Sends wire-format media messages to `fw.media`, keyed by stream id."""
 
-    def __init__(self, config: KafkaConfig, producer: AIOKafkaProducer | None = None,
-                 on_publish: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self,
+        config: KafkaConfig,
+        producer: AIOKafkaProducer | None = None,
+        on_publish: Callable[[], object] | None = None,
+    ) -> None:
         self._topic = config.topics.media
         self._producer = producer or make_producer(config)
         self._owns = producer is None
@@ -212,8 +228,9 @@ async def assign_all(consumer: AIOKafkaConsumer, topic: str) -> None:
     await consumer.seek_to_beginning()
 
 
-async def consumer_lag(consumer: AIOKafkaConsumer, processed: Mapping[tuple[str, int], int]
-                       ) -> dict[TopicPartition, int]:
+async def consumer_lag(
+    consumer: AIOKafkaConsumer, processed: Mapping[tuple[str, int], int]
+) -> dict[TopicPartition, int]:
     """Per assigned partition, the records after the last one processed (`processed`: topic, partition →
     offset); for a partition with nothing processed yet, the records after the consumer's position.
 
@@ -308,8 +325,13 @@ class CommitThenRelease(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
     owner reads them from the last commit that succeeded.
     """
 
-    def __init__(self, role: str, lock: asyncio.Lock, commit: Callable[[], Awaitable[None]],
-                 release: Callable[[set[TopicPartition]], None]) -> None:
+    def __init__(
+        self,
+        role: str,
+        lock: asyncio.Lock,
+        commit: Callable[[], Awaitable[None]],
+        release: Callable[[set[TopicPartition]], None],
+    ) -> None:
         self._role = role
         self._lock = lock
         self._commit = commit
@@ -325,8 +347,11 @@ class CommitThenRelease(ConsumerRebalanceListener):  # type: ignore[misc]  # aio
                 log.exception("%s: commit before the rebalance failed", self._role)
             finally:
                 self._release(set(revoked))
-        log.info("%s: partitions revoked, read again from their committed offsets by their next owner: %s",
-                 self._role, _names(revoked))
+        log.info(
+            "%s: partitions revoked, read again from their committed offsets by their next owner: %s",
+            self._role,
+            _names(revoked),
+        )
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("%s: partitions assigned: %s", self._role, _names(assigned))

@@ -330,8 +330,9 @@ class InitMessage(WireModel):
     # Added to v1 without a version bump: absent means live, and live inits leave it out, so
     # a reader that predates it still takes every live stream's init.
     live: bool = Field(
-        default=True, strict=True,
+        default=True,
+        strict=True,
         description="false: a replayed recording; analyze then waits for its frames instead of dropping "
-                    "them when behind (detectors.when_behind: drop applies to live sources only). "
-                    "Absent: live.",
+        "them when behind (detectors.when_behind: drop applies to live sources only). "
+        "Absent: live.",
     )

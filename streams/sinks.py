@@ -141,8 +141,13 @@ def redis_client(config: RedisConfig, socket_timeout: float = 2.0) -> aioredis.R
                 raise FileNotFoundError(errno.ENOENT, f"redis.{setting}: no such file", path)
             tls[setting] = path
     client: aioredis.Redis = aioredis.Redis.from_url(
-        config.url, username=config.username, password=password, socket_timeout=socket_timeout,
-        socket_connect_timeout=2.0, decode_responses=False, **tls,
+        config.url,
+        username=config.username,
+        password=password,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=2.0,
+        decode_responses=False,
+        **tls,
     )
     return client
 
@@ -222,17 +227,19 @@ class RedisOutputs:
         if kind == "alert":
             alert: Alert = args[0]
             payload = alert.model_dump_json()
-            added = await self._alert_script(keys=[self.keys.alert_id(alert.id), self.keys.alerts, self.keys.live],
-                                             args=[payload, self._config.alerts_maxlen, alert.id,
-                                                   self.keys.alert_id_prefix, _TRIM_STEP])
+            added = await self._alert_script(
+                keys=[self.keys.alert_id(alert.id), self.keys.alerts, self.keys.live],
+                args=[payload, self._config.alerts_maxlen, alert.id, self.keys.alert_id_prefix, _TRIM_STEP],
+            )
             if added:
                 self.counters.alerts_published += 1
             else:
                 self.counters.alerts_duplicate += 1
         elif kind == "summary":
             summary: Summary = args[0]
-            await self._summary_script(keys=[self.keys.latest],
-                                       args=[summary.stream, summary.window_start, summary.model_dump_json()])
+            await self._summary_script(
+                keys=[self.keys.latest], args=[summary.stream, summary.window_start, summary.model_dump_json()]
+            )
             self.counters.summaries += 1
         else:
             site, event, state_json = args
@@ -253,12 +260,18 @@ class KafkaOutputs:
         self._acks = PendingAcks()
 
     async def publish_alert(self, alert: Alert) -> None:
-        self._acks.add(await self._producer.send(
-            self._topics.alerts, key=alert.id.encode(), value=alert.model_dump_json().encode()))
+        self._acks.add(
+            await self._producer.send(
+                self._topics.alerts, key=alert.id.encode(), value=alert.model_dump_json().encode()
+            )
+        )
 
     async def publish_summary(self, summary: Summary) -> None:
-        self._acks.add(await self._producer.send(
-            self._topics.summaries, key=summary.stream.encode(), value=summary.model_dump_json().encode()))
+        self._acks.add(
+            await self._producer.send(
+                self._topics.summaries, key=summary.stream.encode(), value=summary.model_dump_json().encode()
+            )
+        )
 
     async def flush(self) -> None:
         await self._acks.wait()

@@ -86,15 +86,25 @@ def track_info(stream: av.stream.Stream) -> TrackInfo:
     extradata = bytes(ctx.extradata or b"")
     if kind == "video":
         fmt = getattr(ctx, "format", None)
-        return TrackInfo(kind, ctx.name, Fraction(time_base), extradata,
-                         width=int(getattr(ctx, "width", 0) or 0),
-                         height=int(getattr(ctx, "height", 0) or 0),
-                         pix_fmt=fmt.name if fmt is not None else "")
+        return TrackInfo(
+            kind,
+            ctx.name,
+            Fraction(time_base),
+            extradata,
+            width=int(getattr(ctx, "width", 0) or 0),
+            height=int(getattr(ctx, "height", 0) or 0),
+            pix_fmt=fmt.name if fmt is not None else "",
+        )
     layout = getattr(ctx, "layout", None)
-    return TrackInfo(kind, ctx.name, Fraction(time_base), extradata,
-                     sample_rate=int(getattr(ctx, "sample_rate", 0) or 0),
-                     channels=int(getattr(ctx, "channels", 0) or 0),
-                     layout=layout.name if layout is not None else "")
+    return TrackInfo(
+        kind,
+        ctx.name,
+        Fraction(time_base),
+        extradata,
+        sample_rate=int(getattr(ctx, "sample_rate", 0) or 0),
+        channels=int(getattr(ctx, "channels", 0) or 0),
+        layout=layout.name if layout is not None else "",
+    )
 
 
 @dataclass
@@ -137,9 +147,7 @@ class Demuxer:
             raise SourceError(f"{spec.target} has neither video nor audio")
         self._streams = selected
         self.tracks = tuple(track_info(stream) for stream in selected)
-        self.duration_s = (
-            float(self._container.duration) / av.time_base if self._container.duration else None
-        )
+        self.duration_s = float(self._container.duration) / av.time_base if self._container.duration else None
 
     def close(self) -> None:
         self._container.close()
@@ -186,10 +194,19 @@ class Demuxer:
                 else:
                     self.stats.audio_packets += 1
                 self.stats.media_seconds = max(self.stats.media_seconds, media_time - first_time)
-                yield media_time, Packet(
-                    stream=self.stream_id, kind=kind, data=data, pts=packet.pts, dts=packet.dts,
-                    time_base=time_base, keyframe=bool(packet.is_keyframe),
-                    wall_ns=wall_ns, seq=self._next_seq(),
+                yield (
+                    media_time,
+                    Packet(
+                        stream=self.stream_id,
+                        kind=kind,
+                        data=data,
+                        pts=packet.pts,
+                        dts=packet.dts,
+                        time_base=time_base,
+                        keyframe=bool(packet.is_keyframe),
+                        wall_ns=wall_ns,
+                        seq=self._next_seq(),
+                    ),
                 )
         except av.FFmpegError as exc:
             raise SourceError(f"read failed on {self.stream_id}: {exc}") from exc
@@ -279,8 +296,12 @@ class ReplayResult:
 
 
 async def replay(
-    path: str, stream_id: str, site: str, sink: MessageSink,
-    options: ReplayOptions = ReplayOptions(), clock: Clock | None = None,
+    path: str,
+    stream_id: str,
+    site: str,
+    sink: MessageSink,
+    options: ReplayOptions = ReplayOptions(),
+    clock: Clock | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> ReplayResult:
     """Replay a recording into `sink`, looping `options.loops` times, then send `eos`.
@@ -357,9 +378,15 @@ class IngestState:
 
 
 async def ingest_live(
-    url: str, stream_id: str, site: str, sink: MessageSink, reconnect: Reconnect,
-    options: dict[str, str] | None = None, clock: Clock | None = None,
-    state: IngestState | None = None, stop: asyncio.Event | None = None,
+    url: str,
+    stream_id: str,
+    site: str,
+    sink: MessageSink,
+    reconnect: Reconnect,
+    options: dict[str, str] | None = None,
+    clock: Clock | None = None,
+    state: IngestState | None = None,
+    stop: asyncio.Event | None = None,
 ) -> IngestState:
     """Keep a live source flowing into `sink`; reconnect with exponential backoff.
 
@@ -381,9 +408,7 @@ async def ingest_live(
     while not stop.is_set():
         spec = open_spec(url, options)
         try:
-            demuxer = await asyncio.get_running_loop().run_in_executor(
-                None, Demuxer, spec, stream_id, site, seq
-            )
+            demuxer = await asyncio.get_running_loop().run_in_executor(None, Demuxer, spec, stream_id, site, seq)
         except SourceError as exc:
             state.failures += 1
             state.last_error = str(exc)

@@ -105,8 +105,9 @@ class AudioWindower:
         samples = chunk.samples
         channels = samples.shape[0]
         layout = "mono" if channels == 1 else "stereo" if channels == 2 else f"{channels}c"
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, dtype=np.float32), format="fltp",
-                                           layout=layout)
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(samples, dtype=np.float32), format="fltp", layout=layout
+        )
         frame.sample_rate = chunk.sample_rate
         if self._resampler is None:
             self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.RATE)
@@ -125,7 +126,7 @@ class AudioWindower:
                 self._current = AudioWindow(w_start, w_start + self._size_ms)
             end_ns = self._current.end_ms * NS_PER_MS
             room = max(-(-(end_ns - at_ns) * self.RATE // 1_000_000_000), 1)
-            piece = pcm[offset:offset + room]
+            piece = pcm[offset : offset + room]
             if self._current.first_ns is None:
                 self._current.first_ns = at_ns
             self._current.samples.append(piece)

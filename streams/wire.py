@@ -65,21 +65,30 @@ def encode_media(message: MediaMessage) -> WireRecord:
         value = message.data
     elif isinstance(message, StreamInit):
         headers.append(("kind", b"init"))
-        value = InitMessage(
-            stream=message.stream,
-            site=message.site,
-            tracks=[
-                InitTrack(
-                    kind=track.kind, codec=track.codec,
-                    tb=f"{track.time_base.numerator}/{track.time_base.denominator}",
-                    extradata=base64.b64encode(track.extradata).decode(),
-                    width=track.width, height=track.height, pix_fmt=track.pix_fmt,
-                    sample_rate=track.sample_rate, channels=track.channels, layout=track.layout,
-                )
-                for track in message.tracks
-            ],
-            live=message.live,
-        ).model_dump_json(exclude=None if not message.live else {"live"}).encode()
+        value = (
+            InitMessage(
+                stream=message.stream,
+                site=message.site,
+                tracks=[
+                    InitTrack(
+                        kind=track.kind,
+                        codec=track.codec,
+                        tb=f"{track.time_base.numerator}/{track.time_base.denominator}",
+                        extradata=base64.b64encode(track.extradata).decode(),
+                        width=track.width,
+                        height=track.height,
+                        pix_fmt=track.pix_fmt,
+                        sample_rate=track.sample_rate,
+                        channels=track.channels,
+                        layout=track.layout,
+                    )
+                    for track in message.tracks
+                ],
+                live=message.live,
+            )
+            .model_dump_json(exclude=None if not message.live else {"live"})
+            .encode()
+        )
     else:
         headers.append(("kind", b"eos"))
         value = b""
@@ -107,10 +116,15 @@ def decode_media(record: WireRecord) -> MediaMessage:
             raise WireError(f"{kind} packet has no data")
         media_kind: MediaKind = "video" if kind == "video" else "audio"
         return Packet(
-            stream=stream, kind=media_kind, data=record.value,
-            pts=_opt(headers, "pts"), dts=_opt(headers, "dts"),
+            stream=stream,
+            kind=media_kind,
+            data=record.value,
+            pts=_opt(headers, "pts"),
+            dts=_opt(headers, "dts"),
             time_base=_fraction(_require(headers, "tb"), "tb"),
-            keyframe=_require(headers, "key") == "1", wall_ns=wall_ns, seq=seq,
+            keyframe=_require(headers, "key") == "1",
+            wall_ns=wall_ns,
+            seq=seq,
         )
     if kind == "init":
         return _decode_init(stream, record.value, wall_ns, seq)
@@ -138,14 +152,19 @@ def _decode_init(stream: str, value: bytes | None, wall_ns: int, seq: int) -> St
             raise WireError(f"init track {track.kind}: extradata is not base64") from exc
         tracks.append(
             TrackInfo(
-                kind=track.kind, codec=track.codec, time_base=_fraction(track.tb, "tb"),
-                extradata=extradata, width=track.width, height=track.height,
-                pix_fmt=track.pix_fmt, sample_rate=track.sample_rate, channels=track.channels,
+                kind=track.kind,
+                codec=track.codec,
+                time_base=_fraction(track.tb, "tb"),
+                extradata=extradata,
+                width=track.width,
+                height=track.height,
+                pix_fmt=track.pix_fmt,
+                sample_rate=track.sample_rate,
+                channels=track.channels,
                 layout=track.layout,
             )
         )
-    return StreamInit(stream=stream, site=init.site, tracks=tuple(tracks), wall_ns=wall_ns, seq=seq,
-                      live=init.live)
+    return StreamInit(stream=stream, site=init.site, tracks=tuple(tracks), wall_ns=wall_ns, seq=seq, live=init.live)
 
 
 def _header_map(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:

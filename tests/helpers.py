@@ -106,12 +106,16 @@ class CountingDetector:
     def detect(self, images: Sequence[RgbImage]) -> list[list[Detection]]:
         time.sleep(self.delay)
         self.batches.append(len(images))
-        return [[Detection(label="person", confidence=float(image[0, 0, 0]) / 255, box=(0, 0, 1, 1))]
-                for image in images]
+        return [
+            [Detection(label="person", confidence=float(image[0, 0, 0]) / 255, box=(0, 0, 1, 1))] for image in images
+        ]
 
 
 async def decoded_items(
-    messages: list[MediaMessage], frame_filter: FrameFilter | None = None, topic: str = "fw.media", partition: int = 0,
+    messages: list[MediaMessage],
+    frame_filter: FrameFilter | None = None,
+    topic: str = "fw.media",
+    partition: int = 0,
     start: int = 0,
 ) -> AsyncIterator[DecodedItem]:
     """Decode wire messages in-process as if they were records at offsets `start`… of one partition."""
@@ -155,45 +159,77 @@ W = 2000
 def video(
     stream: str, start: int, persons: int, door_occupancy: float = 0, snapshot: str | None = None
 ) -> WindowFeatures:
-    classes = {"person": ClassStats(max_count=persons, mean_count=persons, max_confidence=0.9, new_tracks=[1])} \
-        if persons else {}
+    classes = (
+        {"person": ClassStats(max_count=persons, mean_count=persons, max_confidence=0.9, new_tracks=[1])}
+        if persons
+        else {}
+    )
     detections = [Detection(label="person", confidence=0.9, box=(0.1, 0.1, 0.2, 0.5))] * persons
-    return WindowFeatures(stream=stream, site="hq", modality="video", window_start=start, window_end=start + W,
-                          video=VideoFeatures(frames=10, classes=classes, zones={"door": ZoneStats(
-                              occupancy=door_occupancy)}, detections=detections, snapshot=snapshot))
+    return WindowFeatures(
+        stream=stream,
+        site="hq",
+        modality="video",
+        window_start=start,
+        window_end=start + W,
+        video=VideoFeatures(
+            frames=10,
+            classes=classes,
+            zones={"door": ZoneStats(occupancy=door_occupancy)},
+            detections=detections,
+            snapshot=snapshot,
+        ),
+    )
 
 
 def audio(stream: str, start: int, dbfs: float) -> WindowFeatures:
-    return WindowFeatures(stream=stream, site="hq", modality="audio", window_start=start, window_end=start + W,
-                          audio=AudioFeatures(loudness_dbfs=dbfs, peak_dbfs=dbfs + 10, speech_ratio=0.5))
+    return WindowFeatures(
+        stream=stream,
+        site="hq",
+        modality="audio",
+        window_start=start,
+        window_end=start + W,
+        audio=AudioFeatures(loudness_dbfs=dbfs, peak_dbfs=dbfs + 10, speech_ratio=0.5),
+    )
 
 
 def speech(stream: str, start: int, text: str) -> WindowFeatures:
-    return WindowFeatures(stream=stream, site="hq", modality="speech", window_start=start, window_end=start + W,
-                          speech=SpeechFeatures(text=text))
+    return WindowFeatures(
+        stream=stream,
+        site="hq",
+        modality="speech",
+        window_start=start,
+        window_end=start + W,
+        speech=SpeechFeatures(text=text),
+    )
 
 
 def joined(start: int, *features: WindowFeatures) -> JoinedWindow:
     return JoinedWindow("hq", start, start + W, features)
 
 
-DISTRESS = EventConfig.model_validate({
-    "name": "distress", "threshold": 0.8, "for": 1, "cooldown": 10, "severity": "high",
-    "terms": [
-        {"signal": "video.person.count", "weight": 0.4, "when": {"op": ">=", "value": 1}, "streams": ["cam"]},
-        {"signal": "speech.keywords", "weight": 0.4, "match": ["help", "police"]},
-        {"signal": "audio.loudness_dbfs", "weight": 0.2, "ramp": {"low": -40, "high": -20}},
-    ],
-})
+DISTRESS = EventConfig.model_validate(
+    {
+        "name": "distress",
+        "threshold": 0.8,
+        "for": 1,
+        "cooldown": 10,
+        "severity": "high",
+        "terms": [
+            {"signal": "video.person.count", "weight": 0.4, "when": {"op": ">=", "value": 1}, "streams": ["cam"]},
+            {"signal": "speech.keywords", "weight": 0.4, "match": ["help", "police"]},
+            {"signal": "audio.loudness_dbfs", "weight": 0.2, "ramp": {"low": -40, "high": -20}},
+        ],
+    }
+)
 
 
 # --------------------------------------------------------------------------- known transcripts
 
 TRANSCRIPTS = {
     "jfk.wav": "And so my fellow Americans, ask not what your country can do for you, "
-               "ask what you can do for your country.",
+    "ask what you can do for your country.",
     "librivox-0870.wav": "and mister john dashwood had then leisure to consider how much there might be "
-                         "prudently in his power to do for them",
+    "prudently in his power to do for them",
     "librivox-0880.wav": "he was not an ill disposed young man",
 }
 
@@ -220,17 +256,33 @@ def write_config(config: FusewatchConfig, path: Path, web_token: str | None = No
     return path
 
 
-def make_alert(event: str = "distress", site: str = "test", window_start: int = 1_700_000_000_000,
-               snapshot: str | None = None, transcript: str = "help somebody call the police") -> Alert:
+def make_alert(
+    event: str = "distress",
+    site: str = "test",
+    window_start: int = 1_700_000_000_000,
+    snapshot: str | None = None,
+    transcript: str = "help somebody call the police",
+) -> Alert:
     """An alert as the fuse stage makes it: deterministic id, two terms, evidence."""
     return Alert(
-        id=alert_id(event, site, window_start), event=event, site=site, streams=["lobby"],
-        window_start=window_start, window_end=window_start + 2000, score=1.0, threshold=0.8, severity="high",
-        terms=[TermContribution(signal="video.person.count", weight=0.4, value=2.0, g=1.0, contribution=0.4),
-               TermContribution(signal="speech.keywords", weight=0.6, value=1.0, g=1.0, contribution=0.6)],
-        evidence=Evidence(transcript=transcript, snapshot=snapshot,
-                          detections=[Detection(label="person", confidence=0.91, box=(0.1, 0.2, 0.3, 0.9),
-                                                track_id=3)]),
+        id=alert_id(event, site, window_start),
+        event=event,
+        site=site,
+        streams=["lobby"],
+        window_start=window_start,
+        window_end=window_start + 2000,
+        score=1.0,
+        threshold=0.8,
+        severity="high",
+        terms=[
+            TermContribution(signal="video.person.count", weight=0.4, value=2.0, g=1.0, contribution=0.4),
+            TermContribution(signal="speech.keywords", weight=0.6, value=1.0, g=1.0, contribution=0.6),
+        ],
+        evidence=Evidence(
+            transcript=transcript,
+            snapshot=snapshot,
+            detections=[Detection(label="person", confidence=0.91, box=(0.1, 0.2, 0.3, 0.9), track_id=3)],
+        ),
     )
 
 
@@ -248,14 +300,25 @@ def demo_config_on(broker: str, redis: str, snapshots: Path, prefix: str) -> Fus
     and detection waiting instead of dropping (deterministic alerts)."""
     suffix = prefix + uuid.uuid4().hex[:8]
     demo = load_config(default_config_path(), env={})
-    return demo.model_copy(update={
-        "kafka": KafkaConfig(bootstrap_servers=[broker], group_prefix=suffix, session_timeout=6.0,
-                             topics=KafkaTopics(media=f"m.{suffix}", features=f"f.{suffix}", alerts=f"a.{suffix}",
-                                                summaries=f"s.{suffix}", dead_letter=f"d.{suffix}")),
-        "redis": demo.redis.model_copy(update={"url": f"redis://{redis}/0", "key_prefix": suffix}),
-        "detectors": demo.detectors.model_copy(update={"when_behind": "wait"}),
-        "outputs": demo.outputs.model_copy(update={"snapshots_dir": str(snapshots)}),
-    })
+    return demo.model_copy(
+        update={
+            "kafka": KafkaConfig(
+                bootstrap_servers=[broker],
+                group_prefix=suffix,
+                session_timeout=6.0,
+                topics=KafkaTopics(
+                    media=f"m.{suffix}",
+                    features=f"f.{suffix}",
+                    alerts=f"a.{suffix}",
+                    summaries=f"s.{suffix}",
+                    dead_letter=f"d.{suffix}",
+                ),
+            ),
+            "redis": demo.redis.model_copy(update={"url": f"redis://{redis}/0", "key_prefix": suffix}),
+            "detectors": demo.detectors.model_copy(update={"when_behind": "wait"}),
+            "outputs": demo.outputs.model_copy(update={"snapshots_dir": str(snapshots)}),
+        }
+    )
 
 
 async def redis_alerts(config: FusewatchConfig) -> list[dict[str, Any]]:

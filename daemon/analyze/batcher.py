@@ -45,9 +45,16 @@ class BatcherStats:
 class DetectionBatcher:
     """Collects up to `max_batch` frames (waiting at most `max_wait` s) and detects them together."""
 
-    def __init__(self, detector: ObjectDetector, executor: Executor, max_batch: int, max_wait: float,
-                 capacity: int, when_behind: Literal["drop", "wait"],
-                 on_inference: Callable[[float, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        detector: ObjectDetector,
+        executor: Executor,
+        max_batch: int,
+        max_wait: float,
+        capacity: int,
+        when_behind: Literal["drop", "wait"],
+        on_inference: Callable[[float, int], None] | None = None,
+    ) -> None:
         self._detector = detector
         self._executor = executor
         self._max_batch = max_batch

@@ -34,8 +34,14 @@ class SpeechSegment:
 class SpeechSegmenter:
     """VAD-gated segmentation of one stream's 16 kHz audio, fed window by window in order."""
 
-    def __init__(self, threshold: float = 0.5, min_silence_s: float = 1.5, max_segment_s: float = 15.0,
-                 pad_s: float = 0.3, min_speech_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        min_silence_s: float = 1.5,
+        max_segment_s: float = 15.0,
+        pad_s: float = 0.3,
+        min_speech_s: float = 0.2,
+    ) -> None:
         self._threshold = threshold
         self._min_silence = min_silence_s
         self._max_segment_ns = int(max_segment_s * NS_PER_S)
@@ -150,6 +156,7 @@ def owned_words(segment: SpeechSegment, transcript: Transcript) -> list[HeardWor
         start_ns = segment.audio_start_ns + round(word.start * NS_PER_S)
         end_ns = segment.audio_start_ns + round(word.end * NS_PER_S)
         if segment.own_start_ns <= (start_ns + end_ns) // 2 < segment.own_end_ns:
-            words.append(HeardWord(word.text, start_ns, end_ns, min(max(word.probability, 0.0), 1.0),
-                                   transcript.language))
+            words.append(
+                HeardWord(word.text, start_ns, end_ns, min(max(word.probability, 0.0), 1.0), transcript.language)
+            )
     return words

@@ -34,16 +34,22 @@ class VideoWindowState:
 class VideoFeatureBuilder:
     """Turns one stream's detections, in frame order, into `VideoFeatures` per window."""
 
-    def __init__(self, labels: list[str], zones: dict[str, list[tuple[float, float]]], sample_fps: float,
-                 snapshot_dir: Path | None) -> None:
+    def __init__(
+        self,
+        labels: list[str],
+        zones: dict[str, list[tuple[float, float]]],
+        sample_fps: float,
+        snapshot_dir: Path | None,
+    ) -> None:
         self._labels = labels
         self._tracker = ObjectTracker(labels, frame_rate=sample_fps)
         self._zones = ZoneTracker(zones)
         self._seen_tracks: set[int] = set()
         self._snapshot_dir = snapshot_dir
 
-    def add(self, window: VideoWindowState, detections: list[Detection] | None, image: npt.NDArray[np.uint8],
-            wall_ns: int) -> None:
+    def add(
+        self, window: VideoWindowState, detections: list[Detection] | None, image: npt.NDArray[np.uint8], wall_ns: int
+    ) -> None:
         """Account one analysed (or dropped, `detections=None`) frame."""
         if detections is None:
             window.dropped += 1
@@ -54,8 +60,9 @@ class VideoFeatureBuilder:
         per_frame: dict[str, int] = dict.fromkeys(self._labels, 0)
         for detection in tracked:
             per_frame[detection.label] = per_frame.get(detection.label, 0) + 1
-            window.max_confidence[detection.label] = max(window.max_confidence.get(detection.label, 0.0),
-                                                         detection.confidence)
+            window.max_confidence[detection.label] = max(
+                window.max_confidence.get(detection.label, 0.0), detection.confidence
+            )
             if detection.track_id is not None and detection.track_id not in self._seen_tracks:
                 self._seen_tracks.add(detection.track_id)
                 window.new_tracks.setdefault(detection.label, []).append(detection.track_id)
@@ -74,7 +81,8 @@ class VideoFeatureBuilder:
             if not any(counts):
                 continue
             classes[label] = ClassStats(
-                max_count=max(counts), mean_count=round(sum(counts) / window.frames, 4) if window.frames else 0.0,
+                max_count=max(counts),
+                mean_count=round(sum(counts) / window.frames, 4) if window.frames else 0.0,
                 max_confidence=round(window.max_confidence.get(label, 0.0), 4),
                 new_tracks=window.new_tracks.get(label, []),
             )
@@ -87,7 +95,10 @@ class VideoFeatureBuilder:
             if ok:
                 path.write_bytes(jpeg.tobytes())
         return VideoFeatures(
-            frames=window.frames, dropped_frames=window.dropped, classes=classes,
+            frames=window.frames,
+            dropped_frames=window.dropped,
+            classes=classes,
             zones=self._zones.close_window(window.end_ms * NS_PER_MS),
-            detections=window.best_detections, snapshot=snapshot,
+            detections=window.best_detections,
+            snapshot=snapshot,
         )

@@ -128,8 +128,9 @@ def _reusable(detection: asyncio.Future[list[Detection] | None]) -> bool:
 class _StreamState:
     """Everything the worker keeps for one stream between items."""
 
-    def __init__(self, stream: str, site: str, source: SourceConfig | None, worker: AnalyzeWorker,
-                 coverage_ns: int) -> None:
+    def __init__(
+        self, stream: str, site: str, source: SourceConfig | None, worker: AnalyzeWorker, coverage_ns: int
+    ) -> None:
         self.stream = stream
         self.site = site
         self.video_enabled = source.video.enabled if source else True
@@ -138,11 +139,18 @@ class _StreamState:
         fps = source.video.sample_fps if source else worker.default_fps
         self.video = VideoFeatureBuilder(worker.labels, zones, fps, worker.snapshot_dir)
         motion = source.video.motion if source else MotionConfig()
-        self.motion = MotionGate(
-            MotionSettings(threshold=motion.threshold, min_area=motion.min_area,
-                           masks=tuple(tuple(mask) for mask in motion.masks)),
-            recheck_ns=round(motion.recheck * 1e9),
-        ) if motion.enabled else None
+        self.motion = (
+            MotionGate(
+                MotionSettings(
+                    threshold=motion.threshold,
+                    min_area=motion.min_area,
+                    masks=tuple(tuple(mask) for mask in motion.masks),
+                ),
+                recheck_ns=round(motion.recheck * 1e9),
+            )
+            if motion.enabled
+            else None
+        )
         self.last_detection: asyncio.Future[list[Detection] | None] | None = None
         self.video_windows: OrderedDict[int, VideoWindowState] = OrderedDict()
         self.pending: deque[_PendingFrame] = deque()
@@ -150,8 +158,9 @@ class _StreamState:
         self.audio = AudioWindower(worker.size_ms)
         self.audio_queue: asyncio.Queue[AudioWindow | None] = asyncio.Queue(maxsize=64)  # ~2 min, 8 MB
         self.audio_task: asyncio.Task[None] | None = None
-        self.segmenter = SpeechSegmenter(pad_s=worker.segment_pad_s, max_segment_s=worker.max_segment_s,
-                                         min_silence_s=worker.min_silence_s)
+        self.segmenter = SpeechSegmenter(
+            pad_s=worker.segment_pad_s, max_segment_s=worker.max_segment_s, min_silence_s=worker.min_silence_s
+        )
         self.speech_windows: OrderedDict[int, _SpeechWindow] = OrderedDict()
         self.coverage_ns = coverage_ns
         self.unfinished: dict[tuple[str, int], SourcePosition] = {}
@@ -175,8 +184,13 @@ class AnalyzeWorker:
     """Turns decoded items into window features (transport-independent; see `run_analyze`)."""
 
     def __init__(
-        self, config: FusewatchConfig, detector: ObjectDetector, analyzer: AudioAnalyzer,
-        transcriber: Transcriber | None, sink: FeatureSink, snapshot_dir: Path | None = None,
+        self,
+        config: FusewatchConfig,
+        detector: ObjectDetector,
+        analyzer: AudioAnalyzer,
+        transcriber: Transcriber | None,
+        sink: FeatureSink,
+        snapshot_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.size_ms = window_size_ms(config.windows.size)
@@ -202,8 +216,13 @@ class AnalyzeWorker:
         self._motion_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fw-motion")
         objects = config.detectors.objects
         self.batcher = DetectionBatcher(
-            detector, self._detect_executor, objects.max_batch, objects.max_wait, config.detectors.frame_queue,
-            config.detectors.when_behind, on_inference=self._on_inference,
+            detector,
+            self._detect_executor,
+            objects.max_batch,
+            objects.max_wait,
+            config.detectors.frame_queue,
+            config.detectors.when_behind,
+            on_inference=self._on_inference,
         )
         self._results = asyncio.Event()
         self._streams: dict[str, _StreamState] = {}
@@ -217,8 +236,9 @@ class AnalyzeWorker:
     @property
     def streams(self) -> dict[str, tuple[str, int | None]]:
         """Streams open now: site and partition of each."""
-        return {name: (state.site, state.partition[1] if state.partition else None)
-                for name, state in self._streams.items()}
+        return {
+            name: (state.site, state.partition[1] if state.partition else None) for name, state in self._streams.items()
+        }
 
     def sample_rates(self) -> dict[str, float]:
         """Frames per second to analyse, per configured stream (others get the default)."""
@@ -231,8 +251,12 @@ class AnalyzeWorker:
 
     # ------------------------------------------------------------------ driving
 
-    async def run(self, items: AsyncIterator[DecodedItem], on_item: Callable[[DecodedItem], Awaitable[None]]
-                  | None = None, finish: Callable[[], bool] = lambda: True) -> None:
+    async def run(
+        self,
+        items: AsyncIterator[DecodedItem],
+        on_item: Callable[[DecodedItem], Awaitable[None]] | None = None,
+        finish: Callable[[], bool] = lambda: True,
+    ) -> None:
         """Process `items` until they end; then, if `finish()`, close every stream that has not ended.
 
         A shutdown passes `finish` returning False: open windows stay unfinished, so the
@@ -336,8 +360,9 @@ class AnalyzeWorker:
         if gate is None:
             return True
         loop = asyncio.get_running_loop()
-        moved = await loop.run_in_executor(self._motion_executor, gate.needs_detection, frame.image, frame.wall_ns,
-                                           window)
+        moved = await loop.run_in_executor(
+            self._motion_executor, gate.needs_detection, frame.image, frame.wall_ns, window
+        )
         self.counters.motion_regions += len(gate.regions)
         return moved
 
@@ -372,10 +397,20 @@ class AnalyzeWorker:
             if (start < state.video_frontier or final) and start not in waiting:
                 window = state.video_windows.pop(start)
                 features = state.video.close(window, state.stream, state.site)
-                await self._emit(state, "video", start, WindowFeatures(
-                    stream=state.stream, site=state.site, modality="video", window_start=start,
-                    window_end=window.end_ms, video=features, latency_ms=self._latency(window.end_ms),
-                ))
+                await self._emit(
+                    state,
+                    "video",
+                    start,
+                    WindowFeatures(
+                        stream=state.stream,
+                        site=state.site,
+                        modality="video",
+                        window_start=start,
+                        window_end=window.end_ms,
+                        video=features,
+                        latency_ms=self._latency(window.end_ms),
+                    ),
+                )
             else:
                 break
 
@@ -411,12 +446,25 @@ class AnalyzeWorker:
                 state.unfinished.pop(("speech", window.start_ms), None)
                 continue
             self.observe_inference("audio", time.perf_counter() - began)
-            await self._emit(state, "audio", window.start_ms, WindowFeatures(
-                stream=state.stream, site=state.site, modality="audio", window_start=window.start_ms,
-                window_end=window.end_ms, latency_ms=self._latency(window.end_ms),
-                audio=AudioFeatures(loudness_dbfs=stats.loudness_dbfs, peak_dbfs=stats.peak_dbfs,
-                                    speech_ratio=stats.speech_ratio, loudness_lufs=stats.loudness_lufs),
-            ))
+            await self._emit(
+                state,
+                "audio",
+                window.start_ms,
+                WindowFeatures(
+                    stream=state.stream,
+                    site=state.site,
+                    modality="audio",
+                    window_start=window.start_ms,
+                    window_end=window.end_ms,
+                    latency_ms=self._latency(window.end_ms),
+                    audio=AudioFeatures(
+                        loudness_dbfs=stats.loudness_dbfs,
+                        peak_dbfs=stats.peak_dbfs,
+                        speech_ratio=stats.speech_ratio,
+                        loudness_lufs=stats.loudness_lufs,
+                    ),
+                ),
+            )
             if self._transcriber is None:
                 continue
             state.speech_windows[window.start_ms] = _SpeechWindow(window.start_ms, window.end_ms)
@@ -444,8 +492,14 @@ class AnalyzeWorker:
             target = state.speech_windows.get(window_start((word.start_ns + word.end_ns) // 2, self.size_ms))
             if target is None:
                 continue
-            target.words.append(Word(text=word.text, start_ms=word.start_ns // NS_PER_MS,
-                                     end_ms=word.end_ns // NS_PER_MS, probability=word.probability))
+            target.words.append(
+                Word(
+                    text=word.text,
+                    start_ms=word.start_ns // NS_PER_MS,
+                    end_ms=word.end_ns // NS_PER_MS,
+                    probability=word.probability,
+                )
+            )
             target.language = word.language
 
     async def _emit_speech(self, state: _StreamState, safe_ns: int | None) -> None:
@@ -457,12 +511,26 @@ class AnalyzeWorker:
             words = sorted(window.words, key=lambda w: w.start_ms)
             text = " ".join(word.text for word in words)
             confidence = round(sum(w.probability for w in words) / len(words), 4) if words else None
-            await self._emit(state, "speech", start, WindowFeatures(
-                stream=state.stream, site=state.site, modality="speech", window_start=start,
-                window_end=window.end_ms, latency_ms=self._latency(window.end_ms),
-                speech=SpeechFeatures(text=text, words=words, language=window.language, confidence=confidence,
-                                      keywords=self._spotter.find(text)),
-            ))
+            await self._emit(
+                state,
+                "speech",
+                start,
+                WindowFeatures(
+                    stream=state.stream,
+                    site=state.site,
+                    modality="speech",
+                    window_start=start,
+                    window_end=window.end_ms,
+                    latency_ms=self._latency(window.end_ms),
+                    speech=SpeechFeatures(
+                        text=text,
+                        words=words,
+                        language=window.language,
+                        confidence=confidence,
+                        keywords=self._spotter.find(text),
+                    ),
+                ),
+            )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -489,8 +557,9 @@ class AnalyzeWorker:
         await self._sink.emit(features)
         self.counters.windows[modality] += 1
         self.counters.windows_by_stream[(state.stream, modality)] += 1
-        self.counters.last_window_end[state.stream] = max(self.counters.last_window_end.get(state.stream, 0),
-                                                          features.window_end)
+        self.counters.last_window_end[state.stream] = max(
+            self.counters.last_window_end.get(state.stream, 0), features.window_end
+        )
         state.unfinished.pop((modality, start), None)
 
     def _latency(self, window_end_ms: int) -> dict[str, float]:
@@ -548,16 +617,24 @@ class KafkaFeatureSink:
         self._acks = PendingAcks()
 
     async def emit(self, features: WindowFeatures) -> None:
-        self._acks.add(await self._producer.send(self._topic, key=features.site.encode(),
-                                                 value=features.model_dump_json().encode()))
+        self._acks.add(
+            await self._producer.send(
+                self._topic, key=features.site.encode(), value=features.model_dump_json().encode()
+            )
+        )
 
     async def flush(self) -> None:
         await self._acks.wait()
 
 
-async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None,
-                      idle_timeout: float | None = None, commit_every: float = 1.0,
-                      telemetry: Telemetry | None = None, report_every: float = 2.0) -> AnalyzeCounters:
+async def run_analyze(
+    config: FusewatchConfig,
+    stop: asyncio.Event | None = None,
+    idle_timeout: float | None = None,
+    commit_every: float = 1.0,
+    telemetry: Telemetry | None = None,
+    report_every: float = 2.0,
+) -> AnalyzeCounters:
     """A consumer-group worker on `fw.media` producing `fw.features`, until `stop` or idle.
 
     With `telemetry`, it also exports metrics and writes per-stream status to Redis every
@@ -568,18 +645,26 @@ async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None
     # Loading weights takes seconds: off the event loop, so the other roles of the process go on.
     detector = await asyncio.to_thread(registry.object_detector, config.detectors.objects)
     analyzer = await asyncio.to_thread(registry.audio_analyzer, config.detectors.audio)
-    transcriber = (await asyncio.to_thread(registry.transcriber, config.detectors.transcriber)
-                   if config.detectors.transcriber is not None else None)
+    transcriber = (
+        await asyncio.to_thread(registry.transcriber, config.detectors.transcriber)
+        if config.detectors.transcriber is not None
+        else None
+    )
     group = f"{config.kafka.group_prefix}-analyze"
     producer = make_producer(config.kafka)
     consumer = make_consumer(config.kafka, group=group)
     sink = KafkaFeatureSink(producer, config.kafka.topics.features)
-    worker = AnalyzeWorker(config, detector, analyzer, transcriber, sink,
-                           Path(config.outputs.snapshots_dir) if config.outputs.snapshots_dir else None)
+    worker = AnalyzeWorker(
+        config,
+        detector,
+        analyzer,
+        transcriber,
+        sink,
+        Path(config.outputs.snapshots_dir) if config.outputs.snapshots_dir else None,
+    )
     sampler = FrameSampler(worker.sample_rates(), worker.default_fps)
     media = MediaConsumer(consumer, producer, config.kafka.topics.dead_letter, frame_filter=sampler)
-    worker.observe_inference = lambda model, seconds: telemetry.metrics.inference_seconds.labels(model).observe(
-        seconds)
+    worker.observe_inference = lambda model, seconds: telemetry.metrics.inference_seconds.labels(model).observe(seconds)
     analyze_dead = DeadLetters(producer, config.kafka.topics.dead_letter, stage="analyze")
 
     async def dead_letter(stream: str, position: SourcePosition | None, reason: str) -> None:
@@ -588,6 +673,7 @@ async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None
         await analyze_dead.send(WireRecord(stream.encode(), None, []), origin, reason)
 
     worker.on_failure = dead_letter
+
     async def flush() -> bool:
         await asyncio.gather(sink.flush(), media.flush(), analyze_dead.flush())
         return True
@@ -596,10 +682,16 @@ async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None
         media.release(revoked)
         worker.release(revoked)
 
-    checkpoint = Checkpoint(consumer, "analyze", flush=flush,
-                            progress=[lambda: media.handled_positions, lambda: worker.last_positions],
-                            holds=[lambda: media.unstarted_positions, worker.unfinished_positions],
-                            release=release, every=commit_every, reset=config.kafka.offset_reset)
+    checkpoint = Checkpoint(
+        consumer,
+        "analyze",
+        flush=flush,
+        progress=[lambda: media.handled_positions, lambda: worker.last_positions],
+        holds=[lambda: media.unstarted_positions, worker.unfinished_positions],
+        release=release,
+        every=commit_every,
+        reset=config.kafka.offset_reset,
+    )
     reporter = _AnalyzeReporter(config, telemetry, worker, media, consumer, group, checkpoint)
     consumer.subscribe([config.kafka.topics.media], listener=checkpoint.listener())
     await producer.start()
@@ -612,9 +704,11 @@ async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None
     try:
         async with asyncio.TaskGroup() as tasks:
             reporting = tasks.create_task(reporter.run(report_every))
-            await worker.run(media.items(idle_timeout=idle_timeout, stop=stop, on_idle=checkpoint.maybe_commit),
-                             on_item=maybe_commit,
-                             finish=lambda: stop is None or not stop.is_set())
+            await worker.run(
+                media.items(idle_timeout=idle_timeout, stop=stop, on_idle=checkpoint.maybe_commit),
+                on_item=maybe_commit,
+                finish=lambda: stop is None or not stop.is_set(),
+            )
             await checkpoint.commit()
             reporting.cancel()
         await reporter.report()
@@ -631,8 +725,16 @@ async def run_analyze(config: FusewatchConfig, stop: asyncio.Event | None = None
 class _AnalyzeReporter:
     """Mirrors the worker's counters into metrics and writes per-stream status to Redis."""
 
-    def __init__(self, config: FusewatchConfig, telemetry: Telemetry, worker: AnalyzeWorker,
-                 media: MediaConsumer, consumer: AIOKafkaConsumer, group: str, checkpoint: Checkpoint) -> None:
+    def __init__(
+        self,
+        config: FusewatchConfig,
+        telemetry: Telemetry,
+        worker: AnalyzeWorker,
+        media: MediaConsumer,
+        consumer: AIOKafkaConsumer,
+        group: str,
+        checkpoint: Checkpoint,
+    ) -> None:
         self._telemetry = telemetry
         self._checkpoint = checkpoint
         self._metrics = telemetry.metrics
@@ -680,19 +782,29 @@ class _AnalyzeReporter:
         self._known.update(self._worker.streams)
         assigned = {tp.partition for tp in self._consumer.assignment()}
         # Streams of partitions a rebalance took away are reported by their new worker.
-        self._known = {stream: (site, partition) for stream, (site, partition) in self._known.items()
-                       if partition is None or partition in assigned}
+        self._known = {
+            stream: (site, partition)
+            for stream, (site, partition) in self._known.items()
+            if partition is None or partition in assigned
+        }
         for stream, (site, partition) in self._known.items():
             frames = frames_decoded.get(stream, 0)
             fps = (frames - before.get(stream, 0)) / (now - then) if before and now > then else 0.0
-            statuses.append(StreamStatus(
-                stream=stream, site=site, worker=self._process, fps=round(fps, 2), frames_decoded=frames,
-                frames_analysed=counters.analysed_by_stream.get(stream, 0),
-                frames_dropped=counters.dropped_by_stream.get(stream, 0),
-                frames_without_motion=counters.without_motion_by_stream.get(stream, 0),
-                consumer_lag=lag.get(partition) if partition is not None else None,
-                last_window_end=counters.last_window_end.get(stream), updated_ms=now_ms(),
-            ))
+            statuses.append(
+                StreamStatus(
+                    stream=stream,
+                    site=site,
+                    worker=self._process,
+                    fps=round(fps, 2),
+                    frames_decoded=frames,
+                    frames_analysed=counters.analysed_by_stream.get(stream, 0),
+                    frames_dropped=counters.dropped_by_stream.get(stream, 0),
+                    frames_without_motion=counters.without_motion_by_stream.get(stream, 0),
+                    consumer_lag=lag.get(partition) if partition is not None else None,
+                    last_window_end=counters.last_window_end.get(stream),
+                    updated_ms=now_ms(),
+                )
+            )
         try:
             await self._store.write_streams(statuses)
         except REDIS_DOWN as exc:

@@ -137,15 +137,22 @@ def embedded_services(config: FusewatchConfig, state_dir: Path) -> Iterator[Serv
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(),
-        TextColumn("{task.completed:.1f}/{task.total:.1f} s"), TimeElapsedColumn(),
-        console=console, disable=not console.is_terminal,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.1f}/{task.total:.1f} s"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
     )
 
 
 async def replay(
-    config: FusewatchConfig, file: str, stream_id: str, site: str | None,
-    speed: float | None, loops: int,
+    config: FusewatchConfig,
+    file: str,
+    stream_id: str,
+    site: str | None,
+    speed: float | None,
+    loops: int,
 ) -> int:
     """`fusewatch replay`: one recording into `fw.media`."""
     result = await _replay_many(config, [(file, stream_id, site or config.site)], speed, loops)
@@ -159,7 +166,10 @@ async def replay(
 
 
 async def _replay_many(
-    config: FusewatchConfig, files: list[tuple[str, str, str]], speed: float | None, loops: int,
+    config: FusewatchConfig,
+    files: list[tuple[str, str, str]],
+    speed: float | None,
+    loops: int,
 ) -> dict[str, ReplayResult]:
     for file, _, _ in files:
         await asyncio.to_thread(_check_recording, file)
@@ -176,7 +186,10 @@ async def _replay_many(
 
                 try:
                     results[stream_id] = await replay_file(
-                        file, stream_id, site, publisher,
+                        file,
+                        stream_id,
+                        site,
+                        publisher,
                         ReplayOptions(speed=speed, loops=loops, align_s=config.windows.size),
                         progress=tick,
                     )
@@ -234,8 +247,16 @@ async def ingest(config: FusewatchConfig, source_id: str) -> int:
     state = IngestState()
     async with MediaPublisher(config.kafka) as publisher:
         try:
-            await ingest_live(source.url, source.id, config.site_of(source), publisher,
-                              source.reconnect, dict(source.options), state=state, stop=stop)
+            await ingest_live(
+                source.url,
+                source.id,
+                config.site_of(source),
+                publisher,
+                source.reconnect,
+                dict(source.options),
+                state=state,
+                stop=stop,
+            )
         except (SourceError, Unacknowledged) as exc:
             raise UserError(str(exc)) from exc
         finally:
@@ -261,7 +282,10 @@ class StreamTally:
 
 
 async def decode_topic(
-    config: FusewatchConfig, group: str | None, idle: float, frame_filter: FrameFilter | None = None,
+    config: FusewatchConfig,
+    group: str | None,
+    idle: float,
+    frame_filter: FrameFilter | None = None,
 ) -> tuple[dict[str, StreamTally], DecodeCounters]:
     """Consume `fw.media` until `idle` seconds pass without records; tally what decodes.
 
@@ -308,8 +332,9 @@ def _print_tallies(tallies: dict[str, StreamTally], counters: DecodeCounters) ->
     table = Table("stream", "video frames", "audio samples", "audio seconds", "ended")
     for stream, tally in sorted(tallies.items()):
         seconds = tally.audio_samples / tally.sample_rate if tally.sample_rate else 0.0
-        table.add_row(stream, str(tally.frames), str(tally.audio_samples), f"{seconds:.1f}",
-                      "yes" if tally.ended else "no")
+        table.add_row(
+            stream, str(tally.frames), str(tally.audio_samples), f"{seconds:.1f}", "yes" if tally.ended else "no"
+        )
     out.print(table)
     out.print(
         f"packets {counters.packets}, frames decoded {counters.frames_decoded}, "
@@ -358,8 +383,10 @@ async def fuse(config: FusewatchConfig, idle: float | None) -> int:
     stop = _stop_on_signals()
     await _ensure_topics(config)
     worker = await run_fuse(config, stop=stop, idle_timeout=idle)
-    console.print(f"fuse: {worker.joiner.counters.windows_closed} windows, {worker.counters.alerts} alerts, "
-                  f"{worker.joiner.counters.late} late records")
+    console.print(
+        f"fuse: {worker.joiner.counters.windows_closed} windows, {worker.counters.alerts} alerts, "
+        f"{worker.joiner.counters.late} late records"
+    )
     return 0
 
 
@@ -371,16 +398,25 @@ async def _recordings(config: FusewatchConfig, media: list[str], labels: list[st
     pairs = _media_with_labels(media, labels)
     run = f"eval-{int(time.time())}"
     topics = KafkaTopics(**{k: f"{run}.{v}" for k, v in config.kafka.topics.model_dump().items()})
-    config = config.model_copy(update={
-        "kafka": config.kafka.model_copy(update={"topics": topics, "group_prefix": run}),
-        "detectors": config.detectors.model_copy(update={"when_behind": "wait"}),
-    })
+    config = config.model_copy(
+        update={
+            "kafka": config.kafka.model_copy(update={"topics": topics, "group_prefix": run}),
+            "detectors": config.detectors.model_copy(update={"when_behind": "wait"}),
+        }
+    )
     with embedded_services(config, Path(".cache/services/eval")):
         results = await _replay_many(config, [(str(p), p.stem, config.site) for p, _ in pairs], None, 1)
         await _analyze_with_progress(config, sum(r.stats.media_seconds for r in results.values()))
         features = await read_features(config)
-    return [Recording(p.stem, [f for f in features if f.stream == p.stem], load_labels(lp),
-                      results[p.stem].wall_start_ns // 1_000_000) for p, lp in pairs]
+    return [
+        Recording(
+            p.stem,
+            [f for f in features if f.stream == p.stem],
+            load_labels(lp),
+            results[p.stem].wall_start_ns // 1_000_000,
+        )
+        for p, lp in pairs
+    ]
 
 
 async def _analyze_with_progress(config: FusewatchConfig, media_seconds: float) -> None:
@@ -394,12 +430,18 @@ async def _analyze_with_progress(config: FusewatchConfig, media_seconds: float) 
     done = telemetry.metrics.windows_emitted
 
     def emitted() -> float:
-        return sum(sample.value for metric in done.collect() for sample in metric.samples
-                   if sample.name.endswith("_total"))
+        return sum(
+            sample.value for metric in done.collect() for sample in metric.samples if sample.name.endswith("_total")
+        )
 
-    with Progress(TextColumn("[bold]analysing[/] (detection, loudness, VAD, Whisper)"), BarColumn(),
-                  TextColumn("{task.completed:.0f}/{task.total:.0f} windows"), TimeElapsedColumn(),
-                  console=console, disable=not console.is_terminal) as progress:
+    with Progress(
+        TextColumn("[bold]analysing[/] (detection, loudness, VAD, Whisper)"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} windows"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    ) as progress:
         bar = progress.add_task("analyse", total=expected)
         work = asyncio.ensure_future(run_analyze(config, idle_timeout=5.0, telemetry=telemetry, report_every=0.5))
         while not work.done():
@@ -409,21 +451,38 @@ async def _analyze_with_progress(config: FusewatchConfig, media_seconds: float) 
         progress.update(bar, completed=expected)
 
 
-async def evaluate(config: FusewatchConfig, media: list[str], labels: list[str], tolerance: float,
-                   json_out: str | None) -> int:
+async def evaluate(
+    config: FusewatchConfig, media: list[str], labels: list[str], tolerance: float, json_out: str | None
+) -> int:
     """`fusewatch eval`: replay → analyze on the embedded services, fuse, precision/recall/F1 per event."""
     from daemon.evaluation.scoring import evaluate as score_events
 
     recordings = await _recordings(config, media, labels)
     scores = await score_events(config, recordings, tolerance)
-    table = Table("event", "variant", "TP", "FP", "FN", "precision", "recall", "F1",
-                  title=f"fusewatch eval (tolerance ±{tolerance:g} s)")
+    table = Table(
+        "event",
+        "variant",
+        "TP",
+        "FP",
+        "FN",
+        "precision",
+        "recall",
+        "F1",
+        title=f"fusewatch eval (tolerance ±{tolerance:g} s)",
+    )
     for score in scores:
-        table.add_row(score.event, score.variant, str(score.true_positives), str(score.false_positives),
-                      str(score.false_negatives), f"{score.precision:.2f}", f"{score.recall:.2f}", f"{score.f1:.2f}")
+        table.add_row(
+            score.event,
+            score.variant,
+            str(score.true_positives),
+            str(score.false_positives),
+            str(score.false_negatives),
+            f"{score.precision:.2f}",
+            f"{score.recall:.2f}",
+            f"{score.f1:.2f}",
+        )
     out.print(table)
-    report = {"tolerance_s": tolerance, "media": list(media),
-              "scores": [score.as_dict() for score in scores]}
+    report = {"tolerance_s": tolerance, "media": list(media), "scores": [score.as_dict() for score in scores]}
     if json_out == "-":
         print(json.dumps(report, indent=2))
     elif json_out:
@@ -431,8 +490,9 @@ async def evaluate(config: FusewatchConfig, media: list[str], labels: list[str],
     return 0
 
 
-async def train_fusion(config: FusewatchConfig, event_name: str, media: list[str], labels: list[str],
-                       output: str) -> int:
+async def train_fusion(
+    config: FusewatchConfig, event_name: str, media: list[str], labels: list[str], output: str
+) -> int:
     """`fusewatch fusion train`: fit a learned-fusion model for one event on labelled recordings."""
     from daemon.evaluation.scoring import joined_windows, window_labels
     from daemon.fuse.learned import FeatureSpec, train
@@ -504,8 +564,11 @@ def show_dashboard_link(config: FusewatchConfig, token: str, generated: bool) ->
         note = " (a fresh token: set web.token to keep one)" if generated else ""
         console.print(f"dashboard: [link]{dashboard_url(config, token)}[/link]{note}")
         return
-    how = ("a fresh token was made and is shown only on a terminal: set web.token (FUSEWATCH_WEB_TOKEN) to sign in"
-           if generated else "sign in with web.token")
+    how = (
+        "a fresh token was made and is shown only on a terminal: set web.token (FUSEWATCH_WEB_TOKEN) to sign in"
+        if generated
+        else "sign in with web.token"
+    )
     logging.getLogger(__name__).info("dashboard: %s (%s; the token is not logged)", dashboard_url(config, None), how)
 
 
@@ -522,8 +585,15 @@ async def run(config: FusewatchConfig, roles: tuple[str, ...], metrics_port: int
     return 0
 
 
-async def alerts(config: FusewatchConfig, site: str | None, event: str | None, since: str | None, limit: int,
-                 follow: bool, json_lines: bool) -> int:
+async def alerts(
+    config: FusewatchConfig,
+    site: str | None,
+    event: str | None,
+    since: str | None,
+    limit: int,
+    follow: bool,
+    json_lines: bool,
+) -> int:
     """`fusewatch alerts`: the alert feed from Redis, optionally followed."""
     from config.durations import parse_duration
     from daemon.console.feed import AlertPrinter, show_alerts, since_ms
@@ -567,8 +637,7 @@ def fetch_media(media_dir: Path) -> Path:
         raise UserError(f"media script not found at {script}; run from a fusewatch checkout")
     if not ((media_dir / "lobby.ts").is_file() and (media_dir / "street.ts").is_file()):
         console.print(f"fetching sample media into {media_dir} …")
-        done = subprocess.run(["bash", str(script), str(media_dir)], capture_output=True, text=True,
-                              check=False)
+        done = subprocess.run(["bash", str(script), str(media_dir)], capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise UserError(f"fetching media failed:\n{done.stderr[-2000:]}")
     return media_dir
@@ -596,14 +665,16 @@ async def demo(config: FusewatchConfig, media_dir: Path) -> int:
     main = asyncio.current_task()
     assert main is not None
     with embedded_services(config, Path(".cache/services/demo")) as started:
-        install_signal_handlers(stop, main,
-                                before_hard_exit=None if started is None else functools.partial(started.stop, 3.0))
+        install_signal_handlers(
+            stop, main, before_hard_exit=None if started is None else functools.partial(started.stop, 3.0)
+        )
         if started is not None:
             console.print(f"embedded broker on {started.kafka.address}, Redis on {started.redis.address}")
         console.print(f"replaying {', '.join(s.id for s in config.sources)} in a loop at real speed")
         console.print(f"dashboard: [link]{dashboard_url(config, token)}[/link]")
-        console.print("alerts appear below as they fire (the lobby's call for help comes ~35 s in); "
-                      "Ctrl-C stops everything")
+        console.print(
+            "alerts appear below as they fire (the lobby's call for help comes ~35 s in); Ctrl-C stops everything"
+        )
         printer = AlertPrinter()
 
         async def print_alerts(stop: asyncio.Event) -> None:

@@ -46,8 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file")
 
     schema = commands.add_parser("schema", help="print JSON Schemas of the config and wire messages")
-    schema.add_argument("name", nargs="?", default="all",
-                        help="config, init, features, alert, summary or all (default)")
+    schema.add_argument(
+        "name", nargs="?", default="all", help="config, init, features, alert, summary or all (default)"
+    )
 
     services = commands.add_parser("services", help="embedded Kafka-protocol broker and Redis")
     services.add_argument("action", choices=["up", "down", "status"])
@@ -97,10 +98,18 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run roles (ingest, analyze, fuse, web) supervised in one process")
     run.add_argument("config", nargs="?", help="site file (default: the embedded demo config)")
-    run.add_argument("--role", action="append", default=[],
-                     help="all (default), ingest, analyze, fuse or web; repeat or comma-separate for several")
-    run.add_argument("--metrics-port", type=int, default=None,
-                     help="without the web role: serve /metrics, /healthz and /readyz on this port")
+    run.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        help="all (default), ingest, analyze, fuse or web; repeat or comma-separate for several",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="without the web role: serve /metrics, /healthz and /readyz on this port",
+    )
 
     feed = commands.add_parser("alerts", help="the alert feed from Redis (JSON lines when piped)")
     feed.add_argument("--config")
@@ -167,8 +176,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "eval": lambda a: commands.evaluate(load_config(a.config), a.media, a.labels, a.tolerance, a.json_out),
         "fusion": lambda a: commands.train_fusion(load_config(a.config), a.event, a.media, a.labels, a.out),
         "run": lambda a: commands.run(_load(a.config), commands.parse_roles(a.role), a.metrics_port),
-        "alerts": lambda a: commands.alerts(_load(a.config), a.site, a.event, a.since, a.limit, a.follow,
-                                            a.json_lines),
+        "alerts": lambda a: commands.alerts(_load(a.config), a.site, a.event, a.since, a.limit, a.follow, a.json_lines),
         "status": lambda a: commands.status(_load(a.config), a.json_out),
         "demo": lambda a: commands.demo(_load(a.config), Path(a.media_dir)),
     }
@@ -187,4 +195,3 @@ def _positive_float(raw: str, flag: str) -> float:
     if value <= 0:
         raise UserError(f"{flag}: must be > 0, got {raw}")
     return value
-

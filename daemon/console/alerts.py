@@ -48,9 +48,11 @@ class AlertFilter:
     since_ms: int | None = None
 
     def matches(self, alert: Alert) -> bool:
-        return ((self.site is None or alert.site == self.site)
-                and (self.event is None or alert.event == self.event)
-                and (self.since_ms is None or alert.window_start >= self.since_ms))
+        return (
+            (self.site is None or alert.site == self.site)
+            and (self.event is None or alert.event == self.event)
+            and (self.since_ms is None or alert.window_start >= self.since_ms)
+        )
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,10 @@ class AlertStore:
         if not alerts:
             return alerts
         raw = await self._client.hmget(self.keys.acks, [a.alert.id for a in alerts])
-        return [StoredAlert(a.entry, a.alert, Ack.model_validate_json(r) if r else None)
-                for a, r in zip(alerts, raw, strict=True)]
+        return [
+            StoredAlert(a.entry, a.alert, Ack.model_validate_json(r) if r else None)
+            for a, r in zip(alerts, raw, strict=True)
+        ]
 
     async def recent(self, limit: int = 50, where: AlertFilter = AlertFilter()) -> list[StoredAlert]:
         """The newest `limit` alerts that match, newest first."""
@@ -111,7 +115,8 @@ class AlertStore:
                 break
             upper = "(" + redis_text(page[-1][0])
             if where.since_ms is not None and all(
-                    (p := self._parse(e, f)) is None or p.alert.window_start < where.since_ms for e, f in page):
+                (p := self._parse(e, f)) is None or p.alert.window_start < where.since_ms for e, f in page
+            ):
                 break
         return await self._with_acks(found)
 
@@ -128,8 +133,9 @@ class AlertStore:
                 return (await self._with_acks([stored]))[0]
         return None
 
-    async def follow(self, after: str = "$", where: AlertFilter = AlertFilter(),
-                     block_ms: int = 1000) -> AsyncIterator[StoredAlert | None]:
+    async def follow(
+        self, after: str = "$", where: AlertFilter = AlertFilter(), block_ms: int = 1000
+    ) -> AsyncIterator[StoredAlert | None]:
         """Alerts appended after the entry `after` ('$': from now on); yields None when a block times out.
 
         Survives Redis restarts: it waits with backoff and resumes after the last entry it saw.

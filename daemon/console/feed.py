@@ -24,8 +24,13 @@ from daemon.telemetry.status import StatusStore
 from streams.models import Alert
 from streams.sinks import redis_client
 
-_SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan",
-                   "info": "dim"}
+_SEVERITY_STYLE = {
+    "critical": "bold white on red",
+    "high": "bold red",
+    "medium": "yellow",
+    "low": "cyan",
+    "info": "dim",
+}
 
 
 def top_terms(alert: Alert, count: int = 3) -> str:
@@ -49,8 +54,10 @@ def alert_line(alert: Alert, ack: str = "") -> str:
     excerpt = f'  [italic]"{escape(said[:100])}{"…" if len(said) > 100 else ""}"[/]' if said else ""
     acked = f"  [green]✓ {escape(ack)}[/]" if ack else ""
     streams = escape(", ".join(alert.streams))
-    return (f"{_clock(alert.window_start)}  {escape(alert.site)}  [{style}]{escape(alert.event)}[/]  "
-            f"{alert.score:.2f}  [dim]{streams}[/]  {escape(top_terms(alert))}{excerpt}{acked}")
+    return (
+        f"{_clock(alert.window_start)}  {escape(alert.site)}  [{style}]{escape(alert.event)}[/]  "
+        f"{alert.score:.2f}  [dim]{streams}[/]  {escape(top_terms(alert))}{excerpt}{acked}"
+    )
 
 
 class AlertPrinter:
@@ -69,8 +76,14 @@ class AlertPrinter:
             self._console.print(alert_line(stored.alert, stored.ack.by if stored.ack else ""))
 
 
-async def show_alerts(config: FusewatchConfig, where: AlertFilter, limit: int, follow: bool,
-                      printer: AlertPrinter, stop: asyncio.Event | None = None) -> int:
+async def show_alerts(
+    config: FusewatchConfig,
+    where: AlertFilter,
+    limit: int,
+    follow: bool,
+    printer: AlertPrinter,
+    stop: asyncio.Event | None = None,
+) -> int:
     """`fusewatch alerts`: the newest `limit` alerts, oldest first; with `follow`, then every new one."""
     client = feed_client(config.redis)
     store = AlertStore(client, config.redis.key_prefix)
@@ -108,8 +121,9 @@ async def read_status(config: FusewatchConfig) -> dict[str, Any]:
 def status_tables(overview: dict[str, Any]) -> list[Table]:
     """`fusewatch status` on a terminal: one table of streams, one of roles."""
     now = overview["now_ms"]
-    streams = Table("stream", "fps", "dropped", "no motion", "lag", "last window", "last alert", "seen", "said",
-                    title="streams")
+    streams = Table(
+        "stream", "fps", "dropped", "no motion", "lag", "last window", "last alert", "seen", "said", title="streams"
+    )
     for row in overview["streams"]:
         status = row["status"] or {}
         summary = row["summary"] or {}
@@ -119,16 +133,25 @@ def status_tables(overview: dict[str, Any]) -> list[Table]:
         seen = ", ".join(f"{v} {k}" for k, v in sorted(summary.get("objects", {}).items()))
         streams.add_row(
             row["stream"] + (" [red](not reporting)[/]" if row["stale"] else ""),
-            f"{status['fps']:.1f}" if status else "–", str(status.get("frames_dropped", "–")),
+            f"{status['fps']:.1f}" if status else "–",
+            str(status.get("frames_dropped", "–")),
             _share(status.get("frames_without_motion"), status.get("frames_analysed")),
-            str(status.get("consumer_lag") if status.get("consumer_lag") is not None else "–"), age,
-            f"{alert['event']} {_clock(alert['window_start'])}" if alert else "–", seen or "–",
+            str(status.get("consumer_lag") if status.get("consumer_lag") is not None else "–"),
+            age,
+            f"{alert['event']} {_clock(alert['window_start'])}" if alert else "–",
+            seen or "–",
             escape(summary.get("transcript", ""))[:60],
         )
     roles = Table("role", "process", "state", "restarts", "consumer", "last error", title="roles")
     for role in overview["roles"]:
         consumer = escape(role.get("consumer", ""))
         shown = consumer if consumer in ("", "ok") else f"[red]{consumer}[/]"
-        roles.add_row(role["role"], role["process"], role["state"] + (" [red](stale)[/]" if role["stale"] else ""),
-                      str(role["restarts"]), shown, escape(role["last_error"])[:80])
+        roles.add_row(
+            role["role"],
+            role["process"],
+            role["state"] + (" [red](stale)[/]" if role["stale"] else ""),
+            str(role["restarts"]),
+            shown,
+            escape(role["last_error"])[:80],
+        )
     return [streams, roles]

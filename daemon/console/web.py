@@ -75,8 +75,10 @@ _KAFKA_CHECK_S = 3.0
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _FORM = "application/x-www-form-urlencoded"
 # The pages load only their own scripts, styles and snapshots, and never run inside a frame.
-_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 _SECURITY_HEADERS = {
     "content-security-policy": _CSP,
     "x-frame-options": "DENY",
@@ -191,8 +193,14 @@ class LoginThrottle:
     longest-quiet ones are forgotten first).
     """
 
-    def __init__(self, attempts: int, backoff: float, maximum: float, max_clients: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        attempts: int,
+        backoff: float,
+        maximum: float,
+        max_clients: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.attempts = attempts
         self.backoff = backoff
         self.maximum = max(maximum, backoff)
@@ -245,8 +253,9 @@ class TokenAuth:
     token send no Origin and need none (a browser never adds that header by itself).
     """
 
-    def __init__(self, app: ASGIApp, token: str, throttle: LoginThrottle,
-                 trusted_origins: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, token: str, throttle: LoginThrottle, trusted_origins: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.token = token
         self.session = session_value(token)
@@ -297,21 +306,30 @@ class TokenAuth:
     @staticmethod
     def _unauthorized(request: Request) -> Response:
         if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept", ""):
-            return _error(401, "unauthorized: send Authorization: Bearer <token>",
-                          headers={"WWW-Authenticate": 'Bearer realm="fusewatch"'})
+            return _error(
+                401,
+                "unauthorized: send Authorization: Bearer <token>",
+                headers={"WWW-Authenticate": 'Bearer realm="fusewatch"'},
+            )
         return _login_page(request.url.path, status=401)
 
 
 def _too_many(wait: float) -> Response:
-    return _error(429, f"too many wrong tokens from this client: try again in {wait:.1f} s",
-                  headers={"Retry-After": str(math.ceil(wait))}, retry_after_s=round(wait, 3))
+    return _error(
+        429,
+        f"too many wrong tokens from this client: try again in {wait:.1f} s",
+        headers={"Retry-After": str(math.ceil(wait))},
+        retry_after_s=round(wait, 3),
+    )
 
 
 def _login_page(next_path: str, status: int, error: str = "", headers: dict[str, str] | None = None) -> HTMLResponse:
-    page = _static("login.html").replace("{{next}}", quote(next_path, safe="/")).replace(
-        "{{error}}", error)
-    return HTMLResponse(page, status_code=status, headers={"WWW-Authenticate": 'Bearer realm="fusewatch"',
-                                                           "Cache-Control": "no-store"} | (headers or {}))
+    page = _static("login.html").replace("{{next}}", quote(next_path, safe="/")).replace("{{error}}", error)
+    return HTMLResponse(
+        page,
+        status_code=status,
+        headers={"WWW-Authenticate": 'Bearer realm="fusewatch"', "Cache-Control": "no-store"} | (headers or {}),
+    )
 
 
 def _safe_next(raw: str | None) -> str:
@@ -321,9 +339,16 @@ def _safe_next(raw: str | None) -> str:
 class Dashboard:
     """Request handlers; one Redis client shared by the API, another one for the live feeds' subscriptions."""
 
-    def __init__(self, config: FusewatchConfig, telemetry: Telemetry, token: str, local_roles: tuple[str, ...],
-                 stop: asyncio.Event, client: aioredis.Redis | None = None,
-                 throttle: LoginThrottle | None = None) -> None:
+    def __init__(
+        self,
+        config: FusewatchConfig,
+        telemetry: Telemetry,
+        token: str,
+        local_roles: tuple[str, ...],
+        stop: asyncio.Event,
+        client: aioredis.Redis | None = None,
+        throttle: LoginThrottle | None = None,
+    ) -> None:
         self.config = config
         self.telemetry = telemetry
         self.token = token
@@ -361,15 +386,20 @@ class Dashboard:
         client = _client(request)
         wait = self.throttle.wait(client)
         if wait > 0:
-            return _login_page(target, status=429, error=f"too many wrong tokens: try again in {math.ceil(wait)} s",
-                               headers={"Retry-After": str(math.ceil(wait))})
+            return _login_page(
+                target,
+                status=429,
+                error=f"too many wrong tokens: try again in {math.ceil(wait)} s",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
         if not same(token, self.token):
             self.throttle.failed(client)
             return _login_page(target, status=401, error="wrong token")
         self.throttle.succeeded(client)
         response = RedirectResponse(target, status_code=303, headers={"Cache-Control": "no-store"})
-        response.set_cookie(COOKIE, session_value(self.token), httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https")
+        response.set_cookie(
+            COOKIE, session_value(self.token), httponly=True, samesite="strict", secure=request.url.scheme == "https"
+        )
         return response
 
     # ------------------------------------------------------------------ pages
@@ -444,8 +474,11 @@ class Dashboard:
         """
         cap = self.config.web.max_live_connections
         if self.live_count >= cap:
-            return _error(503, f"too many live connections ({cap} open, web.max_live_connections); retry later",
-                          headers={"Retry-After": "5"})
+            return _error(
+                503,
+                f"too many live connections ({cap} open, web.max_live_connections); retry later",
+                headers={"Retry-After": "5"},
+            )
         self.live_count += 1
         released = False
 
@@ -463,9 +496,12 @@ class Dashboard:
         except BaseException:
             await release()
             raise
-        return StreamingResponse(self._event_stream(pubsub, release), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-                                 background=BackgroundTask(release))
+        return StreamingResponse(
+            self._event_stream(pubsub, release),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            background=BackgroundTask(release),
+        )
 
     async def _event_stream(self, pubsub: PubSub, release: Callable[[], Any]) -> AsyncIterator[str]:
         names = {self.keys.live: "alert", self.keys.acks_live: "ack"}
@@ -504,14 +540,16 @@ class Dashboard:
                     consumers[role] = {"broker": health.broker, "stalled": list(health.stalled)}
                     checks[f"{role}_consumer"] = health.broker in ("ok", "unknown") and not health.stalled
         ready = all(checks.values())
-        return JSONResponse({"ready": ready, "checks": checks, "consumers": consumers},
-                            status_code=200 if ready else 503)
+        return JSONResponse(
+            {"ready": ready, "checks": checks, "consumers": consumers}, status_code=200 if ready else 503
+        )
 
     async def _kafka_answers(self) -> bool:
         """A metadata request through a real client with the configured TLS/SASL: a TCP connect is not enough."""
         try:
-            admin = AIOKafkaAdminClient(**client_options(self.config.kafka),
-                                        request_timeout_ms=int(_KAFKA_CHECK_S * 1000))
+            admin = AIOKafkaAdminClient(
+                **client_options(self.config.kafka), request_timeout_ms=int(_KAFKA_CHECK_S * 1000)
+            )
         except (OSError, ValueError) as exc:  # the CA or client certificate cannot be read
             log.warning("readyz: kafka client not made: %s", exc)
             return False
@@ -542,8 +580,14 @@ async def _close_quietly(pubsub: PubSub) -> None:
         await pubsub.aclose()
 
 
-def create_app(config: FusewatchConfig, telemetry: Telemetry, token: str, local_roles: tuple[str, ...] = (),
-               stop: asyncio.Event | None = None, dashboard: bool = True) -> Starlette:
+def create_app(
+    config: FusewatchConfig,
+    telemetry: Telemetry,
+    token: str,
+    local_roles: tuple[str, ...] = (),
+    stop: asyncio.Event | None = None,
+    dashboard: bool = True,
+) -> Starlette:
     """The ASGI app; `dashboard=False` serves only /metrics, /healthz and /readyz (non-web roles)."""
     if not token:
         raise ValueError("the web app needs a token")
@@ -600,14 +644,28 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-async def serve(config: FusewatchConfig, telemetry: Telemetry, stop: asyncio.Event, token: str,
-                local_roles: tuple[str, ...] = (), dashboard: bool = True, port: int | None = None) -> None:
+async def serve(
+    config: FusewatchConfig,
+    telemetry: Telemetry,
+    stop: asyncio.Event,
+    token: str,
+    local_roles: tuple[str, ...] = (),
+    dashboard: bool = True,
+    port: int | None = None,
+) -> None:
     """Serve the app until `stop`; open event streams are closed within a couple of seconds."""
     app = create_app(config, telemetry, token, local_roles, stop, dashboard)
-    server = _EmbeddedServer(uvicorn.Config(
-        app, host=config.web.host, port=config.web.port if port is None else port, log_level="warning",
-        access_log=False, timeout_graceful_shutdown=3, lifespan="on",
-    ))
+    server = _EmbeddedServer(
+        uvicorn.Config(
+            app,
+            host=config.web.host,
+            port=config.web.port if port is None else port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=3,
+            lifespan="on",
+        )
+    )
 
     async def stop_server() -> None:
         await stop.wait()
@@ -641,4 +699,3 @@ def resolve_token(config: FusewatchConfig) -> tuple[str, bool]:
     if config.web.token is not None:
         return config.web.token.get_secret_value(), False
     return secrets.token_urlsafe(18), True
-

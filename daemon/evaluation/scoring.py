@@ -74,8 +74,11 @@ class Score:
         return 2 * p * r / (p + r) if p + r else 0.0
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self) | {"precision": round(self.precision, 4), "recall": round(self.recall, 4),
-                               "f1": round(self.f1, 4)}
+        return asdict(self) | {
+            "precision": round(self.precision, 4),
+            "recall": round(self.recall, 4),
+            "f1": round(self.f1, 4),
+        }
 
 
 def load_labels(path: Path) -> list[Label]:
@@ -90,8 +93,14 @@ def match(score: Score, labels: Sequence[Label], detections: Sequence[AlertSpan]
     open_labels = [label for label in labels if label.event == score.event]
     for detection in mine:
         score.alerts.append(detection.start)
-        hit = next((label for label in open_labels
-                    if detection.start < label.end + tolerance and detection.end > label.start - tolerance), None)
+        hit = next(
+            (
+                label
+                for label in open_labels
+                if detection.start < label.end + tolerance and detection.end > label.start - tolerance
+            ),
+            None,
+        )
         if hit is None:
             score.false_positives += 1
         else:
@@ -122,8 +131,11 @@ async def fuse_offline(config: FusewatchConfig, features: Sequence[WindowFeature
 async def joined_windows(config: FusewatchConfig, features: Sequence[WindowFeatures]) -> list[JoinedWindow]:
     """The (site, window) joins that fusion sees for recorded features, in order."""
     joiner = WindowJoiner(config)
-    closed = [w for record in sorted(features, key=lambda f: (f.window_start, f.stream, f.modality))
-              for w in joiner.add(record)]
+    closed = [
+        w
+        for record in sorted(features, key=lambda f: (f.window_start, f.stream, f.modality))
+        for w in joiner.add(record)
+    ]
     return closed + joiner.close_all()
 
 
@@ -155,8 +167,12 @@ async def evaluate(config: FusewatchConfig, recordings: Sequence[Recording], tol
             variant_config = config.model_copy(update={"events": [rule]})
             for recording in recordings:
                 alerts = await fuse_offline(variant_config, recording.features)
-                detections = [AlertSpan(a.event, (a.window_start - recording.base_ms) / 1000,
-                                        (a.window_end - recording.base_ms) / 1000) for a in alerts]
+                detections = [
+                    AlertSpan(
+                        a.event, (a.window_start - recording.base_ms) / 1000, (a.window_end - recording.base_ms) / 1000
+                    )
+                    for a in alerts
+                ]
                 match(score, recording.labels, detections, tolerance)
             scores.append(score)
     return scores

@@ -43,8 +43,9 @@ class FeatureSpec:
     def from_config(cls, config: FusewatchConfig) -> FeatureSpec:
         zones = sorted({zone.name for source in config.sources for zone in source.video.zones})
         transcriber = config.detectors.transcriber
-        return cls(tuple(config.detectors.objects.classes), tuple(zones),
-                   tuple(transcriber.keywords) if transcriber else ())
+        return cls(
+            tuple(config.detectors.objects.classes), tuple(zones), tuple(transcriber.keywords) if transcriber else ()
+        )
 
     @property
     def names(self) -> list[str]:
@@ -99,11 +100,20 @@ class LearnedModel:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({
-            "kind": "fusewatch-logistic-v1", "names": self.names, "mean": self.mean, "scale": self.scale,
-            "coef": self.coef, "intercept": self.intercept,
-            "spec": {"classes": self.spec.classes, "zones": self.spec.zones, "keywords": self.spec.keywords},
-        }, indent=2))
+        path.write_text(
+            json.dumps(
+                {
+                    "kind": "fusewatch-logistic-v1",
+                    "names": self.names,
+                    "mean": self.mean,
+                    "scale": self.scale,
+                    "coef": self.coef,
+                    "intercept": self.intercept,
+                    "spec": {"classes": self.spec.classes, "zones": self.spec.zones, "keywords": self.spec.keywords},
+                },
+                indent=2,
+            )
+        )
 
     @classmethod
     def load(cls, path: Path) -> LearnedModel:
@@ -113,10 +123,15 @@ class LearnedModel:
             raise ValueError(f"cannot read fusion model {path}: {exc}") from exc
         if raw.get("kind") != "fusewatch-logistic-v1":
             raise ValueError(f"{path} is not a fusewatch fusion model")
-        spec = FeatureSpec(tuple(raw["spec"]["classes"]), tuple(raw["spec"]["zones"]),
-                           tuple(raw["spec"]["keywords"]))
-        model = cls(tuple(raw["names"]), tuple(raw["mean"]), tuple(raw["scale"]), tuple(raw["coef"]),
-                    float(raw["intercept"]), spec)
+        spec = FeatureSpec(tuple(raw["spec"]["classes"]), tuple(raw["spec"]["zones"]), tuple(raw["spec"]["keywords"]))
+        model = cls(
+            tuple(raw["names"]),
+            tuple(raw["mean"]),
+            tuple(raw["scale"]),
+            tuple(raw["coef"]),
+            float(raw["intercept"]),
+            spec,
+        )
         if list(model.names) != spec.names:
             raise ValueError(f"{path}: feature names do not match its feature spec")
         return model
@@ -134,8 +149,14 @@ def train(spec: FeatureSpec, windows: Sequence[JoinedWindow], labels: Sequence[b
     scale[scale == 0] = 1.0
     fitted = LogisticRegression(C=c, class_weight="balanced", max_iter=1000)
     fitted.fit((features - mean) / scale, np.asarray(labels, dtype=int))
-    return LearnedModel(tuple(spec.names), tuple(mean.tolist()), tuple(scale.tolist()),
-                        tuple(fitted.coef_[0].tolist()), float(fitted.intercept_[0]), spec)
+    return LearnedModel(
+        tuple(spec.names),
+        tuple(mean.tolist()),
+        tuple(scale.tolist()),
+        tuple(fitted.coef_[0].tolist()),
+        float(fitted.intercept_[0]),
+        spec,
+    )
 
 
 class LearnedRule(EventRule):
@@ -152,9 +173,13 @@ class LearnedRule(EventRule):
         raw = self.model.spec.vector(window)
         parts = self.model.contributions(raw)
         terms = tuple(
-            TermContribution(signal=name, weight=round(coef, 4), value=float(value),
-                             g=round(1.0 / (1.0 + math.exp(-max(min(part, 50.0), -50.0))), 4),
-                             contribution=round(float(part), 4))
+            TermContribution(
+                signal=name,
+                weight=round(coef, 4),
+                value=float(value),
+                g=round(1.0 / (1.0 + math.exp(-max(min(part, 50.0), -50.0))), 4),
+                contribution=round(float(part), 4),
+            )
             for name, coef, value, part in zip(self.model.names, self.model.coef, raw, parts, strict=True)
         )
         return round(self.model.probability(raw), 4), terms

@@ -21,7 +21,12 @@ from detectors.keywords import KeywordSpotter
 from streams.models import Alert, Detection, Evidence, Summary, TermContribution, VideoFeatures, WindowFeatures
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
 }
 
 
@@ -51,8 +56,11 @@ def signal_value(term: Term, window: JoinedWindow) -> float | None:
     """The term's signal in this window (max over the term's streams); None when nobody measured it."""
     parts = term.signal.split(".")
     if parts[0] == "video":
-        values = [value for f in window.of("video", term.streams) if f.video is not None
-                  and (value := _video_value(parts, f.video)) is not None]
+        values = [
+            value
+            for f in window.of("video", term.streams)
+            if f.video is not None and (value := _video_value(parts, f.video)) is not None
+        ]
         return max(values) if values else None
     if parts[0] == "audio":
         audio_values = [getattr(f.audio, parts[1]) for f in window.of("audio", term.streams) if f.audio is not None]
@@ -76,8 +84,13 @@ def _video_value(parts: list[str], video: VideoFeatures) -> float | None:
     stats = video.classes.get(parts[1])
     if stats is None:
         return 0.0
-    return {"count": float(stats.max_count), "max_count": float(stats.max_count), "mean_count": stats.mean_count,
-            "confidence": stats.max_confidence, "new_tracks": float(len(stats.new_tracks))}[parts[2]]
+    return {
+        "count": float(stats.max_count),
+        "max_count": float(stats.max_count),
+        "mean_count": stats.mean_count,
+        "confidence": stats.max_confidence,
+        "new_tracks": float(len(stats.new_tracks)),
+    }[parts[2]]
 
 
 def term_score(term: Term, value: float | None) -> float:
@@ -132,8 +145,15 @@ class EventRule:
         for term in self.event.terms:
             value = signal_value(term, window)
             g = term_score(term, value)
-            contributions.append(TermContribution(signal=term.signal, weight=term.weight, value=value, g=round(g, 4),
-                                                  contribution=round(term.weight * g, 4)))
+            contributions.append(
+                TermContribution(
+                    signal=term.signal,
+                    weight=term.weight,
+                    value=value,
+                    g=round(g, 4),
+                    contribution=round(term.weight * g, 4),
+                )
+            )
         return round(sum(c.contribution for c in contributions), 4), tuple(contributions)
 
     def evaluate(self, window: JoinedWindow, state: RuleState) -> Evaluation:
@@ -157,14 +177,22 @@ class EventRule:
         transcript = " ".join(f.speech.text for f in window.of("speech") if f.speech and f.speech.text).strip()
         contributing = sorted(self._contributing(window))
         return Alert(
-            id=alert_id(self.event.name, window.site, window.window_start), event=self.event.name, site=window.site,
-            streams=contributing or window.streams, window_start=window.window_start, window_end=window.window_end,
-            score=evaluation.score, threshold=self.event.threshold, terms=list(evaluation.terms),
+            id=alert_id(self.event.name, window.site, window.window_start),
+            event=self.event.name,
+            site=window.site,
+            streams=contributing or window.streams,
+            window_start=window.window_start,
+            window_end=window.window_end,
+            score=evaluation.score,
+            threshold=self.event.threshold,
+            terms=list(evaluation.terms),
             severity=self.event.severity,
-            evidence=Evidence(transcript=transcript[:500], detections=detections,
-                              snapshot=best.video.snapshot if best and best.video else None),
+            evidence=Evidence(
+                transcript=transcript[:500],
+                detections=detections,
+                snapshot=best.video.snapshot if best and best.video else None,
+            ),
         )
-
 
     def _contributing(self, window: JoinedWindow) -> set[str]:
         """Streams that on their own give some term a g > 0."""
@@ -186,8 +214,16 @@ def summaries(window: JoinedWindow) -> list[Summary]:
         objects = {label: stats.max_count for f in mine if f.video for label, stats in f.video.classes.items()}
         audio = next((f.audio for f in mine if f.audio), None)
         text = " ".join(f.speech.text for f in mine if f.speech and f.speech.text)
-        out.append(Summary(stream=stream, site=window.site, window_start=window.window_start,
-                           window_end=window.window_end, objects=objects,
-                           loudness_dbfs=audio.loudness_dbfs if audio else None,
-                           speech_ratio=audio.speech_ratio if audio else None, transcript=text))
+        out.append(
+            Summary(
+                stream=stream,
+                site=window.site,
+                window_start=window.window_start,
+                window_end=window.window_end,
+                objects=objects,
+                loudness_dbfs=audio.loudness_dbfs if audio else None,
+                speech_ratio=audio.speech_ratio if audio else None,
+                transcript=text,
+            )
+        )
     return out

@@ -105,8 +105,12 @@ class OutOfRange(ValueError):
 class WindowJoiner:
     """Per-site window join with per-input watermarks and idle inputs (see module doc)."""
 
-    def __init__(self, config: FusewatchConfig, clock: Callable[[], float] = time.monotonic,
-                 wallclock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: FusewatchConfig,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
         self._size = window_size_ms(config.windows.size)
         self._grace = config.windows.grace
         self._max_ahead_ms = round(config.windows.max_ahead * 1000)
@@ -135,8 +139,12 @@ class WindowJoiner:
         horizon = self._wall_ms() + self._max_ahead_ms
         if closed_upto > horizon:
             self.counters.marks_ignored += 1
-            log.error("fuse: site %r: stored closed window %d is %.0f s ahead of the wallclock; ignored",
-                      site, closed_upto, (closed_upto - self._wall_ms()) / 1000)
+            log.error(
+                "fuse: site %r: stored closed window %d is %.0f s ahead of the wallclock; ignored",
+                site,
+                closed_upto,
+                (closed_upto - self._wall_ms()) / 1000,
+            )
             return
         state = self._sites[site]
         state.closed_upto = max(state.closed_upto, closed_upto)
@@ -147,16 +155,20 @@ class WindowJoiner:
     def check(self, features: WindowFeatures) -> None:
         """Raise `OutOfRange` for a record no window of its site can take (it must not move a watermark)."""
         if features.window_end - features.window_start != self._size:
-            raise OutOfRange(f"window {features.window_start}-{features.window_end} is "
-                             f"{features.window_end - features.window_start} ms long; this site's windows are "
-                             f"{self._size} ms")
+            raise OutOfRange(
+                f"window {features.window_start}-{features.window_end} is "
+                f"{features.window_end - features.window_start} ms long; this site's windows are "
+                f"{self._size} ms"
+            )
         site = self._sites.get(features.site)
         newest = max([site.closed_upto, *site.watermarks.values()], default=-1) if site else -1
         reference = max(self._wall_ms(), newest)
         if features.window_start > reference + self._max_ahead_ms:
-            raise OutOfRange(f"window {features.window_start} of {features.stream}/{features.modality} is "
-                             f"{(features.window_start - reference) // 1000} s ahead of the site's newest window "
-                             f"and the wallclock (windows.max_ahead: {self._max_ahead_ms / 1000:g} s)")
+            raise OutOfRange(
+                f"window {features.window_start} of {features.stream}/{features.modality} is "
+                f"{(features.window_start - reference) // 1000} s ahead of the site's newest window "
+                f"and the wallclock (windows.max_ahead: {self._max_ahead_ms / 1000:g} s)"
+            )
 
     def add(self, features: WindowFeatures, position: SourcePosition | None = None) -> list[JoinedWindow]:
         """Take one record; return the windows of its site that are now complete, oldest first.
@@ -216,8 +228,11 @@ class WindowJoiner:
         while site.windows:
             start = min(site.windows)
             window = site.windows[start]
-            waiting = [key for key in self._expected[name]
-                       if site.watermarks.get(key, 0) < window.end and not self._idle(site, key, now)]
+            waiting = [
+                key
+                for key in self._expected[name]
+                if site.watermarks.get(key, 0) < window.end and not self._idle(site, key, now)
+            ]
             if waiting:
                 break
             closed.append(self._close(name, site, start))
@@ -262,12 +277,20 @@ class FuseWorker:
 
     CLOSED_KEY = "__closed_upto__"
 
-    def __init__(self, config: FusewatchConfig, outputs: list[Outputs], store: RuleStore | None = None,
-                 clock: Callable[[], float] = time.monotonic, wallclock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: FusewatchConfig,
+        outputs: list[Outputs],
+        store: RuleStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
         self._size = window_size_ms(config.windows.size)
         self.joiner = WindowJoiner(config, clock, wallclock)
-        self._rules = [EventRule(event, self._size) if event.fusion == "weighted" else LearnedRule(event, self._size)
-                       for event in config.events]
+        self._rules = [
+            EventRule(event, self._size) if event.fusion == "weighted" else LearnedRule(event, self._size)
+            for event in config.events
+        ]
         self._outputs = outputs
         self._store = store
         self._states: dict[tuple[str, str], RuleState] = {}
@@ -351,9 +374,14 @@ class FuseWorker:
             await self._store.save_rule_state(site, key, value)
 
 
-async def run_fuse(config: FusewatchConfig, stop: asyncio.Event | None = None, idle_timeout: float | None = None,
-                   commit_every: float = 0.5, telemetry: Telemetry | None = None,
-                   on_alert: Callable[[Alert], None] | None = None) -> FuseWorker:
+async def run_fuse(
+    config: FusewatchConfig,
+    stop: asyncio.Event | None = None,
+    idle_timeout: float | None = None,
+    commit_every: float = 0.5,
+    telemetry: Telemetry | None = None,
+    on_alert: Callable[[Alert], None] | None = None,
+) -> FuseWorker:
     """A consumer-group worker on `fw.features`: alerts and summaries to Redis and Kafka.
 
     Offsets are committed only after Kafka acknowledged the outputs and Redis holds them
@@ -378,8 +406,9 @@ def _both(first: Callable[[Alert], None], then: Callable[[Alert], None]) -> Call
 class _FuseRole:
     """One run of the fuse role: its clients, the worker, the checkpoint, and the poll loop."""
 
-    def __init__(self, config: FusewatchConfig, stop: asyncio.Event | None, telemetry: Telemetry,
-                 commit_every: float) -> None:
+    def __init__(
+        self, config: FusewatchConfig, stop: asyncio.Event | None, telemetry: Telemetry, commit_every: float
+    ) -> None:
         self.config, self.stop, self.telemetry = config, stop, telemetry
         self.metrics = telemetry.metrics
         self.mirror = self.metrics.mirror()
@@ -397,8 +426,15 @@ class _FuseRole:
         self.worker.on_alert = functools.partial(_observe_alert, self.metrics)
         self.dead = DeadLetters(self.producer, config.kafka.topics.dead_letter, stage="fuse")
         self.lag_gauge = LagGauge(self.metrics, group)
-        self.checkpoint = Checkpoint(self.consumer, "fuse", flush=self.flush, holds=[self.worker.joiner.oldest_open],
-                                     release=self.release, every=commit_every, reset=config.kafka.offset_reset)
+        self.checkpoint = Checkpoint(
+            self.consumer,
+            "fuse",
+            flush=self.flush,
+            holds=[self.worker.joiner.oldest_open],
+            release=self.release,
+            every=commit_every,
+            reset=config.kafka.offset_reset,
+        )
 
     async def flush(self) -> bool:
         await asyncio.gather(self.kafka_outputs.flush(), self.dead.flush())

@@ -91,15 +91,31 @@ class Supervisor:
             state.last_error = reason
             state.state = "backoff"
             self.telemetry.metrics.role_restarts.labels(name).inc()
-            log.error("role %s failed (%s); restart %d in %.1fs", name, reason, state.restarts, delay,
-                      extra={"role": name, "restarts": state.restarts}, exc_info=failure)
+            log.error(
+                "role %s failed (%s); restart %d in %.1fs",
+                name,
+                reason,
+                state.restarts,
+                delay,
+                extra={"role": name, "restarts": state.restarts},
+                exc_info=failure,
+            )
             await delays.wait(self.stop)
         state.state = "stopped"
 
     def statuses(self) -> list[RoleStatus]:
-        return [RoleStatus(role=s.name, process=self.telemetry.process, state=s.state, restarts=s.restarts,
-                           last_error=s.last_error[:500], updated_ms=now_ms(), consumer=self._consumer(s.name))
-                for s in self.roles.values()]
+        return [
+            RoleStatus(
+                role=s.name,
+                process=self.telemetry.process,
+                state=s.state,
+                restarts=s.restarts,
+                last_error=s.last_error[:500],
+                updated_ms=now_ms(),
+                consumer=self._consumer(s.name),
+            )
+            for s in self.roles.values()
+        ]
 
     def _consumer(self, role: str) -> str:
         health = self.telemetry.consumers.get(role)
@@ -144,8 +160,15 @@ def ingest_role(config: FusewatchConfig, source: SourceConfig, telemetry: Teleme
         await ensure_topics(config.kafka)
         async with MediaPublisher(config.kafka, on_publish=counter.inc) as publisher:
             if open_spec(source.url, dict(source.options)).live:
-                await ingest_live(source.url, source.id, config.site_of(source), publisher, source.reconnect,
-                                  dict(source.options), stop=stop)
+                await ingest_live(
+                    source.url,
+                    source.id,
+                    config.site_of(source),
+                    publisher,
+                    source.reconnect,
+                    dict(source.options),
+                    stop=stop,
+                )
             else:
                 if not await asyncio.to_thread(Path(source.url).is_file):
                     raise FileNotFoundError(f"source {source.id}: no such file {source.url}")
@@ -174,8 +197,14 @@ def fuse_role(config: FusewatchConfig, telemetry: Telemetry) -> RoleRun:
     return run
 
 
-def web_role(config: FusewatchConfig, telemetry: Telemetry, roles: tuple[str, ...], token: str,
-             dashboard: bool = True, port: int | None = None) -> RoleRun:
+def web_role(
+    config: FusewatchConfig,
+    telemetry: Telemetry,
+    roles: tuple[str, ...],
+    token: str,
+    dashboard: bool = True,
+    port: int | None = None,
+) -> RoleRun:
     async def run(stop: asyncio.Event) -> None:
         from daemon.console.web import serve
 
@@ -187,8 +216,12 @@ def web_role(config: FusewatchConfig, telemetry: Telemetry, roles: tuple[str, ..
 # --------------------------------------------------------------------------- the app
 
 
-def install_signal_handlers(stop: asyncio.Event, main: asyncio.Task[Any], hard_exit_after: float = 5.0,
-                            before_hard_exit: Callable[[], None] | None = None) -> None:
+def install_signal_handlers(
+    stop: asyncio.Event,
+    main: asyncio.Task[Any],
+    hard_exit_after: float = 5.0,
+    before_hard_exit: Callable[[], None] | None = None,
+) -> None:
     """First SIGTERM/SIGINT: graceful stop. Second: cancel everything now, and exit hard if that hangs.
 
     `before_hard_exit` runs (in a thread) just before a hard exit: stop child processes there.
@@ -216,9 +249,17 @@ def install_signal_handlers(stop: asyncio.Event, main: asyncio.Task[Any], hard_e
         loop.add_signal_handler(sig, on_signal, sig)
 
 
-async def run_app(config: FusewatchConfig, roles: tuple[str, ...], token: str, stop: asyncio.Event | None = None,
-                  telemetry: Telemetry | None = None, backoff: Backoff = ROLE_RESTART, metrics_port: int | None = None,
-                  report_every: float = 2.0, extra: dict[str, RoleRun] | None = None) -> Supervisor:
+async def run_app(
+    config: FusewatchConfig,
+    roles: tuple[str, ...],
+    token: str,
+    stop: asyncio.Event | None = None,
+    telemetry: Telemetry | None = None,
+    backoff: Backoff = ROLE_RESTART,
+    metrics_port: int | None = None,
+    report_every: float = 2.0,
+    extra: dict[str, RoleRun] | None = None,
+) -> Supervisor:
     """Run `roles` (and `extra` named roles) under one supervisor until `stop` (set by the signal handlers)."""
     stop = stop or asyncio.Event()
     telemetry = telemetry or Telemetry()
@@ -226,8 +267,13 @@ async def run_app(config: FusewatchConfig, roles: tuple[str, ...], token: str, s
     async with asyncio.TaskGroup() as tasks:
         if "ingest" in roles:
             for source in config.sources:
-                tasks.create_task(supervisor.supervise(f"ingest:{source.id}", ingest_role(config, source, telemetry),
-                                                       restart_on_exit=open_spec(source.url).live or source.loop))
+                tasks.create_task(
+                    supervisor.supervise(
+                        f"ingest:{source.id}",
+                        ingest_role(config, source, telemetry),
+                        restart_on_exit=open_spec(source.url).live or source.loop,
+                    )
+                )
         if "analyze" in roles:
             tasks.create_task(supervisor.supervise("analyze", analyze_role(config, telemetry)))
         if "fuse" in roles:
@@ -235,8 +281,11 @@ async def run_app(config: FusewatchConfig, roles: tuple[str, ...], token: str, s
         if "web" in roles:
             tasks.create_task(supervisor.supervise("web", web_role(config, telemetry, roles, token)))
         elif metrics_port is not None:
-            tasks.create_task(supervisor.supervise("metrics", web_role(config, telemetry, roles, token,
-                                                                       dashboard=False, port=metrics_port)))
+            tasks.create_task(
+                supervisor.supervise(
+                    "metrics", web_role(config, telemetry, roles, token, dashboard=False, port=metrics_port)
+                )
+            )
         for name, run in (extra or {}).items():
             tasks.create_task(supervisor.supervise(name, run))
         tasks.create_task(_report_roles(config, supervisor, report_every))
@@ -255,8 +304,7 @@ async def _report_roles(config: FusewatchConfig, supervisor: Supervisor, every: 
                 log.debug("role status not written (redis: %s)", exc)
             except Exception:
                 log.exception("role status not written")
-            if supervisor.stop.is_set() and all(s.state in ("stopped", "finished")
-                                                for s in supervisor.roles.values()):
+            if supervisor.stop.is_set() and all(s.state in ("stopped", "finished") for s in supervisor.roles.values()):
                 return
             await asyncio.sleep(every if not supervisor.stop.is_set() else 0.2)
     finally:

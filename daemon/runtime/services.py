@@ -56,13 +56,14 @@ def tansu_binary() -> Path:
 def redis_binary() -> Path:
     """`$FUSEWATCH_REDIS_SERVER`, else `redis-server` on PATH or in /usr/bin."""
     override = os.environ.get("FUSEWATCH_REDIS_SERVER")
-    found = override or shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").is_file() else None
+    found = (
+        override
+        or shutil.which("redis-server")
+        or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").is_file() else None)
     )
     if not found or not Path(found).is_file():
         raise ServiceError(
-            "redis-server not found: apt-get install -y redis-server, "
-            "or set FUSEWATCH_REDIS_SERVER to its path"
+            "redis-server not found: apt-get install -y redis-server, or set FUSEWATCH_REDIS_SERVER to its path"
         )
     return Path(found)
 
@@ -116,11 +117,34 @@ class EmbeddedService:
     def command(self) -> list[str]:
         if self.name == "kafka":
             url = f"tcp://127.0.0.1:{self.port}"
-            return [str(tansu_binary()), "broker", "--listener-url", url,
-                    "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+            return [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ]
         # Append-only file in the state dir: a restarted Redis keeps its alerts and dedupe ids.
-        return [str(redis_binary()), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-                "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "yes"]
+        return [
+            str(redis_binary()),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--protected-mode",
+            "yes",
+        ]
 
     @property
     def address(self) -> str:
@@ -140,8 +164,12 @@ class EmbeddedService:
         self._log = self.log_path.open("ab")
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn"}
         self._proc = subprocess.Popen(
-            self.command(), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            env=env, start_new_session=detach,
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=detach,
         )
         self.pid = self._proc.pid
         deadline = time.monotonic() + timeout
@@ -186,7 +214,9 @@ class ServiceSet:
     """The broker and Redis together, with a state file for `fusewatch services`."""
 
     def __init__(
-        self, state_dir: Path = DEFAULT_STATE_DIR, kafka_port: int | None = None,
+        self,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        kafka_port: int | None = None,
         redis_port: int | None = None,
     ) -> None:
         self.state_dir = state_dir
@@ -237,8 +267,12 @@ class ServiceSet:
 
     def status(self) -> dict[str, dict[str, object]]:
         return {
-            service.name: {"address": service.address, "pid": service.pid,
-                           "running": service.running(), "ready": service.ready()}
+            service.name: {
+                "address": service.address,
+                "pid": service.pid,
+                "running": service.running(),
+                "ready": service.ready(),
+            }
             for service in (self.kafka, self.redis)
         }
 

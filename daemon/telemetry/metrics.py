@@ -28,44 +28,74 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.media_messages = Counter("fusewatch_media_messages", "Wire messages ingested into fw.media",
-                                      ["stream"], registry=r)
+        self.media_messages = Counter(
+            "fusewatch_media_messages", "Wire messages ingested into fw.media", ["stream"], registry=r
+        )
         self.frames_decoded = Counter("fusewatch_frames_decoded", "Video frames decoded", ["stream"], registry=r)
-        self.frames_analysed = Counter("fusewatch_frames_analysed", "Sampled video frames analysed", ["stream"],
-                                       registry=r)
+        self.frames_analysed = Counter(
+            "fusewatch_frames_analysed", "Sampled video frames analysed", ["stream"], registry=r
+        )
         self.frames_without_motion = Counter(
-            "fusewatch_frames_without_motion", "Analysed frames the detector did not see: nothing moved, the "
-            "stream's latest detections stood for them", ["stream"], registry=r)
-        self.motion_regions = Counter("fusewatch_motion_regions", "Moving regions found in sampled frames",
-                                      registry=r)
-        self.frames_dropped = Counter("fusewatch_frames_dropped", "Frames dropped because detection fell behind",
-                                      ["stream"], registry=r)
-        self.windows_emitted = Counter("fusewatch_windows_emitted", "WindowFeatures produced",
-                                       ["stream", "modality"], registry=r)
-        self.inference_seconds = Histogram("fusewatch_inference_seconds", "Time of one inference call",
-                                           ["model"], buckets=_INFERENCE_BUCKETS, registry=r)
+            "fusewatch_frames_without_motion",
+            "Analysed frames the detector did not see: nothing moved, the stream's latest detections stood for them",
+            ["stream"],
+            registry=r,
+        )
+        self.motion_regions = Counter("fusewatch_motion_regions", "Moving regions found in sampled frames", registry=r)
+        self.frames_dropped = Counter(
+            "fusewatch_frames_dropped", "Frames dropped because detection fell behind", ["stream"], registry=r
+        )
+        self.windows_emitted = Counter(
+            "fusewatch_windows_emitted", "WindowFeatures produced", ["stream", "modality"], registry=r
+        )
+        self.inference_seconds = Histogram(
+            "fusewatch_inference_seconds",
+            "Time of one inference call",
+            ["model"],
+            buckets=_INFERENCE_BUCKETS,
+            registry=r,
+        )
         self.alerts = Counter("fusewatch_alerts", "Alerts raised", ["event", "site"], registry=r)
-        self.alert_latency = Histogram("fusewatch_alert_latency_seconds",
-                                       "Window end (stream wallclock) to alert published",
-                                       ["event"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.late_records = Counter("fusewatch_late_records", "Features that arrived after their window closed",
-                                    registry=r)
-        self.dead_letters = Counter("fusewatch_dead_letters", "Records sent to the dead-letter topic",
-                                    ["stage"], registry=r)
-        self.consumer_lag = Gauge("fusewatch_consumer_lag", "Records behind the end of the partition",
-                                  ["group", "topic", "partition"], registry=r)
+        self.alert_latency = Histogram(
+            "fusewatch_alert_latency_seconds",
+            "Window end (stream wallclock) to alert published",
+            ["event"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.late_records = Counter(
+            "fusewatch_late_records", "Features that arrived after their window closed", registry=r
+        )
+        self.dead_letters = Counter(
+            "fusewatch_dead_letters", "Records sent to the dead-letter topic", ["stage"], registry=r
+        )
+        self.consumer_lag = Gauge(
+            "fusewatch_consumer_lag",
+            "Records behind the end of the partition",
+            ["group", "topic", "partition"],
+            registry=r,
+        )
         self.redis_buffer_depth = Gauge("fusewatch_redis_buffer_depth", "Outputs waiting for Redis", registry=r)
-        self.redis_buffer_dropped = Counter("fusewatch_redis_buffer_dropped",
-                                            "Outputs dropped, oldest first, from a full buffer while Redis was down",
-                                            registry=r)
+        self.redis_buffer_dropped = Counter(
+            "fusewatch_redis_buffer_dropped",
+            "Outputs dropped, oldest first, from a full buffer while Redis was down",
+            registry=r,
+        )
         self.role_restarts = Counter("fusewatch_role_restarts", "Roles restarted after a crash", ["role"], registry=r)
         self.role_up = Gauge("fusewatch_role_up", "1 while a role runs", ["role"], registry=r)
-        self.partitions_revoked = Counter("fusewatch_partitions_revoked",
-                                          "Partitions taken from this worker by a consumer-group rebalance",
-                                          ["role"], registry=r)
-        self.offset_resets = Counter("fusewatch_offset_resets",
-                                     "Partitions read again per kafka.offset_reset: their offset lay beyond "
-                                     "the log end (topic recreated, broker replaced)", ["role"], registry=r)
+        self.partitions_revoked = Counter(
+            "fusewatch_partitions_revoked",
+            "Partitions taken from this worker by a consumer-group rebalance",
+            ["role"],
+            registry=r,
+        )
+        self.offset_resets = Counter(
+            "fusewatch_offset_resets",
+            "Partitions read again per kafka.offset_reset: their offset lay beyond "
+            "the log end (topic recreated, broker replaced)",
+            ["role"],
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

@@ -82,8 +82,9 @@ class StatusStore:
 
     async def write_roles(self, statuses: list[RoleStatus]) -> None:
         if statuses:
-            await self._client.hset(self.keys.roles, mapping={f"{s.process}/{s.role}": s.model_dump_json()
-                                                              for s in statuses})
+            await self._client.hset(
+                self.keys.roles, mapping={f"{s.process}/{s.role}": s.model_dump_json() for s in statuses}
+            )
 
     async def streams(self) -> list[StreamStatus]:
         raw = await self._client.hgetall(self.keys.streams)
@@ -126,14 +127,21 @@ class StatusStore:
             status = by_name.get(name)
             alert = last_alerts.get(name)
             summary = summaries.get(name)
-            rows.append({
-                "stream": name,
-                "status": json.loads(status.model_dump_json()) if status else None,
-                "stale": status is None or now - status.updated_ms > STALE_MS,
-                "summary": json.loads(summary.model_dump_json()) if summary else None,
-                "last_alert": {"id": alert.id, "event": alert.event, "window_start": alert.window_start,
-                               "score": alert.score} if alert else None,
-            })
-        roles = [json.loads(r.model_dump_json()) | {"stale": now - r.updated_ms > STALE_MS}
-                 for r in await self.roles()]
+            rows.append(
+                {
+                    "stream": name,
+                    "status": json.loads(status.model_dump_json()) if status else None,
+                    "stale": status is None or now - status.updated_ms > STALE_MS,
+                    "summary": json.loads(summary.model_dump_json()) if summary else None,
+                    "last_alert": {
+                        "id": alert.id,
+                        "event": alert.event,
+                        "window_start": alert.window_start,
+                        "score": alert.score,
+                    }
+                    if alert
+                    else None,
+                }
+            )
+        roles = [json.loads(r.model_dump_json()) | {"stale": now - r.updated_ms > STALE_MS} for r in await self.roles()]
         return {"streams": rows, "roles": roles, "now_ms": now}

@@ -46,14 +46,18 @@ class Site:
         """The config with topics, consumer groups and Redis keys of one run."""
         base = load_config(self.config_file, env=self.env())
         topics = KafkaTopics(**{name: f"{prefix}.{value}" for name, value in base.kafka.topics.model_dump().items()})
-        return base.model_copy(update={
-            "kafka": base.kafka.model_copy(update={"topics": topics, "group_prefix": prefix}),
-            "redis": base.redis.model_copy(update={"key_prefix": prefix}),
-        })
+        return base.model_copy(
+            update={
+                "kafka": base.kafka.model_copy(update={"topics": topics, "group_prefix": prefix}),
+                "redis": base.redis.model_copy(update={"key_prefix": prefix}),
+            }
+        )
 
     def env(self) -> dict[str, str]:
-        return {"FUSEWATCH_KAFKA": self.services.kafka.address,
-                "FUSEWATCH_REDIS": f"redis://{self.services.redis.address}/0"}
+        return {
+            "FUSEWATCH_KAFKA": self.services.kafka.address,
+            "FUSEWATCH_REDIS": f"redis://{self.services.redis.address}/0",
+        }
 
 
 @pytest.fixture(scope="module")
@@ -85,16 +89,27 @@ class WorkerProcess:
         config = self.site.config(self.prefix)
         run_file = self.site.workdir / f"{self.prefix}.yaml"
         if not run_file.exists():
-            lines = self.site.config_file.read_text().replace(
-                "kafka:\n", f"kafka:\n  group_prefix: {self.prefix}\n  topics: "
-                f"{{media: {config.kafka.topics.media}, features: {config.kafka.topics.features}, "
-                f"alerts: {config.kafka.topics.alerts}, summaries: {config.kafka.topics.summaries}, "
-                f"dead_letter: {config.kafka.topics.dead_letter}}}\n", 1,
-            ).replace("redis:\n", f"redis:\n  key_prefix: {self.prefix}\n", 1)
+            lines = (
+                self.site.config_file.read_text()
+                .replace(
+                    "kafka:\n",
+                    f"kafka:\n  group_prefix: {self.prefix}\n  topics: "
+                    f"{{media: {config.kafka.topics.media}, features: {config.kafka.topics.features}, "
+                    f"alerts: {config.kafka.topics.alerts}, summaries: {config.kafka.topics.summaries}, "
+                    f"dead_letter: {config.kafka.topics.dead_letter}}}\n",
+                    1,
+                )
+                .replace("redis:\n", f"redis:\n  key_prefix: {self.prefix}\n", 1)
+            )
             run_file.write_text(lines)
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", self.role, "--config", str(run_file)],
-                                         cwd=ROOT, env=os.environ | self.site.env(), stdout=log, stderr=log)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "daemon.cli", self.role, "--config", str(run_file)],
+                cwd=ROOT,
+                env=os.environ | self.site.env(),
+                stdout=log,
+                stderr=log,
+            )
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -110,8 +125,9 @@ class WorkerProcess:
 
 async def _replay(config: FusewatchConfig, path: Path) -> int:
     async with MediaPublisher(config.kafka) as publisher:
-        result = await replay(str(path), "lobby", config.site, publisher,
-                              ReplayOptions(speed=None, align_s=config.windows.size))
+        result = await replay(
+            str(path), "lobby", config.site, publisher, ReplayOptions(speed=None, align_s=config.windows.size)
+        )
         await publisher.flush()
     return result.wall_start_ns // 1_000_000
 

@@ -32,7 +32,8 @@ async def browser() -> AsyncIterator[Browser]:
         raise RuntimeError("Debian's chromium is not installed (deploy/test.sh installs it)")
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
-            executable_path=executable, headless=True,
+            executable_path=executable,
+            headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"],
         )
         try:
@@ -48,7 +49,8 @@ async def web(fw_config: FusewatchConfig, tmp_path: Path) -> AsyncIterator[Web]:
 
 
 async def test_a_published_alert_shows_up_live_with_its_snapshot_and_can_be_acknowledged(
-        browser: Browser, web: Web) -> None:
+    browser: Browser, web: Web
+) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     operator = await browser.new_context(viewport={"width": 1400, "height": 900})
     page = await operator.new_page()

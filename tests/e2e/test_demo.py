@@ -27,14 +27,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_prints_the_alert_live_serves_the_dashboard_and_ctrl_c_leaves_no_process(
-        media_dir: Path, tmp_path: Path) -> None:
+    media_dir: Path, tmp_path: Path
+) -> None:
     kafka, redis, web = free_port(), free_port(), free_port()
-    env = os.environ | {"FUSEWATCH_KAFKA": f"127.0.0.1:{kafka}", "FUSEWATCH_REDIS": f"redis://127.0.0.1:{redis}/0",
-                        "FUSEWATCH_WEB_PORT": str(web), "FUSEWATCH_WEB_TOKEN": "demo-token"}
+    env = os.environ | {
+        "FUSEWATCH_KAFKA": f"127.0.0.1:{kafka}",
+        "FUSEWATCH_REDIS": f"redis://127.0.0.1:{redis}/0",
+        "FUSEWATCH_WEB_PORT": str(web),
+        "FUSEWATCH_WEB_TOKEN": "demo-token",
+    }
     stderr_log = tmp_path / "demo.err"
     with stderr_log.open("wb") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "demo", "--media-dir", str(media_dir)],
-                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=stderr)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "demo", "--media-dir", str(media_dir)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
     family: set[int] = set()
     try:
         assert proc.stdout is not None

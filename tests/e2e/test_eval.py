@@ -19,12 +19,28 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _eval(config: Path, media_dir: Path, report: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    env = os.environ | {"FUSEWATCH_KAFKA": f"127.0.0.1:{free_port()}",
-                        "FUSEWATCH_REDIS": f"redis://127.0.0.1:{free_port()}/0"}
+    env = os.environ | {
+        "FUSEWATCH_KAFKA": f"127.0.0.1:{free_port()}",
+        "FUSEWATCH_REDIS": f"redis://127.0.0.1:{free_port()}/0",
+    }
     done = subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "eval", str(config),
-         str(media_dir / "lobby.ts"), str(media_dir / "street.ts"), "--json", str(report)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "eval",
+            str(config),
+            str(media_dir / "lobby.ts"),
+            str(media_dir / "street.ts"),
+            "--json",
+            str(report),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "precision" in done.stdout and "distress" in done.stdout

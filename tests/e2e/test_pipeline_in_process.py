@@ -32,7 +32,6 @@ from tests.helpers import decoded_items
 pytestmark = pytest.mark.e2e
 
 
-
 @pytest.fixture(scope="module")
 def demo_config() -> FusewatchConfig:
     config = load_config(default_config_path(), env={})
@@ -44,9 +43,13 @@ async def _features(config: FusewatchConfig, path: Path, stream: str) -> tuple[l
     result = await replay(str(path), stream, config.site, messages, ReplayOptions(speed=None), ManualClock())
     sink = ListFeatureSink()
     assert config.detectors.transcriber is not None
-    worker = AnalyzeWorker(config, registry.object_detector(config.detectors.objects),
-                           registry.audio_analyzer(config.detectors.audio),
-                           registry.transcriber(config.detectors.transcriber), sink)
+    worker = AnalyzeWorker(
+        config,
+        registry.object_detector(config.detectors.objects),
+        registry.audio_analyzer(config.detectors.audio),
+        registry.transcriber(config.detectors.transcriber),
+        sink,
+    )
     await worker.run(decoded_items(messages.messages, FrameSampler(worker.sample_rates(), worker.default_fps)))
     return sink.features, result.wall_start_ns // 1_000_000
 
@@ -102,12 +105,17 @@ async def test_street_with_a_dog_and_an_alarm_raises_no_speech_alert(
 
 
 async def test_learned_fusion_trained_on_the_labels_finds_the_call_for_help(
-    demo_config: FusewatchConfig, media_dir: Path, tmp_path: Path,
-    lobby: tuple[list[WindowFeatures], int], street: tuple[list[WindowFeatures], int],
+    demo_config: FusewatchConfig,
+    media_dir: Path,
+    tmp_path: Path,
+    lobby: tuple[list[WindowFeatures], int],
+    street: tuple[list[WindowFeatures], int],
 ) -> None:
     windows, truth = [], []
-    for (features, base), labels in ((lobby, load_labels(media_dir / "lobby.labels.json")),
-                                     (street, load_labels(media_dir / "street.labels.json"))):
+    for (features, base), labels in (
+        (lobby, load_labels(media_dir / "lobby.labels.json")),
+        (street, load_labels(media_dir / "street.labels.json")),
+    ):
         joined = await joined_windows(demo_config, features)
         windows += joined
         truth += window_labels(joined, labels, "distress", base)
@@ -115,8 +123,15 @@ async def test_learned_fusion_trained_on_the_labels_finds_the_call_for_help(
     model = train(FeatureSpec.from_config(demo_config), windows, truth)
     path = tmp_path / "distress.json"
     model.save(path)
-    learned = demo_config.model_copy(update={"events": [EventConfig.model_validate(
-        {"name": "distress", "fusion": "learned", "model": str(path), "threshold": 0.5, "cooldown": 10})]})
+    learned = demo_config.model_copy(
+        update={
+            "events": [
+                EventConfig.model_validate(
+                    {"name": "distress", "fusion": "learned", "model": str(path), "threshold": 0.5, "cooldown": 10}
+                )
+            ]
+        }
+    )
     features, base = lobby
     alerts = (await _fuse(learned, features)).alerts
     assert [(a.window_start - base) // 1000 for a in alerts] in ([28], [30], [32])

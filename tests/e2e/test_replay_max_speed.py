@@ -35,10 +35,13 @@ async def test_a_max_speed_replay_into_a_dropping_pipeline_gives_the_real_speed_
     fw_config: FusewatchConfig, media_dir: Path
 ) -> None:
     demo = load_config(default_config_path(), env={})
-    config = demo.model_copy(update={
-        "kafka": fw_config.kafka, "redis": fw_config.redis,
-        "detectors": demo.detectors.model_copy(update={"when_behind": "drop", "frame_queue": 2}),
-    })
+    config = demo.model_copy(
+        update={
+            "kafka": fw_config.kafka,
+            "redis": fw_config.redis,
+            "detectors": demo.detectors.model_copy(update={"when_behind": "drop", "frame_queue": 2}),
+        }
+    )
     telemetry = Telemetry()
     analyze = asyncio.create_task(run_analyze(config, idle_timeout=6.0, telemetry=telemetry))
     async with asyncio.timeout(60):  # the worker has loaded its models and joined its group
@@ -46,8 +49,13 @@ async def test_a_max_speed_replay_into_a_dropping_pipeline_gives_the_real_speed_
             assert not analyze.done(), analyze
             await asyncio.sleep(0.1)
     async with MediaPublisher(config.kafka) as publisher:
-        result = await replay(str(media_dir / "lobby.ts"), "lobby", config.site, publisher,
-                              ReplayOptions(speed=None, align_s=config.windows.size))
+        result = await replay(
+            str(media_dir / "lobby.ts"),
+            "lobby",
+            config.site,
+            publisher,
+            ReplayOptions(speed=None, align_s=config.windows.size),
+        )
         await publisher.flush()
     counters = await asyncio.wait_for(analyze, 240)
     assert counters.frames_dropped == 0 and counters.frames_analysed >= 150, counters
@@ -62,11 +70,14 @@ async def test_a_max_speed_replay_into_a_dropping_pipeline_gives_the_real_speed_
     alerts = [Alert.model_validate_json(fields[b"alert"]) for _, fields in entries]
     base = result.wall_start_ns // 1_000_000
     (expected,) = json.loads((media_dir / "lobby.labels.json").read_text())["events"]
-    assert [(a.event, a.severity) for a in alerts] == [("distress", "high")], \
-        [((a.window_start - base) / 1000, a.score) for a in alerts]
+    assert [(a.event, a.severity) for a in alerts] == [("distress", "high")], [
+        ((a.window_start - base) / 1000, a.score) for a in alerts
+    ]
     alert = alerts[0]
     assert expected["start"] - 2 <= (alert.window_start - base) / 1000 <= expected["end"]
-    assert {term.signal: term.contribution for term in alert.terms} == {"video.person.count": 0.4,
-                                                                        "speech.keywords": 0.6}
+    assert {term.signal: term.contribution for term in alert.terms} == {
+        "video.person.count": 0.4,
+        "speech.keywords": 0.6,
+    }
     assert alert.score == pytest.approx(1.0) and alert.streams == ["lobby"]
     assert "help" in alert.evidence.transcript.lower() or "police" in alert.evidence.transcript.lower()

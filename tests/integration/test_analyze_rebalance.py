@@ -48,25 +48,35 @@ async def _split_shown(first: Telemetry, store: StatusStore) -> bool:
     revoked = metrics.registry.get_sample_value("fusewatch_partitions_revoked_total", {"role": "analyze"})
     lag_series = {s.labels["partition"] for s in metrics.consumer_lag.collect()[0].samples}
     owners = {status.stream: status.worker for status in await store.streams()}
-    return bool(revoked) and len(lag_series) <= 2 and set(owners) == set(STREAMS) \
+    return (
+        bool(revoked)
+        and len(lag_series) <= 2
+        and set(owners) == set(STREAMS)
         and set(owners.values()) == {"first", "second"}
+    )
 
 
 def _same(features: WindowFeatures, reference: WindowFeatures) -> bool:
     if features.video is not None and reference.video is not None:
         # A new tracker numbers its tracks afresh; all else is the same.
-        return ({k: v.max_count for k, v in features.video.classes.items()}, features.video.frames) == \
-            ({k: v.max_count for k, v in reference.video.classes.items()}, reference.video.frames)
+        return ({k: v.max_count for k, v in features.video.classes.items()}, features.video.frames) == (
+            {k: v.max_count for k, v in reference.video.classes.items()},
+            reference.video.frames,
+        )
     if features.audio is not None and reference.audio is not None:
         # A reader resuming at an init decodes its first AAC frame without the previous frame's
         # overlap, so a window starting right there can differ in the last printed digit.
-        levels = [(features.audio.loudness_dbfs, reference.audio.loudness_dbfs),
-                  (features.audio.peak_dbfs, reference.audio.peak_dbfs),
-                  (features.audio.loudness_lufs or -120.0, reference.audio.loudness_lufs or -120.0)]
-        return features.model_dump(exclude={"latency_ms", "audio"}) == \
-            reference.model_dump(exclude={"latency_ms", "audio"}) \
-            and all(abs(a - b) <= 0.05 for a, b in levels) \
+        levels = [
+            (features.audio.loudness_dbfs, reference.audio.loudness_dbfs),
+            (features.audio.peak_dbfs, reference.audio.peak_dbfs),
+            (features.audio.loudness_lufs or -120.0, reference.audio.loudness_lufs or -120.0),
+        ]
+        return (
+            features.model_dump(exclude={"latency_ms", "audio"})
+            == reference.model_dump(exclude={"latency_ms", "audio"})
+            and all(abs(a - b) <= 0.05 for a, b in levels)
             and abs(features.audio.speech_ratio - reference.audio.speech_ratio) <= 0.05
+        )
     return features.model_dump(exclude={"latency_ms"}) == reference.model_dump(exclude={"latency_ms"})
 
 
@@ -79,22 +89,37 @@ async def test_a_worker_joining_mid_replay_takes_over_streams_and_every_window_i
     assert len({p % 2 for p in owners}) == 2, "round robin over two members gives the streams to different ones"
     # Motion gating on (the default): each window's first frame seeds the background and is
     # detected, so the reader that resumes mid-stream gates each window as the undisturbed one.
-    config = fw_config.model_copy(update={
-        "detectors": DetectorsConfig(when_behind="wait"),
-        "sources": [SourceConfig(id=stream, url=str(media_dir / name), video=VideoInput(motion=MotionConfig()))
-                    for stream, name in STREAMS.items()],
-    })
-    reference_config = config.model_copy(update={"kafka": config.kafka.model_copy(update={
-        "group_prefix": f"{config.kafka.group_prefix}-ref",
-        "topics": KafkaTopics(**(config.kafka.topics.model_dump() | {
-            "features": f"{config.kafka.topics.features}.ref"})),
-    })})
+    config = fw_config.model_copy(
+        update={
+            "detectors": DetectorsConfig(when_behind="wait"),
+            "sources": [
+                SourceConfig(id=stream, url=str(media_dir / name), video=VideoInput(motion=MotionConfig()))
+                for stream, name in STREAMS.items()
+            ],
+        }
+    )
+    reference_config = config.model_copy(
+        update={
+            "kafka": config.kafka.model_copy(
+                update={
+                    "group_prefix": f"{config.kafka.group_prefix}-ref",
+                    "topics": KafkaTopics(
+                        **(config.kafka.topics.model_dump() | {"features": f"{config.kafka.topics.features}.ref"})
+                    ),
+                }
+            )
+        }
+    )
     await ensure_topics(reference_config.kafka)
 
     async def publish() -> None:  # 2x real speed: the second worker joins while records still arrive
         async with MediaPublisher(config.kafka) as publisher:
-            await asyncio.gather(*(replay(str(media_dir / name), stream, "hq", publisher, ReplayOptions(speed=2.0))
-                                   for stream, name in STREAMS.items()))
+            await asyncio.gather(
+                *(
+                    replay(str(media_dir / name), stream, "hq", publisher, ReplayOptions(speed=2.0))
+                    for stream, name in STREAMS.items()
+                )
+            )
             await publisher.flush()
 
     async with asyncio.timeout(300):

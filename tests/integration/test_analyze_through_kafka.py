@@ -21,11 +21,14 @@ pytestmark = pytest.mark.integration
 async def test_replay_then_analyze_emits_features_for_every_window(
     fw_config: FusewatchConfig, media_dir: Path, tmp_path: Path
 ) -> None:
-    config = fw_config.model_copy(update={
-        "detectors": DetectorsConfig(when_behind="wait", transcriber=FasterWhisperConfig(
-            type="faster-whisper", keywords=["help", "police"])),
-        "outputs": fw_config.outputs.model_copy(update={"snapshots_dir": str(tmp_path)}),
-    })
+    config = fw_config.model_copy(
+        update={
+            "detectors": DetectorsConfig(
+                when_behind="wait", transcriber=FasterWhisperConfig(type="faster-whisper", keywords=["help", "police"])
+            ),
+            "outputs": fw_config.outputs.model_copy(update={"snapshots_dir": str(tmp_path)}),
+        }
+    )
     walls: dict[str, tuple[int, int]] = {}
     async with MediaPublisher(config.kafka) as publisher:
         for path, stream in ((media_dir / "street.ts", "street"), (media_dir / "lobby.ts", "lobby")):

@@ -40,7 +40,8 @@ async def _until(condition: Callable[[], Awaitable[bool]], within: float, what: 
 
 
 async def test_a_replaced_broker_is_read_from_its_start_and_new_alerts_arrive(
-        services: ServiceSet, media_dir: Path, tmp_path: Path) -> None:
+    services: ServiceSet, media_dir: Path, tmp_path: Path
+) -> None:
     broker = EmbeddedService("kafka", tmp_path, port=free_port())
     broker.start()
     config = demo_config_on(broker.address, services.redis.address, tmp_path / "snapshots", "b")
@@ -54,8 +55,13 @@ async def test_a_replaced_broker_is_read_from_its_start_and_new_alerts_arrive(
     async def replay_lobby(wall_base_ns: int | None = None) -> int:
         """The lobby at max speed; returns its wallclock start."""
         async with MediaPublisher(config.kafka) as publisher:
-            done = await replay(str(media_dir / "lobby.ts"), "lobby", config.site, publisher,
-                                ReplayOptions(speed=None, wall_base_ns=wall_base_ns))
+            done = await replay(
+                str(media_dir / "lobby.ts"),
+                "lobby",
+                config.site,
+                publisher,
+                ReplayOptions(speed=None, wall_base_ns=wall_base_ns),
+            )
             await publisher.flush()
         return done.wall_start_ns
 
@@ -63,12 +69,15 @@ async def test_a_replaced_broker_is_read_from_its_start_and_new_alerts_arrive(
         async def check() -> bool:
             assert not any(role.done() for role in roles.values()), "a role ended"
             return len(await redis_alerts(config)) >= count
+
         return check
 
     await ensure_topics(config.kafka)
     supervisor = Supervisor(stop, telemetry)
-    roles = {"analyze": asyncio.create_task(supervisor.supervise("analyze", analyze_role(config, telemetry))),
-             "fuse": asyncio.create_task(supervisor.supervise("fuse", fuse_role(config, telemetry)))}
+    roles = {
+        "analyze": asyncio.create_task(supervisor.supervise("analyze", analyze_role(config, telemetry))),
+        "fuse": asyncio.create_task(supervisor.supervise("fuse", fuse_role(config, telemetry))),
+    }
     try:
         first_start = await replay_lobby()
         await _until(alerted(1), 120, "the lobby's alert from the first broker")
@@ -82,6 +91,7 @@ async def test_a_replaced_broker_is_read_from_its_start_and_new_alerts_arrive(
         async def reset_both() -> bool:  # both notice their offsets lie beyond the new, empty logs
             assert not any(role.done() for role in roles.values()), "a role ended"
             return resets("analyze") >= 1 and resets("fuse") >= 1
+
         await _until(reset_both, 90, "offset resets of analyze and fuse")
         reset_after = time.monotonic() - restarted
 
@@ -91,9 +101,11 @@ async def test_a_replaced_broker_is_read_from_its_start_and_new_alerts_arrive(
         replayed = time.monotonic()
         await _until(alerted(2), 120, "the lobby's alert through the new broker")
         restarts = {name: state.restarts for name, state in supervisor.roles.items()}
-        print(f"\nbroker replaced: offsets reset {reset_after:.1f} s after the new broker started; "
-              f"the alert {time.monotonic() - replayed:.1f} s after the second replay was sent; "
-              f"role restarts {restarts}")
+        print(
+            f"\nbroker replaced: offsets reset {reset_after:.1f} s after the new broker started; "
+            f"the alert {time.monotonic() - replayed:.1f} s after the second replay was sent; "
+            f"role restarts {restarts}"
+        )
         assert not any(role.done() for role in roles.values())
     finally:
         stop.set()

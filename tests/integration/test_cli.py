@@ -23,8 +23,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fusewatch(*args: str, env: dict[str, str], cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "daemon.cli", *args], capture_output=True, text=True,
-                          env=os.environ | env, cwd=cwd, timeout=240, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "daemon.cli", *args],
+        capture_output=True,
+        text=True,
+        env=os.environ | env,
+        cwd=cwd,
+        timeout=240,
+        check=False,
+    )
 
 
 def test_services_up_status_down(tmp_path: Path) -> None:
@@ -54,8 +61,17 @@ def test_replay_and_decode_commands(services: ServiceSet, media_dir: Path, tmp_p
         f"  topics: {{media: m.{suffix}, features: f.{suffix}, alerts: a.{suffix}, "
         f"summaries: s.{suffix}, dead_letter: d.{suffix}}}\n"
     )
-    done = _fusewatch("replay", str(media_dir / "street.ts"), "--stream-id", "street", "--speed", "max",
-                      "--config", str(config), env={})
+    done = _fusewatch(
+        "replay",
+        str(media_dir / "street.ts"),
+        "--stream-id",
+        "street",
+        "--speed",
+        "max",
+        "--config",
+        str(config),
+        env={},
+    )
     assert done.returncode == 0, done.stderr
     assert "replayed street: 1220 packets (750 video, 470 audio)" in " ".join(done.stderr.split())
     decoded = _fusewatch("decode", "--config", str(config), "--idle", "2", env={})
@@ -72,12 +88,18 @@ def test_replay_without_a_broker_says_how_to_start_one(tmp_path: Path, media_dir
     assert "cannot reach Kafka" in done.stderr and "fusewatch services up" in done.stderr
 
 
-@pytest.mark.parametrize(("make", "says"), [
-    (lambda path: path.write_bytes(b""), "{path} is empty (0 bytes), not a media file"),
-    (lambda path: path.write_text("these are not the packets you are looking for\n" * 20),
-     "cannot open {path}: Invalid data found when processing input"),
-    (lambda path: path.mkdir(), "{path} is a directory, not a media file"),
-], ids=["zero-byte", "text", "directory"])
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda path: path.write_bytes(b""), "{path} is empty (0 bytes), not a media file"),
+        (
+            lambda path: path.write_text("these are not the packets you are looking for\n" * 20),
+            "cannot open {path}: Invalid data found when processing input",
+        ),
+        (lambda path: path.mkdir(), "{path} is a directory, not a media file"),
+    ],
+    ids=["zero-byte", "text", "directory"],
+)
 def test_replay_of_something_that_is_not_a_recording_is_one_line_and_no_traceback(
     services: ServiceSet, tmp_path: Path, make: Callable[[Path], object], says: str
 ) -> None:
@@ -85,8 +107,9 @@ def test_replay_of_something_that_is_not_a_recording_is_one_line_and_no_tracebac
     config.write_text(f"site: cli\nkafka:\n  bootstrap_servers: {services.kafka.address}\n")
     target = tmp_path / "cam.ts"
     make(target)
-    done = _fusewatch("replay", str(target), "--stream-id", "cam", "--speed", "max", "--config", str(config),
-                      env={"COLUMNS": "1000"})  # no wrapping: the message is one line
+    done = _fusewatch(
+        "replay", str(target), "--stream-id", "cam", "--speed", "max", "--config", str(config), env={"COLUMNS": "1000"}
+    )  # no wrapping: the message is one line
     assert done.returncode == 1
     assert done.stderr.strip() == "error: " + says.format(path=target), done.stderr
 

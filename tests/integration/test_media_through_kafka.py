@@ -75,8 +75,11 @@ class Decoding:
         return [d.item for d in self.items if isinstance(d.item, Frame) and stream in (None, d.item.stream)]
 
     def samples(self, stream: str | None = None) -> int:
-        return sum(d.item.samples.shape[1] for d in self.items
-                   if isinstance(d.item, AudioChunk) and stream in (None, d.item.stream))
+        return sum(
+            d.item.samples.shape[1]
+            for d in self.items
+            if isinstance(d.item, AudioChunk) and stream in (None, d.item.stream)
+        )
 
 
 async def test_replay_then_decode_matches_direct_pyav_decode(
@@ -118,10 +121,14 @@ async def test_consumer_joining_mid_stream_starts_at_next_keyframe(
         records += batch[tp]
     await probe.stop()
     headers = [dict(r.headers) for r in records]
-    start = next(i for i in range(len(records) // 2, len(records))
-                 if headers[i]["kind"] == b"video" and headers[i]["key"] == b"0")
-    next_key = next(i for i in range(start, len(records))
-                    if headers[i]["kind"] == b"video" and headers[i]["key"] == b"1")
+    start = next(
+        i
+        for i in range(len(records) // 2, len(records))
+        if headers[i]["kind"] == b"video" and headers[i]["key"] == b"0"
+    )
+    next_key = next(
+        i for i in range(start, len(records)) if headers[i]["kind"] == b"video" and headers[i]["key"] == b"1"
+    )
     assert headers[next_key - 1]["kind"] == b"init", "an init record precedes every keyframe"
     key_pts = int(headers[next_key]["pts"])
 
@@ -154,15 +161,21 @@ async def test_two_consumers_in_a_group_split_streams_and_see_every_packet_once(
     fw_config: FusewatchConfig, media_dir: Path
 ) -> None:
     streams = _ids_on_distinct_partitions(4, 4)
-    files = {streams[0]: media_dir / "lobby.ts", streams[1]: media_dir / "street.ts",
-             streams[2]: media_dir / "street.ts", streams[3]: media_dir / "lobby.ts"}
+    files = {
+        streams[0]: media_dir / "lobby.ts",
+        streams[1]: media_dir / "street.ts",
+        streams[2]: media_dir / "street.ts",
+        streams[3]: media_dir / "lobby.ts",
+    }
     direct = {name: decode_directly(path) for name, path in files.items()}
     group = f"{fw_config.kafka.group_prefix}-decode"
     async with Decoding(fw_config, group) as a, Decoding(fw_config, group) as b:
         runs = [asyncio.create_task(d.run(idle=4.0, commit=True)) for d in (a, b)]
         for _ in range(200):  # wait for the group to settle before any record exists
-            if a.consumer.assignment() and b.consumer.assignment() and (
-                len(a.consumer.assignment()) + len(b.consumer.assignment()) == 4
+            if (
+                a.consumer.assignment()
+                and b.consumer.assignment()
+                and (len(a.consumer.assignment()) + len(b.consumer.assignment()) == 4)
             ):
                 break
             await asyncio.sleep(0.1)
@@ -184,15 +197,34 @@ async def test_two_consumers_in_a_group_split_streams_and_see_every_packet_once(
 
 
 MALFORMED_KINDS = [
-    "garbage", "no-headers", "wrong-version", "missing-kind", "missing-wall", "bad-pts", "bad-tb",
-    "truncated-init", "unknown-kind", "empty-packet", "unknown-codec", "no-key", "bad-extradata",
+    "garbage",
+    "no-headers",
+    "wrong-version",
+    "missing-kind",
+    "missing-wall",
+    "bad-pts",
+    "bad-tb",
+    "truncated-init",
+    "unknown-kind",
+    "empty-packet",
+    "unknown-codec",
+    "no-key",
+    "bad-extradata",
 ]
 
 
 def _malformed(n: int, rng: random.Random) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]], str]:
     kind = MALFORMED_KINDS[n % len(MALFORMED_KINDS)]
-    base = [("fw-v", b"1"), ("kind", b"video"), ("pts", b"1"), ("dts", b"1"), ("tb", b"1/90000"),
-            ("key", b"0"), ("wall", b"1"), ("seq", str(n).encode())]
+    base = [
+        ("fw-v", b"1"),
+        ("kind", b"video"),
+        ("pts", b"1"),
+        ("dts", b"1"),
+        ("tb", b"1/90000"),
+        ("key", b"0"),
+        ("wall", b"1"),
+        ("seq", str(n).encode()),
+    ]
     init_base = [("fw-v", b"1"), ("kind", b"init"), ("wall", b"1"), ("seq", str(n).encode())]
     key = f"junk-{n % 7}".encode()
     garbage = rng.randbytes(rng.randint(1, 300))
@@ -211,14 +243,20 @@ def _malformed(n: int, rng: random.Random) -> tuple[bytes | None, bytes | None, 
         "missing-wall": lambda: (key, garbage, [h for h in base if h[0] != "wall"]),
         "bad-pts": lambda: (key, garbage, replaced("pts", b"soon")),
         "bad-tb": lambda: (key, garbage, replaced("tb", b"0/0")),
-        "truncated-init": lambda: (key, b'{"stream": "%s", "site": "s", "tracks": [{"kind": "video", "codec": "h2'
-                                   % key, init_base),
+        "truncated-init": lambda: (
+            key,
+            b'{"stream": "%s", "site": "s", "tracks": [{"kind": "video", "codec": "h2' % key,
+            init_base,
+        ),
         "unknown-kind": lambda: (key, garbage, replaced("kind", b"smell")),
         "empty-packet": lambda: (key, b"", base),
         "unknown-codec": lambda: (key, init(b'[{"kind": "video", "codec": "nope264", "tb": "1/90000"}]'), init_base),
         "no-key": lambda: (None, garbage, base),
-        "bad-extradata": lambda: (key, init(b'[{"kind": "audio", "codec": "aac", "tb": "1/90000", "extradata": "!!"}]'),
-                                  init_base),
+        "bad-extradata": lambda: (
+            key,
+            init(b'[{"kind": "audio", "codec": "aac", "tb": "1/90000", "extradata": "!!"}]'),
+            init_base,
+        ),
     }
     return (*records[kind](), kind)
 
@@ -275,8 +313,11 @@ async def test_malformed_records_go_to_dead_letter_and_good_stream_still_decodes
         assert int(headers["dl-offset"]) >= 0 and int(headers["dl-partition"]) in range(4)
         reasons[headers["dl-reason"].decode()] += 1
     assert sum(reasons.values()) == 1000
-    unknown_codec = [count for reason, count in reasons.items()
-                     if reason.startswith("init of 'junk-") and "no decoder for codec 'nope264'" in reason]
+    unknown_codec = [
+        count
+        for reason, count in reasons.items()
+        if reason.startswith("init of 'junk-") and "no decoder for codec 'nope264'" in reason
+    ]
     assert sum(unknown_codec) == sent["unknown-codec"]
     assert reasons["missing key (stream id)"] == sent["no-key"]
     assert reasons["unsupported wire version '7' (this reader speaks 1)"] == sent["wrong-version"]

@@ -30,11 +30,14 @@ async def test_distress_alert_reaches_redis_and_kafka_exactly_once(
     fw_config: FusewatchConfig, media_dir: Path, tmp_path: Path
 ) -> None:
     demo = load_config(default_config_path(), env={})
-    config = demo.model_copy(update={
-        "kafka": fw_config.kafka, "redis": fw_config.redis,
-        "detectors": demo.detectors.model_copy(update={"when_behind": "wait"}),
-        "outputs": demo.outputs.model_copy(update={"snapshots_dir": str(tmp_path)}),
-    })
+    config = demo.model_copy(
+        update={
+            "kafka": fw_config.kafka,
+            "redis": fw_config.redis,
+            "detectors": demo.detectors.model_copy(update={"when_behind": "wait"}),
+            "outputs": demo.outputs.model_copy(update={"snapshots_dir": str(tmp_path)}),
+        }
+    )
     async with MediaPublisher(config.kafka) as publisher:
         for path, stream in ((media_dir / "lobby.ts", "lobby"), (media_dir / "street.ts", "street")):
             await replay(str(path), stream, config.site, publisher, ReplayOptions(speed=None))

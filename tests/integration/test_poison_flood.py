@@ -59,11 +59,20 @@ def _noise(i: int, size: int = 64) -> bytes:
     return hashlib.sha256(str(i).encode()).digest() * (size // 32)
 
 
-def _packet_headers(pts: bytes = b"0", tb: bytes = b"1/90000", wall: bytes | None = None, kind: bytes = b"video"
-                    ) -> Headers:
+def _packet_headers(
+    pts: bytes = b"0", tb: bytes = b"1/90000", wall: bytes | None = None, kind: bytes = b"video"
+) -> Headers:
     wall = wall if wall is not None else str(time.time_ns()).encode()
-    return [("fw-v", b"1"), ("kind", kind), ("pts", pts), ("dts", pts), ("tb", tb), ("key", b"1"),
-            ("wall", wall), ("seq", b"0")]
+    return [
+        ("fw-v", b"1"),
+        ("kind", kind),
+        ("pts", pts),
+        ("dts", pts),
+        ("tb", tb),
+        ("key", b"1"),
+        ("wall", wall),
+        ("seq", b"0"),
+    ]
 
 
 def _init(stream: str, track: dict[str, Any], key: str | None = None) -> Poison:
@@ -84,15 +93,24 @@ MEDIA: list[tuple[str, str, Callable[[int], Poison]]] = [
     ("unknown-kind", "unknown kind", lambda i: (b"lobby", _noise(i), _packet_headers(kind=b"smell"))),
     ("non-ascii-header", "is not ASCII", lambda i: (b"lobby", _noise(i), _packet_headers(kind="vidéo".encode()))),
     ("duplicate-header", "appears twice", lambda i: (b"lobby", _noise(i), [*_packet_headers(), ("pts", b"1")])),
-    ("hostile-pts", "header 'pts' is out of range",
-     lambda i: (b"lobby", _noise(i), _packet_headers(pts=b"1180591620717411303424"))),
-    ("hostile-tb", "does not fit a 32-bit time base",
-     lambda i: (b"lobby", _noise(i), _packet_headers(tb=b"1/999999999999999999999999999999"))),
+    (
+        "hostile-pts",
+        "header 'pts' is out of range",
+        lambda i: (b"lobby", _noise(i), _packet_headers(pts=b"1180591620717411303424")),
+    ),
+    (
+        "hostile-tb",
+        "does not fit a 32-bit time base",
+        lambda i: (b"lobby", _noise(i), _packet_headers(tb=b"1/999999999999999999999999999999")),
+    ),
     ("zero-tb", "is not a time base", lambda i: (b"lobby", _noise(i), _packet_headers(tb=b"1/0"))),
     ("negative-wall", "header 'wall' is out of range", lambda i: (b"lobby", _noise(i), _packet_headers(wall=b"-1"))),
     ("empty-packet", "packet has no data", lambda i: (b"lobby", b"", _packet_headers())),
-    ("init-not-json", "invalid init JSON",
-     lambda i: (b"lobby", b"{\"stream\": \"lobby\", ", _packet_headers(kind=b"init"))),
+    (
+        "init-not-json",
+        "invalid init JSON",
+        lambda i: (b"lobby", b'{"stream": "lobby", ', _packet_headers(kind=b"init")),
+    ),
     ("init-bogus-layout", "Invalid layout", lambda i: _init(f"ghost-{i}", _AAC | {"layout": "bogus-layout"})),
     ("init-hostile-rate", "sample_rate", lambda i: _init("lobby", _AAC | {"sample_rate": 1099511627776})),
     ("init-other-stream", "init names stream", lambda i: _init("lobby", _AAC, key=f"ghost-{i}")),
@@ -102,8 +120,14 @@ MEDIA: list[tuple[str, str, Callable[[int], Poison]]] = [
 
 
 def _features(start: int, **changes: Any) -> bytes:
-    record: dict[str, Any] = {"stream": "lobby", "site": "demo", "modality": "video", "window_start": start,
-                              "window_end": start + WINDOW_MS, "video": {"frames": 4}}
+    record: dict[str, Any] = {
+        "stream": "lobby",
+        "site": "demo",
+        "modality": "video",
+        "window_start": start,
+        "window_end": start + WINDOW_MS,
+        "video": {"frames": 4},
+    }
     return json.dumps(record | changes).encode()
 
 
@@ -113,7 +137,7 @@ def _future(i: int) -> int:
 
 
 FEATURES: list[tuple[str, str, Callable[[int], Poison]]] = [
-    ("not-json", "invalid WindowFeatures", lambda i: (b"demo", b"{\"stream\": \"lobby\"," + _noise(i, 32), [])),
+    ("not-json", "invalid WindowFeatures", lambda i: (b"demo", b'{"stream": "lobby",' + _noise(i, 32), [])),
     ("non-utf8", "invalid WindowFeatures", lambda i: (b"demo", b"\xff\xfe" + _noise(i), [])),
     ("tombstone", "invalid WindowFeatures", lambda i: (b"demo", None, [])),
     ("wrong-shape", "invalid WindowFeatures", lambda i: (b"demo", json.dumps({"hello": i}).encode(), [])),
@@ -208,8 +232,12 @@ async def _until(condition: Callable[[], Awaitable[bool]], within: float, what: 
 async def _drained(roles: dict[str, asyncio.Task[Any]], registry: CollectorRegistry, partitions: int) -> bool:
     """Every record of both topics handled (the lag gauges of both groups at 0): the replay's last ones too."""
     assert not any(role.done() for role in roles.values()), "a role ended after the flood"
-    lags = {(s.labels["group"], s.labels["partition"]): s.value
-            for metric in registry.collect() if metric.name == "fusewatch_consumer_lag" for s in metric.samples}
+    lags = {
+        (s.labels["group"], s.labels["partition"]): s.value
+        for metric in registry.collect()
+        if metric.name == "fusewatch_consumer_lag"
+        for s in metric.samples
+    }
     return len(lags) == partitions and not any(lags.values())
 
 
@@ -221,7 +249,8 @@ def _headers(record: Any) -> dict[str, bytes]:
 
 
 async def test_a_poison_flood_loses_no_alert_and_dead_letters_each_record_once(
-        services: ServiceSet, media_dir: Path, tmp_path: Path) -> None:
+    services: ServiceSet, media_dir: Path, tmp_path: Path
+) -> None:
     began = time.monotonic()
     broker = EmbeddedService("kafka", tmp_path, port=free_port())
     broker.start()
@@ -232,8 +261,10 @@ async def test_a_poison_flood_loses_no_alert_and_dead_letters_each_record_once(
     registry = telemetry.metrics.registry
     stop = asyncio.Event()
     await ensure_topics(config.kafka)
-    roles = {"analyze": asyncio.create_task(run_analyze(config, stop=stop, telemetry=telemetry)),
-             "fuse": asyncio.create_task(run_fuse(config, stop=stop, telemetry=telemetry))}
+    roles = {
+        "analyze": asyncio.create_task(run_analyze(config, stop=stop, telemetry=telemetry)),
+        "fuse": asyncio.create_task(run_fuse(config, stop=stop, telemetry=telemetry)),
+    }
     reader = DeadLetterCount(config)
     reading = asyncio.create_task(reader.run())
     marks: dict[str, float] = {}  # seconds from the flood's start to each phase's end
@@ -241,9 +272,11 @@ async def test_a_poison_flood_loses_no_alert_and_dead_letters_each_record_once(
     sent_media = sent_features = Sent()
     replayed = 0
     try:
+
         async def loaded() -> bool:
             assert not any(role.done() for role in roles.values()), "a role ended while loading"
             return {"analyze", "fuse"} <= telemetry.loaded
+
         await _until(loaded, 60, "analyze and fuse loaded")
 
         phase = "flooding while the replay is sent"
@@ -253,8 +286,10 @@ async def test_a_poison_flood_loses_no_alert_and_dead_letters_each_record_once(
             return max(DRAINED_WITHIN - (time.monotonic() - flood_start), 1.0)
 
         sent_media, sent_features, replayed = await asyncio.gather(
-            _produce(config, topics.media, media_poison), _produce(config, topics.features, feature_poison),
-            _replay(config, media_dir / "lobby.ts"))
+            _produce(config, topics.media, media_poison),
+            _produce(config, topics.features, feature_poison),
+            _replay(config, media_dir / "lobby.ts"),
+        )
         marks["flood_and_replay_sent"] = time.monotonic() - flood_start
 
         phase = "waiting for the alert"
@@ -262,6 +297,7 @@ async def test_a_poison_flood_loses_no_alert_and_dead_letters_each_record_once(
         async def alerted() -> bool:
             assert not any(role.done() for role in roles.values()), "a role ended during the flood"
             return len(await redis_alerts(config)) >= 1
+
         await _until(alerted, ALERT_WITHIN, "the distress alert of the lobby")
         marks["alert"] = time.monotonic() - flood_start
 
@@ -270,12 +306,16 @@ async def test_a_poison_flood_loses_no_alert_and_dead_letters_each_record_once(
         async def all_dead_lettered() -> bool:
             assert not any(role.done() for role in roles.values()), "a role ended during the flood"
             return reader.count >= 2 * N
+
         await _until(all_dead_lettered, left(), f"{2 * N} dead letters")
         marks["all_dead_letters"] = time.monotonic() - flood_start
 
         phase = "waiting for both groups to reach the end of their topics"
-        await _until(functools.partial(_drained, roles, registry, 2 * config.kafka.media_partitions), left(),
-                     "both consumer groups at the end of their topics")
+        await _until(
+            functools.partial(_drained, roles, registry, 2 * config.kafka.media_partitions),
+            left(),
+            "both consumer groups at the end of their topics",
+        )
         await asyncio.sleep(3.0)  # room for a late duplicate dead letter or alert to show
         marks["drained"] = time.monotonic() - flood_start
         assert all(not role.done() for role in roles.values()), "no role crashed"
@@ -299,30 +339,41 @@ async def test_a_poison_flood_loses_no_alert_and_dead_letters_each_record_once(
             broker.stop()
         # ---- the figures, also (as far as they go) when a phase failed
         stages = Counter(_headers(r)["dl-stage"].decode() for r in letters)
-        metric = {stage: registry.get_sample_value("fusewatch_dead_letters_total", {"stage": stage}) or 0
-                  for stage in ("decode", "analyze", "fuse")}
-        spans = {stage: [r.timestamp for r in letters if _headers(r)["dl-stage"].decode() == stage]
-                 for stage in stages}
-        restarts = {role: registry.get_sample_value("fusewatch_role_restarts_total", {"role": role}) or 0
-                    for role in roles}
+        metric = {
+            stage: registry.get_sample_value("fusewatch_dead_letters_total", {"stage": stage}) or 0
+            for stage in ("decode", "analyze", "fuse")
+        }
+        spans = {stage: [r.timestamp for r in letters if _headers(r)["dl-stage"].decode() == stage] for stage in stages}
+        restarts = {
+            role: registry.get_sample_value("fusewatch_role_restarts_total", {"role": role}) or 0 for role in roles
+        }
         analyze, fuse = ended["analyze"], ended["fuse"]
         figures = {
             "phase_reached": phase,
             "n_per_topic": N,
-            "records_sent": {"media_poison": len(sent_media.at), "features_poison": len(sent_features.at),
-                             "media_replayed": replayed},
+            "records_sent": {
+                "media_poison": len(sent_media.at),
+                "features_poison": len(sent_features.at),
+                "media_replayed": replayed,
+            },
             "send_seconds": {"media": round(sent_media.seconds, 2), "features": round(sent_features.seconds, 2)},
             "dead_letters_by_stage": dict(stages),
             "dead_letters_metric": metric,
             "dead_letter_topic_records": len(letters),
-            "dead_letter_seconds_first_to_last": {stage: round((max(ts) - min(ts)) / 1000, 2)
-                                                  for stage, ts in spans.items()},
-            "alerts": {"redis": len(alerts), "kafka": len(kafka_alerts),
-                       "events": [(a["event"], a["site"], a["streams"]) for a in alerts]},
+            "dead_letter_seconds_first_to_last": {
+                stage: round((max(ts) - min(ts)) / 1000, 2) for stage, ts in spans.items()
+            },
+            "alerts": {
+                "redis": len(alerts),
+                "kafka": len(kafka_alerts),
+                "events": [(a["event"], a["site"], a["streams"]) for a in alerts],
+            },
             "seconds_from_flood_start": {mark: round(seconds, 2) for mark, seconds in marks.items()},
             "role_restarts": restarts,
-            "roles_ended": {name: repr(value)[:300] if isinstance(value, BaseException) else type(value).__name__
-                            for name, value in ended.items()},
+            "roles_ended": {
+                name: repr(value)[:300] if isinstance(value, BaseException) else type(value).__name__
+                for name, value in ended.items()
+            },
             "analyze_item_errors": getattr(analyze, "item_errors", None),
             "fuse_out_of_range": fuse.joiner.counters.out_of_range if isinstance(fuse, FuseWorker) else None,
             "late_records": registry.get_sample_value("fusewatch_late_records_total") or 0,
@@ -346,23 +397,31 @@ async def test_a_poison_flood_loses_no_alert_and_dead_letters_each_record_once(
     assert registry.get_sample_value("fusewatch_alerts_total", {"event": "distress", "site": "demo"}) == 1
 
     # ---- every malformed record dead-lettered exactly once, unchanged, with its origin and reason
-    for stage, topic, sent, cases in (("decode", topics.media, sent_media, MEDIA),
-                                      ("fuse", topics.features, sent_features, FEATURES)):
+    for stage, topic, sent, cases in (
+        ("decode", topics.media, sent_media, MEDIA),
+        ("fuse", topics.features, sent_features, FEATURES),
+    ):
         reasons = {case: reason for case, reason, _ in cases}
         staged = [r for r in letters if _headers(r)["dl-stage"] == stage.encode()]
         origins = Counter((int(_headers(r)["dl-partition"]), int(_headers(r)["dl-offset"])) for r in staged)
         assert {_headers(r)["dl-topic"].decode() for r in staged} == {topic}
         twice = {origin: count for origin, count in origins.items() if count > 1}
         assert not twice, f"{stage}: dead-lettered more than once: {list(twice.items())[:5]}"
-        assert set(origins) == set(sent.at), (f"{stage}: {len(set(sent.at) - set(origins))} records never "
-                                              f"dead-lettered, {len(set(origins) - set(sent.at))} not ours")
+        assert set(origins) == set(sent.at), (
+            f"{stage}: {len(set(sent.at) - set(origins))} records never "
+            f"dead-lettered, {len(set(origins) - set(sent.at))} not ours"
+        )
         for letter in staged:
-            case, (key, value, headers) = sent.at[(int(_headers(letter)["dl-partition"]),
-                                                   int(_headers(letter)["dl-offset"]))]
+            case, (key, value, headers) = sent.at[
+                (int(_headers(letter)["dl-partition"]), int(_headers(letter)["dl-offset"]))
+            ]
             assert (letter.key, letter.value) == (key, value), case
             assert [h for h in letter.headers if not h[0].startswith("dl-")] == headers, case
-            assert reasons[case] in _headers(letter)["dl-reason"].decode(errors="replace"), \
-                (case, _headers(letter)["dl-reason"])
+            assert reasons[case] in _headers(letter)["dl-reason"].decode(errors="replace"), (
+                case,
+                _headers(letter)["dl-reason"],
+            )
     assert dict(stages) == {"decode": N, "fuse": N}, "nothing but the malformed records was dead-lettered"
-    assert metric == {"decode": N, "analyze": 0, "fuse": N}, \
+    assert metric == {"decode": N, "analyze": 0, "fuse": N}, (
         "fusewatch_dead_letters_total counts each dead letter once, under the stage its dl-stage header names"
+    )

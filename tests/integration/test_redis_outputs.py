@@ -21,10 +21,18 @@ pytestmark = pytest.mark.integration
 
 
 def _alert(window_start: int, event: str = "distress") -> Alert:
-    return Alert(id=alert_id(event, "hq", window_start), event=event, site="hq", streams=["cam"],
-                 window_start=window_start, window_end=window_start + 2000, score=0.9, threshold=0.8,
-                 terms=[TermContribution(signal="video.person.count", weight=0.9, value=2, g=1, contribution=0.9)],
-                 severity="high")
+    return Alert(
+        id=alert_id(event, "hq", window_start),
+        event=event,
+        site="hq",
+        streams=["cam"],
+        window_start=window_start,
+        window_end=window_start + 2000,
+        score=0.9,
+        threshold=0.8,
+        terms=[TermContribution(signal="video.person.count", weight=0.9, value=2, g=1, contribution=0.9)],
+        severity="high",
+    )
 
 
 @pytest.fixture
@@ -57,8 +65,11 @@ async def test_the_same_alert_is_stored_and_announced_once(outputs: RedisOutputs
 
 async def test_latest_summary_per_stream_only_moves_forward(outputs: RedisOutputs) -> None:
     for start in (4000, 2000, 6000):
-        await outputs.publish_summary(Summary(stream="cam", site="hq", window_start=start, window_end=start + 2000,
-                                              objects={"person": start // 1000}))
+        await outputs.publish_summary(
+            Summary(
+                stream="cam", site="hq", window_start=start, window_end=start + 2000, objects={"person": start // 1000}
+            )
+        )
     latest = await outputs.client.hget(outputs.keys.latest, "cam")
     assert Summary.model_validate_json(latest).window_start == 6000
 

@@ -39,8 +39,12 @@ class RtspCamera:
         return f"rtsp://127.0.0.1:{self.port}/cam"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(["/usr/bin/python3", str(SERVER), str(self.port), "cam", str(self.media)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", str(SERVER), str(self.port), "cam", str(self.media)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("READY"):
@@ -76,8 +80,9 @@ async def test_ingest_reconnects_with_backoff_when_the_camera_drops(camera: Rtsp
     sink = ListSink()
     state = IngestState()
     stop = asyncio.Event()
-    task = asyncio.create_task(ingest_live(camera.url, "gate", "hq", sink, Reconnect(initial=0.2, maximum=1.0),
-                                           state=state, stop=stop))
+    task = asyncio.create_task(
+        ingest_live(camera.url, "gate", "hq", sink, Reconnect(initial=0.2, maximum=1.0), state=state, stop=stop)
+    )
     try:
         await _until(lambda: len(sink.packets("video")) >= 50, 30)
         assert state.connects == 1
@@ -91,7 +96,7 @@ async def test_ingest_reconnects_with_backoff_when_the_camera_drops(camera: Rtsp
         camera.kill()
         await asyncio.wait_for(task, 30)
     assert [m.seq for m in sink.messages] == list(range(len(sink.messages))), "seq continues across reconnects"
-    reconnected = sink.messages[state.connect_seqs[1]:]
+    reconnected = sink.messages[state.connect_seqs[1] :]
     assert isinstance(reconnected[0], StreamInit), "decoder set-up is sent first after a reconnect"
     assert any(isinstance(m, Packet) and m.keyframe for m in reconnected)
     init = sink.inits()[-1]
@@ -102,14 +107,25 @@ async def test_ingest_reconnects_with_backoff_when_the_camera_drops(camera: Rtsp
     assert walls[-1] > walls[0]
 
 
-async def test_fusewatch_ingest_flushes_everything_it_read_on_sigterm(camera: RtspCamera, fw_config: FusewatchConfig,
-                                                                       tmp_path: Path) -> None:
+async def test_fusewatch_ingest_flushes_everything_it_read_on_sigterm(
+    camera: RtspCamera, fw_config: FusewatchConfig, tmp_path: Path
+) -> None:
     """The compose service's command: SIGTERM stops reading, publishes what it read, exits 0."""
     config = fw_config.model_copy(update={"sources": [SourceConfig(id="gate", url=camera.url)]})
     path = write_config(config, tmp_path / "site.yaml")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "daemon.cli", "ingest", "--source", "gate", "--config", str(path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT)
+        sys.executable,
+        "-m",
+        "daemon.cli",
+        "ingest",
+        "--source",
+        "gate",
+        "--config",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
     consumer = make_consumer(config.kafka, group=None)
     await consumer.start()
     try:

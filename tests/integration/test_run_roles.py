@@ -51,8 +51,14 @@ class RunProcess:
         return httpx.get(self.url + path, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "daemon.cli", *args, "--config", str(self.config_file)],
-                              cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "daemon.cli", *args, "--config", str(self.config_file)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -71,8 +77,11 @@ class RunProcess:
 
 def samples(process: RunProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = process.get("/metrics").text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def total(values: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> float:
@@ -82,12 +91,16 @@ def total(values: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: st
 @pytest.fixture
 def run_config(fw_config: FusewatchConfig, tmp_path: Path) -> FusewatchConfig:
     demo = load_config(default_config_path(), env={})
-    return demo.model_copy(update={
-        "site": fw_config.site, "kafka": fw_config.kafka, "redis": fw_config.redis,
-        "detectors": demo.detectors.model_copy(update={"when_behind": "wait"}),
-        "outputs": demo.outputs.model_copy(update={"snapshots_dir": str(tmp_path / "snapshots")}),
-        "web": demo.web.model_copy(update={"port": free_port()}),
-    })
+    return demo.model_copy(
+        update={
+            "site": fw_config.site,
+            "kafka": fw_config.kafka,
+            "redis": fw_config.redis,
+            "detectors": demo.detectors.model_copy(update={"when_behind": "wait"}),
+            "outputs": demo.outputs.model_copy(update={"snapshots_dir": str(tmp_path / "snapshots")}),
+            "web": demo.web.model_copy(update={"port": free_port()}),
+        }
+    )
 
 
 @pytest.fixture
@@ -98,8 +111,13 @@ def start_run(tmp_path: Path) -> Iterator[object]:
         config_file = write_config(config, tmp_path / f"site-{len(started)}.yaml", web_token=TOKEN)
         log = tmp_path / f"run-{len(started)}.log"
         with log.open("wb") as sink:
-            proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", str(config_file), "--role", roles],
-                                    cwd=ROOT, stdout=sink, stderr=sink, env=os.environ.copy())
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "daemon.cli", "run", str(config_file), "--role", roles],
+                cwd=ROOT,
+                stdout=sink,
+                stderr=sink,
+                env=os.environ.copy(),
+            )
         started.append(RunProcess(proc, config, config_file, log))
         return started[-1]
 
@@ -111,7 +129,8 @@ def start_run(tmp_path: Path) -> Iterator[object]:
 
 
 async def test_counters_move_during_a_replay_and_sigterm_drains_and_exits_0(
-        start_run: object, run_config: FusewatchConfig, media_dir: Path) -> None:
+    start_run: object, run_config: FusewatchConfig, media_dir: Path
+) -> None:
     process: RunProcess = start_run(run_config, "analyze,fuse,web")  # type: ignore[operator]
     process.wait_ready(within=120)
     before = samples(process)
@@ -119,8 +138,13 @@ async def test_counters_move_during_a_replay_and_sigterm_drains_and_exits_0(
     assert before[("fusewatch_role_up", (("role", "analyze"),))] == 1
 
     async with MediaPublisher(run_config.kafka) as publisher:
-        await replay(str(media_dir / "lobby.ts"), "lobby", run_config.site, publisher,
-                     ReplayOptions(speed=None, align_s=run_config.windows.size))
+        await replay(
+            str(media_dir / "lobby.ts"),
+            "lobby",
+            run_config.site,
+            publisher,
+            ReplayOptions(speed=None, align_s=run_config.windows.size),
+        )
         await publisher.flush()
     during = samples(process)
     deadline = time.monotonic() + 240

@@ -72,8 +72,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[T
 
 def site_yaml(redis: TlsRedis, pki: Pki, kafka: str, *, url_credentials: bool = False) -> str:
     """A site file in the production shape: secrets only as `${ENV}` references."""
-    url = (f"rediss://{USER}:${{FUSEWATCH_REDIS_PASSWORD}}@127.0.0.1:{redis.port}/0" if url_credentials
-           else redis.url)
+    url = f"rediss://{USER}:${{FUSEWATCH_REDIS_PASSWORD}}@127.0.0.1:{redis.port}/0" if url_credentials else redis.url
     credentials = "" if url_credentials else f"  username: {USER}\n  password: ${{FUSEWATCH_REDIS_PASSWORD}}\n"
     return (
         "site: hq\n"
@@ -105,10 +104,18 @@ def load_site(tmp_path: Path, text: str, redis_password: str = REDIS_PASSWORD) -
 
 
 def _alert(window_start: int) -> Alert:
-    return Alert(id=alert_id("distress", "hq", window_start), event="distress", site="hq", streams=["cam"],
-                 window_start=window_start, window_end=window_start + 2000, score=0.9, threshold=0.8,
-                 terms=[TermContribution(signal="video.person.count", weight=0.9, value=2, g=1, contribution=0.9)],
-                 severity="high")
+    return Alert(
+        id=alert_id("distress", "hq", window_start),
+        event="distress",
+        site="hq",
+        streams=["cam"],
+        window_start=window_start,
+        window_end=window_start + 2000,
+        score=0.9,
+        threshold=0.8,
+        terms=[TermContribution(signal="video.person.count", weight=0.9, value=2, g=1, contribution=0.9)],
+        severity="high",
+    )
 
 
 def assert_no_secret(text: str, where: str) -> None:
@@ -119,8 +126,7 @@ def assert_no_secret(text: str, where: str) -> None:
 # --------------------------------------------------------------------------- Redis over TLS
 
 
-async def test_alerts_go_through_redis_over_tls_as_an_acl_user(tmp_path: Path, tls_server: TlsRedis,
-                                                                pki: Pki) -> None:
+async def test_alerts_go_through_redis_over_tls_as_an_acl_user(tmp_path: Path, tls_server: TlsRedis, pki: Pki) -> None:
     config = load_site(tmp_path, site_yaml(tls_server, pki, "127.0.0.1:9"))
     assert config.redis.password is not None and config.redis.password.get_secret_value() == REDIS_PASSWORD
     outputs = RedisOutputs(config.redis)
@@ -148,9 +154,17 @@ async def test_alerts_go_through_redis_over_tls_as_an_acl_user(tmp_path: Path, t
 
 
 async def test_redis_refuses_wrong_password_untrusted_server_and_missing_client_certificate(
-        tls_server: TlsRedis, pki: Pki, tmp_path: Path) -> None:
-    good = RedisConfig(url=tls_server.url, username=USER, password=REDIS_PASSWORD, key_prefix=PREFIX,
-                       ssl_ca_certs=str(pki.ca), ssl_certfile=str(pki.client_cert), ssl_keyfile=str(pki.client_key))
+    tls_server: TlsRedis, pki: Pki, tmp_path: Path
+) -> None:
+    good = RedisConfig(
+        url=tls_server.url,
+        username=USER,
+        password=REDIS_PASSWORD,
+        key_prefix=PREFIX,
+        ssl_ca_certs=str(pki.ca),
+        ssl_certfile=str(pki.client_cert),
+        ssl_keyfile=str(pki.client_key),
+    )
 
     async def ping(config: RedisConfig) -> None:
         client = redis_client(config)
@@ -205,9 +219,26 @@ def test_the_embedded_broker_serves_neither_tls_nor_usable_sasl(tmp_path: Path, 
     tansu = str(tansu_binary())
     url = f"tcp://127.0.0.1:{free_port()}"
     try:
-        both = subprocess.run([tansu, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                               "--storage-engine", "memory://tansu/", "--cert", str(pki.server_cert),
-                               "--key", str(pki.server_key)], capture_output=True, text=True, timeout=10, check=False)
+        both = subprocess.run(
+            [
+                tansu,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+                "--cert",
+                str(pki.server_cert),
+                "--key",
+                str(pki.server_key),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("tansu now starts with --cert and --key: test Kafka over TLS against it directly")
     assert both.returncode != 0 and "cannot be used with" in both.stderr, both.stderr
@@ -216,8 +247,10 @@ def test_the_embedded_broker_serves_neither_tls_nor_usable_sasl(tmp_path: Path, 
     broker = TansuBroker(tmp_path / "cert-only", extra=("--cert", str(pki.server_cert)))
     broker.start()
     try:
-        with socket.create_connection(("127.0.0.1", broker.port), timeout=2) as raw, \
-                pytest.raises((TimeoutError, ssl.SSLError, ConnectionError)):
+        with (
+            socket.create_connection(("127.0.0.1", broker.port), timeout=2) as raw,
+            pytest.raises((TimeoutError, ssl.SSLError, ConnectionError)),
+        ):
             ssl.create_default_context(cafile=str(pki.ca)).wrap_socket(raw, server_hostname="127.0.0.1")
         asyncio.run(_produce_one(KafkaConfig(bootstrap_servers=[broker.address])))
     finally:
@@ -227,12 +260,22 @@ def test_the_embedded_broker_serves_neither_tls_nor_usable_sasl(tmp_path: Path, 
     broker = TansuBroker(tmp_path / "authentication", extra=("--authentication",))
     broker.start()
     try:
-        created = subprocess.run([tansu, "user", "create", USER, KAFKA_PASSWORD, "--broker",
-                                  f"tcp://{broker.address}"], capture_output=True, text=True, timeout=10, check=False)
+        created = subprocess.run(
+            [tansu, "user", "create", USER, KAFKA_PASSWORD, "--broker", f"tcp://{broker.address}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
         assert created.returncode != 0, "tansu can now create SCRAM users: test SASL against it directly"
         for mechanism in ("PLAIN", "SCRAM-SHA-512"):
-            sasl = KafkaConfig(bootstrap_servers=[broker.address], security_protocol="SASL_PLAINTEXT",
-                               sasl_mechanism=mechanism, sasl_username=USER, sasl_password=KAFKA_PASSWORD)
+            sasl = KafkaConfig(
+                bootstrap_servers=[broker.address],
+                security_protocol="SASL_PLAINTEXT",
+                sasl_mechanism=mechanism,
+                sasl_username=USER,
+                sasl_password=KAFKA_PASSWORD,
+            )
             with pytest.raises((KafkaError, KeyError)):
                 asyncio.run(_produce_one(sasl))
     finally:
@@ -263,15 +306,19 @@ def test_client_options_carry_tls_and_sasl_from_the_config(tmp_path: Path, pki: 
     assert subjects == [((("commonName", "fusewatch test CA"),),)]  # ours, and only ours
     assert options["security_protocol"] == "SASL_SSL"
     assert (options["sasl_mechanism"], options["sasl_plain_username"], options["sasl_plain_password"]) == (
-        "SCRAM-SHA-512", "fusewatch", KAFKA_PASSWORD)
+        "SCRAM-SHA-512",
+        "fusewatch",
+        KAFKA_PASSWORD,
+    )
     with pytest.raises(OSError, match=r"cannot load the Kafka TLS files \(kafka\.ssl_cafile .*missing\.pem"):
         client_options(kafka.model_copy(update={"ssl_cafile": str(tmp_path / "missing.pem")}))
     with pytest.raises(OSError, match=r"kafka\.ssl_certfile"):
         client_options(kafka.model_copy(update={"ssl_certfile": str(pki.ca), "ssl_keyfile": str(pki.client_key)}))
 
 
-async def test_kafka_over_mutual_tls_produces_and_consumes(tmp_path: Path, pki: Pki,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+async def test_kafka_over_mutual_tls_produces_and_consumes(
+    tmp_path: Path, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
     """fusewatch's SSL settings (CA, client certificate) against a real TLS listener: a TLS front that
     requires a client certificate from our CA, in front of a broker that advertises the front."""
     front_port = free_port()
@@ -280,11 +327,21 @@ async def test_kafka_over_mutual_tls_produces_and_consumes(tmp_path: Path, pki: 
     try:
         async with tls_front(front_port, server_context(pki), ("127.0.0.1", broker.port)) as front:
             suffix = uuid.uuid4().hex[:8]
-            kafka = KafkaConfig(bootstrap_servers=[f"127.0.0.1:{front_port}"], security_protocol="SSL",
-                                ssl_cafile=str(pki.ca), ssl_certfile=str(pki.client_cert),
-                                ssl_keyfile=str(pki.client_key), media_partitions=1,
-                                topics=KafkaTopics(media=f"m.{suffix}", features=f"f.{suffix}", alerts=f"a.{suffix}",
-                                                   summaries=f"s.{suffix}", dead_letter=f"d.{suffix}"))
+            kafka = KafkaConfig(
+                bootstrap_servers=[f"127.0.0.1:{front_port}"],
+                security_protocol="SSL",
+                ssl_cafile=str(pki.ca),
+                ssl_certfile=str(pki.client_cert),
+                ssl_keyfile=str(pki.client_key),
+                media_partitions=1,
+                topics=KafkaTopics(
+                    media=f"m.{suffix}",
+                    features=f"f.{suffix}",
+                    alerts=f"a.{suffix}",
+                    summaries=f"s.{suffix}",
+                    dead_letter=f"d.{suffix}",
+                ),
+            )
             await asyncio.wait_for(ensure_topics(kafka, wait=10), 15)
             producer = make_producer(kafka)
             await producer.start()
@@ -319,9 +376,14 @@ async def test_kafka_over_mutual_tls_produces_and_consumes(tmp_path: Path, pki: 
 
             # SASL_SSL: TLS passes, then this broker refuses the SASL handshake by name, at once.
             caplog.clear()
-            sasl_ssl = kafka.model_copy(update={"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
-                                                "sasl_username": USER,
-                                                "sasl_password": SecretStr(KAFKA_PASSWORD)})
+            sasl_ssl = kafka.model_copy(
+                update={
+                    "security_protocol": "SASL_SSL",
+                    "sasl_mechanism": "SCRAM-SHA-512",
+                    "sasl_username": USER,
+                    "sasl_password": SecretStr(KAFKA_PASSWORD),
+                }
+            )
             started = time.monotonic()
             with pytest.raises(KafkaConnectionError):
                 await _produce_one(sasl_ssl)
@@ -334,10 +396,15 @@ async def test_kafka_over_mutual_tls_produces_and_consumes(tmp_path: Path, pki: 
 
 
 async def test_sasl_against_the_plaintext_broker_fails_fast_and_by_name(
-        services: ServiceSet, caplog: pytest.LogCaptureFixture) -> None:
-    kafka = KafkaConfig(bootstrap_servers=[services.kafka.address], security_protocol="SASL_PLAINTEXT",
-                        sasl_mechanism="SCRAM-SHA-512", sasl_username=USER,
-                        sasl_password=SecretStr(KAFKA_PASSWORD))
+    services: ServiceSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    kafka = KafkaConfig(
+        bootstrap_servers=[services.kafka.address],
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username=USER,
+        sasl_password=SecretStr(KAFKA_PASSWORD),
+    )
     caplog.set_level(logging.WARNING, logger="aiokafka")
     started = time.monotonic()
     with pytest.raises(KafkaConnectionError):
@@ -356,8 +423,8 @@ async def test_sasl_against_the_plaintext_broker_fails_fast_and_by_name(
 
 
 async def test_secrets_from_the_environment_never_reach_logs_reprs_or_errors(
-        tmp_path: Path, tls_server: TlsRedis, pki: Pki, services: ServiceSet,
-        caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, tls_server: TlsRedis, pki: Pki, services: ServiceSet, caplog: pytest.LogCaptureFixture
+) -> None:
     for logger in ("", "aiokafka", "redis", "streams", "daemon", "config"):
         caplog.set_level(logging.DEBUG, logger=logger)
     config = load_site(tmp_path, site_yaml(tls_server, pki, services.kafka.address))
@@ -385,8 +452,15 @@ async def test_secrets_from_the_environment_never_reach_logs_reprs_or_errors(
         logged += [record.getMessage(), repr(record.args), repr(record.__dict__)]
     assert_no_secret("\n".join(logged), "the captured log")
 
-    shown = [repr(config), str(config), repr(config.redis), repr(config.kafka), config.model_dump_json(),
-             json.dumps(config.model_dump(mode="json")), repr(wrong)]
+    shown = [
+        repr(config),
+        str(config),
+        repr(config.redis),
+        repr(config.kafka),
+        config.model_dump_json(),
+        json.dumps(config.model_dump(mode="json")),
+        repr(wrong),
+    ]
     assert_no_secret("\n".join(shown), "a repr or dump of the config")
 
     # Config errors near a secret name the field, never its value.
@@ -409,8 +483,10 @@ async def test_secrets_from_the_environment_never_reach_logs_reprs_or_errors(
     assert "both give a password" in errors[1]
     assert "got 'redis:///0'" in errors[2] and "got 'http://127.0.0.1/0'" in errors[3], errors[2:4]
     assert_no_secret("\n".join(errors), "a config error")
-    for model, values in ((RedisConfig, {"url": "redis://h/0", "password": REDIS_PASSWORD, "alerts_maxlen": 1}),
-                          (KafkaConfig, {"security_protocol": "SASL_SSL", "sasl_password": KAFKA_PASSWORD})):
+    for model, values in (
+        (RedisConfig, {"url": "redis://h/0", "password": REDIS_PASSWORD, "alerts_maxlen": 1}),
+        (KafkaConfig, {"security_protocol": "SASL_SSL", "sasl_password": KAFKA_PASSWORD}),
+    ):
         with pytest.raises(ValueError) as invalid:
             model.model_validate(values)
         assert_no_secret(str(invalid.value), f"a {model.__name__} validation error")
@@ -439,12 +515,14 @@ def test_verbose_logging_keeps_aiokafka_request_dumps_off() -> None:
 def _fusewatch(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
     binary = Path(sys.executable).parent / "fusewatch"
     command = [str(binary)] if binary.is_file() else [sys.executable, "-m", "daemon.cli"]
-    return subprocess.run([*command, *args], cwd=ROOT, env=os.environ | env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [*command, *args], cwd=ROOT, env=os.environ | env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
-def test_the_cli_keeps_secrets_out_of_its_output(tmp_path: Path, tls_server: TlsRedis, pki: Pki,
-                                                services: ServiceSet) -> None:
+def test_the_cli_keeps_secrets_out_of_its_output(
+    tmp_path: Path, tls_server: TlsRedis, pki: Pki, services: ServiceSet
+) -> None:
     site = tmp_path / "site.yaml"
     site.write_text(site_yaml(tls_server, pki, services.kafka.address))
     in_url = tmp_path / "in-url.yaml"

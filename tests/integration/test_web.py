@@ -28,9 +28,22 @@ async def web(fw_config: FusewatchConfig, tmp_path: Path) -> AsyncIterator[Web]:
         yield running
 
 
-@pytest.mark.parametrize("path", ["/", "/alerts/abc", "/api/alerts", "/api/alerts/abc", "/api/streams",
-                                  "/api/events", "/metrics", "/healthz", "/readyz", "/snapshots/x.jpg",
-                                  "/static/dashboard.js"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/alerts/abc",
+        "/api/alerts",
+        "/api/alerts/abc",
+        "/api/streams",
+        "/api/events",
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/snapshots/x.jpg",
+        "/static/dashboard.js",
+    ],
+)
 async def test_every_page_and_api_answers_401_without_the_token(web: Web, path: str) -> None:
     async with web.client(token=None) as anonymous, web.client(token="wrong") as wrong:
         for client in (anonymous, wrong):
@@ -68,8 +81,11 @@ async def test_login_sets_a_session_cookie_that_opens_the_pages(web: Web) -> Non
 async def test_alerts_are_listed_newest_first_filtered_found_by_id_and_acknowledged(web: Web) -> None:
     base = int(time.time() * 1000) // 2000 * 2000
     snapshot = write_snapshot(web.snapshots, "test/lobby/1.jpg")
-    alerts = [make_alert("distress", "test", base - 10_000, snapshot=snapshot),
-              make_alert("intrusion", "test", base - 8_000), make_alert("distress", "other", base - 6_000)]
+    alerts = [
+        make_alert("distress", "test", base - 10_000, snapshot=snapshot),
+        make_alert("intrusion", "test", base - 8_000),
+        make_alert("distress", "other", base - 6_000),
+    ]
     for alert in alerts:
         await web.outputs.publish_alert(alert)
     async with web.client() as client:
@@ -132,8 +148,10 @@ async def test_the_event_stream_delivers_new_alerts_and_acks_within_two_seconds(
 async def test_metrics_and_health(fw_config: FusewatchConfig, tmp_path: Path) -> None:
     telemetry = Telemetry()
     telemetry.metrics.frames_decoded.labels("lobby").inc(7)
-    async with running_web(fw_config, tmp_path, local_roles=("fuse", "web"), telemetry=telemetry) as web, \
-            web.client() as client:
+    async with (
+        running_web(fw_config, tmp_path, local_roles=("fuse", "web"), telemetry=telemetry) as web,
+        web.client() as client,
+    ):
         metrics = await client.get("/metrics")
         assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
         assert 'fusewatch_frames_decoded_total{stream="lobby"} 7.0' in metrics.text
@@ -146,12 +164,15 @@ async def test_metrics_and_health(fw_config: FusewatchConfig, tmp_path: Path) ->
         assert ready.status_code == 200 and ready.json()["ready"] is True
 
 
-async def test_readiness_fails_when_the_broker_and_redis_are_unreachable(fw_config: FusewatchConfig,
-                                                                         tmp_path: Path) -> None:
-    nowhere = fw_config.model_copy(update={
-        "kafka": fw_config.kafka.model_copy(update={"bootstrap_servers": [f"127.0.0.1:{free_port()}"]}),
-        "redis": fw_config.redis.model_copy(update={"url": f"redis://127.0.0.1:{free_port()}/0"}),
-    })
+async def test_readiness_fails_when_the_broker_and_redis_are_unreachable(
+    fw_config: FusewatchConfig, tmp_path: Path
+) -> None:
+    nowhere = fw_config.model_copy(
+        update={
+            "kafka": fw_config.kafka.model_copy(update={"bootstrap_servers": [f"127.0.0.1:{free_port()}"]}),
+            "redis": fw_config.redis.model_copy(update={"url": f"redis://127.0.0.1:{free_port()}/0"}),
+        }
+    )
     async with running_web(nowhere, tmp_path) as web, web.client() as client:
         response = await client.get("/readyz")
         assert response.status_code == 503

@@ -39,9 +39,14 @@ LIMIT = 2048
 
 @pytest.fixture
 async def web(fw_config: FusewatchConfig, tmp_path: Path) -> AsyncIterator[Web]:
-    settings: dict[str, object] = {"max_body_bytes": LIMIT, "max_live_connections": 3, "login_attempts": 3,
-                                   "login_backoff": 0.5, "login_backoff_max": 2.0,
-                                   "trusted_origins": ["https://Fusewatch.example"]}
+    settings: dict[str, object] = {
+        "max_body_bytes": LIMIT,
+        "max_live_connections": 3,
+        "login_attempts": 3,
+        "login_backoff": 0.5,
+        "login_backoff_max": 2.0,
+        "trusted_origins": ["https://Fusewatch.example"],
+    }
     async with running_web(fw_config, tmp_path / "snapshots", web=settings) as running:
         yield running
 
@@ -99,13 +104,20 @@ async def test_live_connections_are_capped_and_the_api_keeps_answering(web: Web)
         assert again.status_code == 200, "a closed feed frees its place"
 
 
-async def test_the_api_keeps_its_redis_connections_with_101_feeds_open(fw_config: FusewatchConfig,
-                                                                      tmp_path: Path) -> None:
+async def test_the_api_keeps_its_redis_connections_with_101_feeds_open(
+    fw_config: FusewatchConfig, tmp_path: Path
+) -> None:
     # The numbers: redis-py pools hold 100 connections; feeds used to take them from the API.
-    async with running_web(fw_config, tmp_path, web={"max_live_connections": 101}) as web, \
-            contextlib.AsyncExitStack() as streams, \
-            httpx.AsyncClient(base_url=web.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10,
-                              limits=httpx.Limits(max_connections=120)) as client:
+    async with (
+        running_web(fw_config, tmp_path, web={"max_live_connections": 101}) as web,
+        contextlib.AsyncExitStack() as streams,
+        httpx.AsyncClient(
+            base_url=web.url,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+            limits=httpx.Limits(max_connections=120),
+        ) as client,
+    ):
         for _ in range(101):
             response = await streams.enter_async_context(client.stream("GET", "/api/events"))
             assert response.status_code == 200
@@ -219,9 +231,14 @@ def test_the_throttle_doubles_caps_and_forgets_a_client_quiet_for_the_longest_wa
 
 async def test_every_response_carries_the_security_headers_and_tls_cookies_are_secure(web: Web) -> None:
     async with web.client() as client, web.client(token=None) as anonymous:
-        responses = [await client.get("/"), await client.get("/api/alerts"), await client.get("/static/common.js"),
-                     await anonymous.get("/", headers={"Accept": "text/html"}), await anonymous.get("/api/alerts"),
-                     await anonymous.get("/login")]
+        responses = [
+            await client.get("/"),
+            await client.get("/api/alerts"),
+            await client.get("/static/common.js"),
+            await anonymous.get("/", headers={"Accept": "text/html"}),
+            await anonymous.get("/api/alerts"),
+            await anonymous.get("/login"),
+        ]
         for response in responses:
             csp = response.headers["content-security-policy"]
             assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp and "script-src 'self'" in csp
@@ -240,9 +257,18 @@ async def test_every_response_carries_the_security_headers_and_tls_cookies_are_s
 
 async def test_readiness_asks_the_broker_with_the_configured_auth(fw_config: FusewatchConfig, tmp_path: Path) -> None:
     # The embedded broker speaks PLAINTEXT only: a TCP connect succeeds, the SASL handshake does not.
-    sasl = fw_config.model_copy(update={"kafka": fw_config.kafka.model_copy(update={
-        "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN", "sasl_username": "fusewatch",
-        "sasl_password": SecretStr("wrong")})})
+    sasl = fw_config.model_copy(
+        update={
+            "kafka": fw_config.kafka.model_copy(
+                update={
+                    "security_protocol": "SASL_PLAINTEXT",
+                    "sasl_mechanism": "PLAIN",
+                    "sasl_username": "fusewatch",
+                    "sasl_password": SecretStr("wrong"),
+                }
+            )
+        }
+    )
     async with running_web(sasl, tmp_path) as web, web.client() as client:
         response = await client.get("/readyz")
         assert response.status_code == 503
@@ -252,9 +278,14 @@ async def test_readiness_asks_the_broker_with_the_configured_auth(fw_config: Fus
 
 
 def _start_run(config_file: Path, stderr: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", str(config_file), "--role", "web"],
-                            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                            env=os.environ.copy())
+    return subprocess.Popen(
+        [sys.executable, "-m", "daemon.cli", "run", str(config_file), "--role", "web"],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        env=os.environ.copy(),
+    )
 
 
 def _wait_listening(url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -288,8 +319,12 @@ def test_the_token_reaches_the_terminal_but_never_the_log(fw_config: FusewatchCo
     try:
         _wait_listening(url, proc)
         httpx.get(f"{url}/login?token={TOKEN}&next=/", timeout=5)
-        httpx.post(f"{url}/login", content=b"token=\xff", timeout=5,
-                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+        httpx.post(
+            f"{url}/login",
+            content=b"token=\xff",
+            timeout=5,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         httpx.get(f"{url}/api/alerts", headers={"Authorization": f"Bearer {TOKEN}x"}, timeout=5)
     finally:
         _stop(proc)

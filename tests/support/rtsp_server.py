@@ -38,15 +38,32 @@ def main() -> int:
         feed_port = probe.getsockname()[1]
     libc = ctypes.CDLL("libc.so.6")
     feeder = subprocess.Popen(
-        ["ffmpeg", "-nostdin", "-v", "error", "-re", "-stream_loop", "-1", "-i", media, "-map", "0:v:0",
-         *(["-map", "0:a:0"] if audio else []), "-c", "copy", "-f", "mpegts",
-         f"udp://127.0.0.1:{feed_port}?pkt_size=1316"],
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+            media,
+            "-map",
+            "0:v:0",
+            *(["-map", "0:a:0"] if audio else []),
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+            f"udp://127.0.0.1:{feed_port}?pkt_size=1316",
+        ],
         preexec_fn=lambda: libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL),
     )
     launch = (
-        f'( udpsrc address=127.0.0.1 port={feed_port} buffer-size=4194304 '
+        f"( udpsrc address=127.0.0.1 port={feed_port} buffer-size=4194304 "
         f'caps="video/mpegts,systemstream=(boolean)true" ! tsdemux name=d d. ! {QUEUE} ! {H264} '
-        + (f"d. ! {QUEUE} ! {AAC} " if audio else "") + ")"
+        + (f"d. ! {QUEUE} ! {AAC} " if audio else "")
+        + ")"
     )
     server = GstRtspServer.RTSPServer(address="127.0.0.1", service=str(port))
     factory = GstRtspServer.RTSPMediaFactory(launch=launch, shared=True)

@@ -70,19 +70,51 @@ class Pki:
 def _ca(directory: Path, stem: str, name: str) -> tuple[Path, Path]:
     config = directory / f"{stem}.cnf"
     config.write_text(_CA_CONFIG.format(name=name))
-    _openssl("req", "-x509", "-new", "-config", config.name, "-extensions", "v3_ca", *_EC,
-             "-keyout", f"{stem}.key", "-out", f"{stem}.crt", "-days", "2", cwd=directory)
+    _openssl(
+        "req",
+        "-x509",
+        "-new",
+        "-config",
+        config.name,
+        "-extensions",
+        "v3_ca",
+        *_EC,
+        "-keyout",
+        f"{stem}.key",
+        "-out",
+        f"{stem}.crt",
+        "-days",
+        "2",
+        cwd=directory,
+    )
     return directory / f"{stem}.crt", directory / f"{stem}.key"
 
 
 def _leaf(directory: Path, stem: str, name: str, usage: str, names: str, ca: tuple[Path, Path]) -> tuple[Path, Path]:
     extensions = directory / f"{stem}.ext"
     extensions.write_text(_LEAF_EXTENSIONS.format(usage=usage, names=names))
-    _openssl("req", "-new", *_EC, "-keyout", f"{stem}.key", "-out", f"{stem}.csr", "-subj", f"/CN={name}",
-             cwd=directory)
-    _openssl("x509", "-req", "-in", f"{stem}.csr", "-CA", str(ca[0]), "-CAkey", str(ca[1]),
-             "-set_serial", f"0x{secrets.token_hex(8)}", "-days", "2", "-extfile", extensions.name,
-             "-out", f"{stem}.crt", cwd=directory)
+    _openssl(
+        "req", "-new", *_EC, "-keyout", f"{stem}.key", "-out", f"{stem}.csr", "-subj", f"/CN={name}", cwd=directory
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{stem}.csr",
+        "-CA",
+        str(ca[0]),
+        "-CAkey",
+        str(ca[1]),
+        "-set_serial",
+        f"0x{secrets.token_hex(8)}",
+        "-days",
+        "2",
+        "-extfile",
+        extensions.name,
+        "-out",
+        f"{stem}.crt",
+        cwd=directory,
+    )
     return directory / f"{stem}.crt", directory / f"{stem}.key"
 
 
@@ -90,8 +122,7 @@ def make_pki(directory: Path) -> Pki:
     """A fresh CA and certificates under `directory` (EC P-256, valid two days)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = _ca(directory, "ca", "fusewatch test CA")
-    server = _leaf(directory, "server", "localhost", "serverAuth",
-                   "subjectAltName = IP:127.0.0.1, DNS:localhost", ca)
+    server = _leaf(directory, "server", "localhost", "serverAuth", "subjectAltName = IP:127.0.0.1, DNS:localhost", ca)
     client = _leaf(directory, "client", "fusewatch", "clientAuth", "", ca)
     other_ca, _ = _ca(directory, "other-ca", "some other CA")
     return Pki(ca[0], *server, *client, other_ca)
@@ -130,8 +161,9 @@ class TlsRedis:
 
 
 @contextlib.contextmanager
-def tls_redis(directory: Path, pki: Pki, user: str, password: str, key_prefix: str,
-              timeout: float = 15.0) -> Iterator[TlsRedis]:
+def tls_redis(
+    directory: Path, pki: Pki, user: str, password: str, key_prefix: str, timeout: float = 15.0
+) -> Iterator[TlsRedis]:
     """Start Redis on a free port: TLS only (`port 0`), `tls-auth-clients yes`, the `default` user off and
     `user` allowed the `key_prefix:*` keys and channels, every command but @admin/@dangerous ones.
     Its password is stored hashed (`#sha256`), so it is in no file or command line."""
@@ -140,27 +172,43 @@ def tls_redis(directory: Path, pki: Pki, user: str, password: str, key_prefix: s
     log = directory / "redis.log"
     digest = hashlib.sha256(password.encode()).hexdigest()
     config = directory / "redis.conf"
-    config.write_text("\n".join([
-        "port 0", f"tls-port {port}", "bind 127.0.0.1", "protected-mode yes",
-        f"tls-cert-file {pki.server_cert}", f"tls-key-file {pki.server_key}", f"tls-ca-cert-file {pki.ca}",
-        "tls-auth-clients yes", 'save ""', "appendonly no", f"dir {directory}",
-        "user default off",
-        f"user {user} on #{digest} ~{key_prefix}:* &{key_prefix}:* +@all -@admin -@dangerous",
-        "",
-    ]))
+    config.write_text(
+        "\n".join(
+            [
+                "port 0",
+                f"tls-port {port}",
+                "bind 127.0.0.1",
+                "protected-mode yes",
+                f"tls-cert-file {pki.server_cert}",
+                f"tls-key-file {pki.server_key}",
+                f"tls-ca-cert-file {pki.ca}",
+                "tls-auth-clients yes",
+                'save ""',
+                "appendonly no",
+                f"dir {directory}",
+                "user default off",
+                f"user {user} on #{digest} ~{key_prefix}:* &{key_prefix}:* +@all -@admin -@dangerous",
+                "",
+            ]
+        )
+    )
     with log.open("ab") as out:
-        process = subprocess.Popen([str(redis_binary()), str(config)], stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(redis_binary()), str(config)], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + timeout
         context = client_context(pki.ca, pki.client_cert, pki.client_key)
         while not _tls_redis_answers(port, context):
             if process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {process.returncode} at start (does it have TLS? "
-                                   f"`redis-server --version`, Debian's is built with it):\n{_tail(log)}")
+                raise RuntimeError(
+                    f"redis-server exited with {process.returncode} at start (does it have TLS? "
+                    f"`redis-server --version`, Debian's is built with it):\n{_tail(log)}"
+                )
             if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not answer over TLS on 127.0.0.1:{port} in {timeout}s:\n"
-                                   f"{_tail(log)}")
+                raise RuntimeError(
+                    f"redis-server did not answer over TLS on 127.0.0.1:{port} in {timeout}s:\n{_tail(log)}"
+                )
             time.sleep(0.05)
         yield TlsRedis(port, user, key_prefix, log)
     finally:
@@ -175,8 +223,10 @@ def tls_redis(directory: Path, pki: Pki, user: str, password: str, key_prefix: s
 def _tls_redis_answers(port: int, context: ssl.SSLContext) -> bool:
     """Any reply to PING over TLS (-NOAUTH: the default user is off) means the server is up."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw, \
-                context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
             tls.sendall(b"PING\r\n")
             return tls.recv(64)[:1] in (b"+", b"-")
     except OSError:
@@ -201,9 +251,17 @@ class TansuBroker(EmbeddedService):
         self.extra = extra
 
     def command(self) -> list[str]:
-        return [str(tansu_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{self.port}",
-                "--advertised-listener-url", f"tcp://127.0.0.1:{self.advertised_port}",
-                "--storage-engine", "memory://tansu/", *self.extra]
+        return [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{self.port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{self.advertised_port}",
+            "--storage-engine",
+            "memory://tansu/",
+            *self.extra,
+        ]
 
 
 @dataclass

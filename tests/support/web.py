@@ -36,13 +36,15 @@ class Web:
     def browser(self, local_address: str | None = None) -> httpx.AsyncClient:
         """A client signed in the way a browser is: the session cookie, no Authorization header."""
         transport = httpx.AsyncHTTPTransport(local_address=local_address) if local_address else None
-        return httpx.AsyncClient(base_url=self.url, cookies={COOKIE: session_value(TOKEN)}, timeout=10,
-                                 transport=transport)
+        return httpx.AsyncClient(
+            base_url=self.url, cookies={COOKIE: session_value(TOKEN)}, timeout=10, transport=transport
+        )
 
     def anonymous(self, local_address: str) -> httpx.AsyncClient:
         """A client without credentials connecting from `local_address` (127.0.0.x: another client)."""
-        return httpx.AsyncClient(base_url=self.url, timeout=10,
-                                 transport=httpx.AsyncHTTPTransport(local_address=local_address))
+        return httpx.AsyncClient(
+            base_url=self.url, timeout=10, transport=httpx.AsyncHTTPTransport(local_address=local_address)
+        )
 
     @property
     def origin(self) -> str:
@@ -51,14 +53,21 @@ class Web:
 
 
 @contextlib.asynccontextmanager
-async def running_web(config: FusewatchConfig, snapshots: Path, local_roles: tuple[str, ...] = ("web",),
-                      telemetry: Telemetry | None = None, web: dict[str, object] | None = None) -> AsyncIterator[Web]:
+async def running_web(
+    config: FusewatchConfig,
+    snapshots: Path,
+    local_roles: tuple[str, ...] = ("web",),
+    telemetry: Telemetry | None = None,
+    web: dict[str, object] | None = None,
+) -> AsyncIterator[Web]:
     """The server on a free port; `web` overrides `web.*` settings (validated like a site file's)."""
     port = free_port()
-    config = config.model_copy(update={
-        "web": WebConfig.model_validate(config.web.model_dump() | (web or {}) | {"port": port}),
-        "outputs": config.outputs.model_copy(update={"snapshots_dir": str(snapshots)}),
-    })
+    config = config.model_copy(
+        update={
+            "web": WebConfig.model_validate(config.web.model_dump() | (web or {}) | {"port": port}),
+            "outputs": config.outputs.model_copy(update={"snapshots_dir": str(snapshots)}),
+        }
+    )
     telemetry = telemetry or Telemetry()
     stop = asyncio.Event()
     server = asyncio.create_task(serve(config, telemetry, stop, token=TOKEN, local_roles=local_roles))

@@ -14,9 +14,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RANKS = {
-    "config": 0, "streams": 1, "detectors": 2,
-    "daemon.telemetry": 3, "daemon.analyze": 4, "daemon.fuse": 4, "daemon.console": 4,
-    "daemon.evaluation": 5, "daemon.runtime": 6, "daemon.cli": 7,
+    "config": 0,
+    "streams": 1,
+    "detectors": 2,
+    "daemon.telemetry": 3,
+    "daemon.analyze": 4,
+    "daemon.fuse": 4,
+    "daemon.console": 4,
+    "daemon.evaluation": 5,
+    "daemon.runtime": 6,
+    "daemon.cli": 7,
 }
 
 
@@ -65,4 +72,11 @@ def test_every_daemon_folder_says_its_job() -> None:
             doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text()))
             assert doc and doc.split("\n")[0].endswith("."), f"{package.name}/__init__.py: a one-sentence job"
     assert {p.name for p in (ROOT / "daemon").iterdir() if p.is_dir() and p.name != "__pycache__"} == {
-        "cli", "runtime", "evaluation", "analyze", "fuse", "console", "telemetry"}, "a new folder gets a layer here"
+        "cli",
+        "runtime",
+        "evaluation",
+        "analyze",
+        "fuse",
+        "console",
+        "telemetry",
+    }, "a new folder gets a layer here"

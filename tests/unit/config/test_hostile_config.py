@@ -72,60 +72,82 @@ def billion_laughs() -> str:
 
 # (name, yaml, the start of the one expected problem)
 CASES: list[tuple[str, str, str]] = [
-    ("5,000-digit integer",
-     "kafka:\n  media_partitions: " + "9" * 5000 + "\n",
-     "site.yaml:2: kafka.media_partitions: integer literal too long: 5000 characters (at most "),
-    ("5,000-digit hexadecimal integer",
-     "kafka:\n  media_partitions: 0x" + "f" * 5000 + "\n",
-     "site.yaml:2: kafka.media_partitions: integer literal too long: 5002 characters"),
-    ("integer too large for a float duration",
-     "windows:\n  size: " + "9" * 400 + "\n",
-     "site.yaml:2: windows.size: duration must be finite, got 9999"),
-    ("infinite duration",
-     "windows:\n  grace: .inf\n",
-     "site.yaml:2: windows.grace: duration must be finite, got inf"),
-    ("NaN duration",
-     "kafka:\n  session_timeout: .nan\n",
-     "site.yaml:2: kafka.session_timeout: duration must be finite, got nan"),
-    ("5,000-digit port",
-     "kafka:\n  bootstrap_servers: ['broker:" + "9" * 5000 + "']\n",
-     "site.yaml:2: kafka.bootstrap_servers[0]: expected 'host:port', got 'broker:9999"),
-    ("control character",
-     "site: hq\nredis:\n  url: redis://r\x00:6379\n",
-     "site.yaml:3: invalid YAML: character #x0000 is not allowed"),
-    ("5,000-deep flow sequences",
-     "site: hq\nx: " + "[" * 5000 + "]" * 5000 + "\n",
-     f"site.yaml:2: nested deeper than {MAX_DEPTH} levels"),
-    ("5,000-deep flow mappings",
-     "site: hq\nx: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n",
-     f"site.yaml:2: nested deeper than {MAX_DEPTH} levels"),
-    ("1,000-deep block mappings",
-     "site: hq\n" + "".join(" " * depth + "a:\n" for depth in range(1000)) + " " * 1000 + "b: 1\n",
-     f"site.yaml:{MAX_DEPTH + 1}: nested deeper than {MAX_DEPTH} levels"),
-    ("billion laughs",
-     billion_laughs(),
-     f"site.yaml:5: aliases expand the document to more than {MAX_VALUES} values"),
-    ("too many aliases",
-     "a: &a 1\nb: [" + ", ".join(["*a"] * (MAX_ALIASES + 1)) + "]\n",
-     f"site.yaml:2: more than {MAX_ALIASES} aliases"),
-    ("alias inside its own anchor",
-     "kafka: &k\n  topics: *k\n",
-     "site.yaml:2: alias *k is inside its own anchor"),
-    ("term on an undefined zone",
-     ZONED + "    terms:\n      - {signal: video.zone.nogate.entered, weight: 1, when: {op: '>=', value: 1}}\n",
-     "site.yaml:18: events[0].terms[0].signal: unknown zone 'nogate' (zones of this term's sources: dock, gate)"),
-    ("zone of another site",
-     ZONED + "    sites: [hq]\n    terms:\n"
-     "      - {signal: video.zone.dock.occupancy, weight: 1, when: {op: '>', value: 0}}\n",
-     "site.yaml:19: events[0].terms[0].signal: unknown zone 'dock' (zones of this term's sources: gate)"),
-    ("zone of a stream the term does not read",
-     ZONED + "    terms:\n"
-     "      - {signal: video.zone.gate.dwell, weight: 1, when: {op: '>', value: 5}, streams: [cam2]}\n",
-     "site.yaml:18: events[0].terms[0].signal: unknown zone 'gate' (zones of this term's sources: dock)"),
-    ("zone term when no source has zones",
-     "sources:\n  - {id: c, url: rtsp://c.local/s}\nevents:\n  - name: e\n    threshold: 1\n    terms:\n"
-     "      - {signal: video.zone.gate.entered, weight: 1, when: {op: '>=', value: 1}}\n",
-     "site.yaml:7: events[0].terms[0].signal: unknown zone 'gate' (no source of this term defines a zone)"),
+    (
+        "5,000-digit integer",
+        "kafka:\n  media_partitions: " + "9" * 5000 + "\n",
+        "site.yaml:2: kafka.media_partitions: integer literal too long: 5000 characters (at most ",
+    ),
+    (
+        "5,000-digit hexadecimal integer",
+        "kafka:\n  media_partitions: 0x" + "f" * 5000 + "\n",
+        "site.yaml:2: kafka.media_partitions: integer literal too long: 5002 characters",
+    ),
+    (
+        "integer too large for a float duration",
+        "windows:\n  size: " + "9" * 400 + "\n",
+        "site.yaml:2: windows.size: duration must be finite, got 9999",
+    ),
+    ("infinite duration", "windows:\n  grace: .inf\n", "site.yaml:2: windows.grace: duration must be finite, got inf"),
+    (
+        "NaN duration",
+        "kafka:\n  session_timeout: .nan\n",
+        "site.yaml:2: kafka.session_timeout: duration must be finite, got nan",
+    ),
+    (
+        "5,000-digit port",
+        "kafka:\n  bootstrap_servers: ['broker:" + "9" * 5000 + "']\n",
+        "site.yaml:2: kafka.bootstrap_servers[0]: expected 'host:port', got 'broker:9999",
+    ),
+    (
+        "control character",
+        "site: hq\nredis:\n  url: redis://r\x00:6379\n",
+        "site.yaml:3: invalid YAML: character #x0000 is not allowed",
+    ),
+    (
+        "5,000-deep flow sequences",
+        "site: hq\nx: " + "[" * 5000 + "]" * 5000 + "\n",
+        f"site.yaml:2: nested deeper than {MAX_DEPTH} levels",
+    ),
+    (
+        "5,000-deep flow mappings",
+        "site: hq\nx: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n",
+        f"site.yaml:2: nested deeper than {MAX_DEPTH} levels",
+    ),
+    (
+        "1,000-deep block mappings",
+        "site: hq\n" + "".join(" " * depth + "a:\n" for depth in range(1000)) + " " * 1000 + "b: 1\n",
+        f"site.yaml:{MAX_DEPTH + 1}: nested deeper than {MAX_DEPTH} levels",
+    ),
+    ("billion laughs", billion_laughs(), f"site.yaml:5: aliases expand the document to more than {MAX_VALUES} values"),
+    (
+        "too many aliases",
+        "a: &a 1\nb: [" + ", ".join(["*a"] * (MAX_ALIASES + 1)) + "]\n",
+        f"site.yaml:2: more than {MAX_ALIASES} aliases",
+    ),
+    ("alias inside its own anchor", "kafka: &k\n  topics: *k\n", "site.yaml:2: alias *k is inside its own anchor"),
+    (
+        "term on an undefined zone",
+        ZONED + "    terms:\n      - {signal: video.zone.nogate.entered, weight: 1, when: {op: '>=', value: 1}}\n",
+        "site.yaml:18: events[0].terms[0].signal: unknown zone 'nogate' (zones of this term's sources: dock, gate)",
+    ),
+    (
+        "zone of another site",
+        ZONED + "    sites: [hq]\n    terms:\n"
+        "      - {signal: video.zone.dock.occupancy, weight: 1, when: {op: '>', value: 0}}\n",
+        "site.yaml:19: events[0].terms[0].signal: unknown zone 'dock' (zones of this term's sources: gate)",
+    ),
+    (
+        "zone of a stream the term does not read",
+        ZONED + "    terms:\n"
+        "      - {signal: video.zone.gate.dwell, weight: 1, when: {op: '>', value: 5}, streams: [cam2]}\n",
+        "site.yaml:18: events[0].terms[0].signal: unknown zone 'gate' (zones of this term's sources: dock)",
+    ),
+    (
+        "zone term when no source has zones",
+        "sources:\n  - {id: c, url: rtsp://c.local/s}\nevents:\n  - name: e\n    threshold: 1\n    terms:\n"
+        "      - {signal: video.zone.gate.entered, weight: 1, when: {op: '>=', value: 1}}\n",
+        "site.yaml:7: events[0].terms[0].signal: unknown zone 'gate' (no source of this term defines a zone)",
+    ),
 ]
 
 
@@ -209,5 +231,7 @@ def test_zone_terms_on_defined_zones_are_accepted() -> None:
     )
     config = load_config_text(text, env={})
     assert [term.signal for term in config.events[0].terms] == [
-        "video.zone.gate.entered", "video.zone.dock.occupancy", "video.zone.count"
+        "video.zone.gate.entered",
+        "video.zone.dock.occupancy",
+        "video.zone.count",
     ]

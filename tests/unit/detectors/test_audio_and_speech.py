@@ -16,6 +16,8 @@ from detectors.weights import WeightsError
 from detectors.whisper import FasterWhisperTranscriber, fitted_context_frames, packaged_model_dir
 from tests.helpers import TRANSCRIPTS, load_audio_16k, normalise
 
+pytestmark = pytest.mark.models
+
 
 @pytest.fixture(scope="module")
 def whisper() -> FasterWhisperTranscriber:
@@ -31,14 +33,18 @@ def analyzer() -> LoudnessVad:
     return built
 
 
-@pytest.mark.parametrize(("names", "limit"), [
-    (["jfk.wav"], 0.10),
-    # Corpus-level WER over the LibriVox clips, as WER is reported on a test set: tiny.en
-    # hears "ill disposed" as "old-sposed" (2 errors of the 30 words).
-    (["librivox-0870.wav", "librivox-0880.wav"], 0.20),
-])
-def test_word_error_rate_on_known_transcripts(whisper: FasterWhisperTranscriber, media_dir: Path,
-                                              names: list[str], limit: float) -> None:
+@pytest.mark.parametrize(
+    ("names", "limit"),
+    [
+        (["jfk.wav"], 0.10),
+        # Corpus-level WER over the LibriVox clips, as WER is reported on a test set: tiny.en
+        # hears "ill disposed" as "old-sposed" (2 errors of the 30 words).
+        (["librivox-0870.wav", "librivox-0880.wav"], 0.20),
+    ],
+)
+def test_word_error_rate_on_known_transcripts(
+    whisper: FasterWhisperTranscriber, media_dir: Path, names: list[str], limit: float
+) -> None:
     references, hypotheses = [], []
     for name in names:
         transcript = whisper.transcribe(load_audio_16k(media_dir / name))
@@ -55,7 +61,14 @@ def test_word_error_rate_on_known_transcripts(whisper: FasterWhisperTranscriber,
 
 def test_fitted_encoder_context_is_the_audio_plus_a_margin(whisper: FasterWhisperTranscriber) -> None:
     assert [fitted_context_frames(int(s * 16_000)) for s in (0.5, 3.4, 7.0, 11.0, 11.2, 26.9, 40)] == [
-        1000, 1000, 1000, 1400, 1500, 3000, 3000]  # ≥ 10 s, 3 s after the speech, whole seconds, ≤ 30 s
+        1000,
+        1000,
+        1000,
+        1400,
+        1500,
+        3000,
+        3000,
+    ]  # ≥ 10 s, 3 s after the speech, whole seconds, ≤ 30 s
     features = np.zeros((80, 3000), dtype=np.float32)
     with whisper._context.sized_for(int(3.4 * 16_000)):
         assert whisper.model.encode(features).shape == [1, 500, 384]
@@ -65,8 +78,9 @@ def test_fitted_encoder_context_is_the_audio_plus_a_margin(whisper: FasterWhispe
 
 
 @pytest.mark.parametrize("name", ["help.wav", "librivox-0880.wav", "librivox-0870.wav", "jfk.wav"])
-def test_fitted_encoder_context_hears_the_same_words_as_30_seconds(whisper: FasterWhisperTranscriber,
-                                                                    media_dir: Path, name: str) -> None:
+def test_fitted_encoder_context_hears_the_same_words_as_30_seconds(
+    whisper: FasterWhisperTranscriber, media_dir: Path, name: str
+) -> None:
     full = FasterWhisperTranscriber(encoder_context="full")
     audio = np.pad(load_audio_16k(media_dir / name), 8000)  # the segmenter's 0.5 s on each side
     fitted = whisper.transcribe(audio)
@@ -75,8 +89,9 @@ def test_fitted_encoder_context_hears_the_same_words_as_30_seconds(whisper: Fast
 
 
 @pytest.mark.parametrize("name", ["dog.mp3", "alarm.oga"])
-def test_non_speech_gives_no_words(whisper: FasterWhisperTranscriber, analyzer: LoudnessVad,
-                                   media_dir: Path, name: str) -> None:
+def test_non_speech_gives_no_words(
+    whisper: FasterWhisperTranscriber, analyzer: LoudnessVad, media_dir: Path, name: str
+) -> None:
     audio = load_audio_16k(media_dir / name)
     stats = analyzer.analyze(audio)
     assert stats.speech_ratio < 0.05
@@ -108,14 +123,17 @@ def test_whisper_model_comes_from_a_package_and_never_downloads(tmp_path: Path) 
         FasterWhisperTranscriber(model_dir=str(tmp_path))
 
 
-@pytest.mark.parametrize(("text", "found"), [
-    ("Help! Somebody call the police!", ["help", "police", "call the police"]),
-    ("HELP me", ["help"]),
-    ("helpful people", []),
-    ("the Police-station", ["police"]),
-    ("Café fire drill", ["fire", "cafe"]),
-    ("call the police now", ["police", "call the police"]),
-])
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("Help! Somebody call the police!", ["help", "police", "call the police"]),
+        ("HELP me", ["help"]),
+        ("helpful people", []),
+        ("the Police-station", ["police"]),
+        ("Café fire drill", ["fire", "cafe"]),
+        ("call the police now", ["police", "call the police"]),
+    ],
+)
 def test_keywords_are_whole_words_case_and_diacritics_insensitive(text: str, found: list[str]) -> None:
     spotter = KeywordSpotter(["help", "police", "fire", "cafe", "call the police"])
     assert sorted(spotter.find(text)) == sorted(found)

@@ -36,6 +36,8 @@ from detectors.weights import MODELS, WeightsError, model_path
 from streams.models import Detection
 from tests.helpers import video_frames
 
+pytestmark = pytest.mark.models
+
 RAW_TOLERANCE = 1e-4
 """Max abs difference of any region-row value (box, objectness, class score) between runtimes."""
 CONFIDENCE_TOLERANCE = 1e-3
@@ -49,15 +51,19 @@ YOLOV3_TINY = model_path(MODELS["yolov3-tiny"])
 @pytest.fixture(scope="module")
 def frames(media_dir: Path) -> list[RgbImage]:
     """People walking in the lobby (768x576) and the street with cars and cyclists (640x272)."""
-    return video_frames(media_dir / "lobby.ts", every=150, limit=4) + video_frames(media_dir / "street.ts", every=50,
-                                                                                    limit=6)
+    return video_frames(media_dir / "lobby.ts", every=150, limit=4) + video_frames(
+        media_dir / "street.ts", every=50, limit=6
+    )
 
 
 Runtimes = tuple[int, DarknetDetector, DarknetDetector]
 
 
-@pytest.fixture(scope="module", params=[(416, "torch"), (320, "torch"), (416, "onnxruntime"), (416, "openvino"),
-                                        (320, "openvino")], ids=lambda p: f"{p[1]}-{p[0]}")
+@pytest.fixture(
+    scope="module",
+    params=[(416, "torch"), (320, "torch"), (416, "onnxruntime"), (416, "openvino"), (320, "openvino")],
+    ids=lambda p: f"{p[1]}-{p[0]}",
+)
 def runtimes(request: pytest.FixtureRequest) -> Iterator[Runtimes]:
     """The COCO YOLOv3-tiny on OpenCV and on another runtime (CPU, float32), every class."""
     size, runtime = request.param
@@ -69,8 +75,9 @@ def _canvases(frames: list[RgbImage], size: int) -> list[RgbImage]:
     return [letterbox(frame, size)[0] for frame in frames]
 
 
-def _assert_rows_match(reference: list[npt.NDArray[np.float32]], ours: list[npt.NDArray[np.float32]],
-                       thresh: float = 0.2) -> None:
+def _assert_rows_match(
+    reference: list[npt.NDArray[np.float32]], ours: list[npt.NDArray[np.float32]], thresh: float = 0.2
+) -> None:
     """Every value within RAW_TOLERANCE; a class score zeroed in only one runtime must be one at `thresh`."""
     assert [out.shape for out in ours] == [out.shape for out in reference]
     for expected, got in zip(reference, ours, strict=True):
@@ -88,8 +95,16 @@ def _assert_same_detections(reference: list[Detection], ours: list[Detection]) -
     assert len(ours) == len(reference), (reference, ours)
     unmatched = list(ours)
     for expected in reference:
-        match = next((d for d in unmatched if d.label == expected.label and box_iou(d.box, expected.box) >= BOX_IOU
-                      and abs(d.confidence - expected.confidence) <= CONFIDENCE_TOLERANCE), None)
+        match = next(
+            (
+                d
+                for d in unmatched
+                if d.label == expected.label
+                and box_iou(d.box, expected.box) >= BOX_IOU
+                and abs(d.confidence - expected.confidence) <= CONFIDENCE_TOLERANCE
+            ),
+            None,
+        )
         assert match is not None, f"{expected} has no counterpart in {unmatched}"
         unmatched.remove(match)
 
@@ -145,38 +160,62 @@ def test_yolo_options_as_opencv_reads_them(options: str, frames: list[RgbImage],
 
 
 def _conv(filters: int, size: int = 3, stride: int = 1, activation: str = "leaky", bn: int = 1, extra: str = "") -> str:
-    return (f"[convolutional]\nbatch_normalize={bn}\nfilters={filters}\nsize={size}\nstride={stride}\npad=1\n"
-            f"activation={activation}\n{extra}")
+    return (
+        f"[convolutional]\nbatch_normalize={bn}\nfilters={filters}\nsize={size}\nstride={stride}\npad=1\n"
+        f"activation={activation}\n{extra}"
+    )
 
 
 def _yolo(mask: str) -> str:
-    return (f"[yolo]\nmask={mask}\nanchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319\nclasses=3\nnum=6\n"
-            "scale_x_y=1.05\nthresh=0\njitter=.3\nignore_thresh=.7\ntruth_thresh=1\nrandom=1\nresize=1.5\n"
-            "nms_kind=greedynms\nbeta_nms=0.6\n")
+    return (
+        f"[yolo]\nmask={mask}\nanchors=10,14, 23,27, 37,58, 81,82, 135,169, 344,319\nclasses=3\nnum=6\n"
+        "scale_x_y=1.05\nthresh=0\njitter=.3\nignore_thresh=.7\ntruth_thresh=1\nrandom=1\nresize=1.5\n"
+        "nms_kind=greedynms\nbeta_nms=0.6\n"
+    )
 
 
 # YOLOv4-tiny's shape (route groups, concatenations, upsample, scale_x_y) plus a shortcut, the
 # size=2 stride=1 max pool and every activation; 160x160 input, 3 classes.
 V4_TINY_LIKE = (
     "[net]\nwidth=160\nheight=160\nchannels=3\nbatch=64\nsubdivisions=1\nmomentum=0.9\n"
-    + _conv(8, stride=2) + _conv(16, stride=2) + _conv(16)                                       # 0-2
-    + "[route]\nlayers=-1\ngroups=2\ngroup_id=1\n" + _conv(8, activation="mish") + _conv(8, activation="swish")
-    + "[route]\nlayers = -1, -2\n" + _conv(16, 1) + "[route]\nlayers=-6,-1\n"                   # 6-8
-    + "[maxpool]\nsize=2\nstride=2\n" + _conv(32, activation="logistic")                        # 9-10
-    + _conv(16, 1) + _conv(32) + "[shortcut]\nfrom=-3\nactivation=leaky\n"                       # 11-13
-    + "[maxpool]\nsize=2\nstride=1\n" + _conv(32) + _conv(24, 1, activation="linear", bn=0)     # 14-16
-    + _yolo("3,4,5")                                                                             # 17
-    + "[route]\nlayers=-4\n" + _conv(16, 1) + "[upsample]\nstride=2\n" + "[route]\nlayers=-1, 8\n"  # 18-21
-    + _conv(32) + _conv(24, 1, activation="linear", bn=0) + _yolo("1,2,3")                      # 22-24
+    + _conv(8, stride=2)
+    + _conv(16, stride=2)
+    + _conv(16)  # 0-2
+    + "[route]\nlayers=-1\ngroups=2\ngroup_id=1\n"
+    + _conv(8, activation="mish")
+    + _conv(8, activation="swish")
+    + "[route]\nlayers = -1, -2\n"
+    + _conv(16, 1)
+    + "[route]\nlayers=-6,-1\n"  # 6-8
+    + "[maxpool]\nsize=2\nstride=2\n"
+    + _conv(32, activation="logistic")  # 9-10
+    + _conv(16, 1)
+    + _conv(32)
+    + "[shortcut]\nfrom=-3\nactivation=leaky\n"  # 11-13
+    + "[maxpool]\nsize=2\nstride=1\n"
+    + _conv(32)
+    + _conv(24, 1, activation="linear", bn=0)  # 14-16
+    + _yolo("3,4,5")  # 17
+    + "[route]\nlayers=-4\n"
+    + _conv(16, 1)
+    + "[upsample]\nstride=2\n"
+    + "[route]\nlayers=-1, 8\n"  # 18-21
+    + _conv(32)
+    + _conv(24, 1, activation="linear", bn=0)
+    + _yolo("1,2,3")  # 22-24
 )
 # Odd sizes, where Darknet's max-pool padding decides the output size (11 → 6), a 3x3 pool,
 # grouped and explicitly padded convolutions; 44x44 input.
 ODD_SIZES = (
     "[net]\nwidth=44\nheight=44\nchannels=3\n"
-    + _conv(8, stride=2) + "[maxpool]\nsize=2\nstride=2\n" + "[maxpool]\nsize=2\nstride=2\n"
-    + "[maxpool]\nsize=3\nstride=1\n" + _conv(16, extra="groups=2\n")
+    + _conv(8, stride=2)
+    + "[maxpool]\nsize=2\nstride=2\n"
+    + "[maxpool]\nsize=2\nstride=2\n"
+    + "[maxpool]\nsize=3\nstride=1\n"
+    + _conv(16, extra="groups=2\n")
     + "[convolutional]\nbatch_normalize=1\nfilters=16\nsize=3\nstride=1\npad=0\npadding=1\nactivation=leaky\n"
-    + _conv(24, 1, activation="linear", bn=0) + _yolo("0,1,2")
+    + _conv(24, 1, activation="linear", bn=0)
+    + _yolo("0,1,2")
 )
 
 
@@ -189,17 +228,23 @@ def _random_weights(cfg: str, path: Path, seed: int, version: tuple[int, int] = 
         filters, kernel = conv.conv.out_channels, conv.conv.weight
         parts.append(rng.normal(0, 0.1, filters).astype("<f4").tobytes())
         if conv.batch_normalize:
-            parts += [rng.uniform(0.5, 1.5, filters).astype("<f4").tobytes(),
-                      rng.normal(0, 0.1, filters).astype("<f4").tobytes(),
-                      rng.uniform(0.5, 2.0, filters).astype("<f4").tobytes()]
+            parts += [
+                rng.uniform(0.5, 1.5, filters).astype("<f4").tobytes(),
+                rng.normal(0, 0.1, filters).astype("<f4").tobytes(),
+                rng.uniform(0.5, 2.0, filters).astype("<f4").tobytes(),
+            ]
         parts.append(rng.normal(0, (2 / kernel[0].numel()) ** 0.5, kernel.numel()).astype("<f4").tobytes())
     path.write_bytes(b"".join(parts))
 
 
-@pytest.mark.parametrize(("cfg", "size", "version"), [(V4_TINY_LIKE, 160, (0, 2)), (ODD_SIZES, 44, (0, 1))],
-                         ids=["v4-tiny-like", "odd-sizes"])
-def test_any_cfg_of_the_supported_layers_matches_opencv(cfg: str, size: int, version: tuple[int, int],
-                                                        frames: list[RgbImage], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("cfg", "size", "version"),
+    [(V4_TINY_LIKE, 160, (0, 2)), (ODD_SIZES, 44, (0, 1))],
+    ids=["v4-tiny-like", "odd-sizes"],
+)
+def test_any_cfg_of_the_supported_layers_matches_opencv(
+    cfg: str, size: int, version: tuple[int, int], frames: list[RgbImage], tmp_path: Path
+) -> None:
     """Random weights, real frames: rows within 1e-4 abs of OpenCV's (`thresh=0`: no score is cut)."""
     (tmp_path / "net.cfg").write_text(cfg)
     _random_weights(cfg, tmp_path / "net.weights", seed=size, version=version)
@@ -218,28 +263,48 @@ def _section_line(cfg: str, needle: str) -> int:
     return cfg.splitlines().index(needle) + 1
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (lambda c: c.replace("[upsample]\nstride=2\n", "[crop]\ncrop_width=10\n"),
-     r"net\.cfg:{crop}: \[crop\] \(layer 20\): unsupported layer type \[crop\]"),
-    (lambda c: c.replace("stride=2\npad=1\nactivation=leaky\n", "stride=2\npad=1\nactivation=leaky\ndilation=2\n", 1),
-     r"net\.cfg:{dilation}: \[convolutional\] \(layer 0\): unsupported option dilation=2"),
-    (lambda c: c.replace("[maxpool]\nsize=2\nstride=1\n", "[maxpool]\nsize=2\nstride=1\nfoo=1\n"),
-     r"net\.cfg:{foo}: \[maxpool\] \(layer 14\): unsupported option 'foo'"),
-    (lambda c: c.replace("activation=mish\n", ""),
-     r"\[convolutional\] \(layer 4\): missing option 'activation' \(Darknet and OpenCV default it differently"),
-    (lambda c: c.replace("activation=swish", "activation=relu"),
-     r"\[convolutional\] \(layer 5\): unsupported activation=relu \(supported: linear, leaky"),
-    (lambda c: c.replace("layers=-4", "layers=19"), r"\[route\] \(layer 18\): layers refers to layer 19, not an earl"),
-    (lambda c: c.replace("layers=-4", "layers=-1"), r"\[route\] \(layer 18\): layers refers to \[yolo\] layer 17"),
-    (lambda c: c.replace("classes=3", "classes=4", 1), r"\[yolo\] \(layer 17\): the layer before has 24 channels"),
-    (lambda c: c.replace("momentum=0.9", "momentum 0.9"), r"net\.cfg:7: expected 'key=value', got 'momentum 0.9'"),
-])
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda c: c.replace("[upsample]\nstride=2\n", "[crop]\ncrop_width=10\n"),
+            r"net\.cfg:{crop}: \[crop\] \(layer 20\): unsupported layer type \[crop\]",
+        ),
+        (
+            lambda c: c.replace(
+                "stride=2\npad=1\nactivation=leaky\n", "stride=2\npad=1\nactivation=leaky\ndilation=2\n", 1
+            ),
+            r"net\.cfg:{dilation}: \[convolutional\] \(layer 0\): unsupported option dilation=2",
+        ),
+        (
+            lambda c: c.replace("[maxpool]\nsize=2\nstride=1\n", "[maxpool]\nsize=2\nstride=1\nfoo=1\n"),
+            r"net\.cfg:{foo}: \[maxpool\] \(layer 14\): unsupported option 'foo'",
+        ),
+        (
+            lambda c: c.replace("activation=mish\n", ""),
+            r"\[convolutional\] \(layer 4\): missing option 'activation' \(Darknet and OpenCV default it differently",
+        ),
+        (
+            lambda c: c.replace("activation=swish", "activation=relu"),
+            r"\[convolutional\] \(layer 5\): unsupported activation=relu \(supported: linear, leaky",
+        ),
+        (
+            lambda c: c.replace("layers=-4", "layers=19"),
+            r"\[route\] \(layer 18\): layers refers to layer 19, not an earl",
+        ),
+        (lambda c: c.replace("layers=-4", "layers=-1"), r"\[route\] \(layer 18\): layers refers to \[yolo\] layer 17"),
+        (lambda c: c.replace("classes=3", "classes=4", 1), r"\[yolo\] \(layer 17\): the layer before has 24 channels"),
+        (lambda c: c.replace("momentum=0.9", "momentum 0.9"), r"net\.cfg:7: expected 'key=value', got 'momentum 0.9'"),
+    ],
+)
 def test_cfg_errors_name_file_line_and_section(edit: Callable[[str], str], message: str, tmp_path: Path) -> None:
     """Unsupported layer types and options are refused, naming file:line, the section and its layer index."""
     cfg = edit(V4_TINY_LIKE)
-    lines = {"crop": _section_line(cfg, "[crop]") if "[crop]" in cfg else 0,
-             "dilation": _section_line(cfg, "dilation=2") if "dilation=2" in cfg else 0,
-             "foo": _section_line(cfg, "foo=1") if "foo=1" in cfg else 0}
+    lines = {
+        "crop": _section_line(cfg, "[crop]") if "[crop]" in cfg else 0,
+        "dilation": _section_line(cfg, "dilation=2") if "dilation=2" in cfg else 0,
+        "foo": _section_line(cfg, "foo=1") if "foo=1" in cfg else 0,
+    }
     (tmp_path / "net.cfg").write_text(cfg)
     with pytest.raises(DarknetCfgError, match=message.format(**lines)):
         DarknetNetwork.from_cfg(tmp_path / "net.cfg")
@@ -251,12 +316,16 @@ def test_truncated_or_overlong_weights_are_refused_with_the_counts(tmp_path: Pat
     expected = (len(data) - 20) // 4  # version 0.2 header: 3 int32 + int64 `seen`
     network = DarknetNetwork.from_cfg(YOLOV3_TINY / "yolov3-tiny.cfg")
     (tmp_path / "short.weights").write_bytes(data[:-1000])
-    with pytest.raises(DarknetWeightsError, match=f"truncated: the cfg's 13 convolutions need {expected} floats, "
-                                                  f"the file has {expected - 250} after its 20-byte header"):
+    with pytest.raises(
+        DarknetWeightsError,
+        match=f"truncated: the cfg's 13 convolutions need {expected} floats, "
+        f"the file has {expected - 250} after its 20-byte header",
+    ):
         network.load_weights(tmp_path / "short.weights")
     (tmp_path / "long.weights").write_bytes(data + b"\0" * 4)
-    with pytest.raises(DarknetWeightsError, match=f"longer than the cfg needs: .* need {expected} floats, "
-                                                  f"the file has {expected + 1}"):
+    with pytest.raises(
+        DarknetWeightsError, match=f"longer than the cfg needs: .* need {expected} floats, the file has {expected + 1}"
+    ):
         network.load_weights(tmp_path / "long.weights")
     (tmp_path / "stub.weights").write_bytes(data[:10])
     with pytest.raises(WeightsError, match="too short for a Darknet weights header"):
@@ -316,6 +385,11 @@ def test_the_cpu_runtimes_never_import_torch(runtime: str) -> None:
     """Once exported (at install), the ONNX runtimes run without torch, as OpenCV's does."""
     import subprocess
 
-    done = subprocess.run([sys.executable, "-c", _LAZY_TORCH.format(runtime=runtime)], capture_output=True,
-                          text=True, check=True, cwd=Path(__file__).resolve().parents[3])
+    done = subprocess.run(
+        [sys.executable, "-c", _LAZY_TORCH.format(runtime=runtime)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[3],
+    )
     assert done.stdout.strip().splitlines()[-1] == "False"

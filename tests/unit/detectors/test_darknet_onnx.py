@@ -21,6 +21,8 @@ from detectors.darknet_onnx import OpenVinoDarknet, export_onnx, main, onnx_path
 from detectors.weights import MODELS, model_path
 from tests.helpers import video_frames
 
+pytestmark = pytest.mark.models
+
 YOLOV3_TINY = model_path(MODELS["yolov3-tiny"])
 CFG, WEIGHTS = YOLOV3_TINY / "yolov3-tiny.cfg", YOLOV3_TINY / "yolov3-tiny.weights"
 
@@ -32,13 +34,15 @@ def test_the_export_is_made_once_per_model_and_size(tmp_path: Path) -> None:
     path = export_onnx(CFG, WEIGHTS, 320, root=tmp_path)
     assert path == onnx_path(CFG, WEIGHTS, 320, root=tmp_path) and path.parent == tmp_path / "onnx"
     layers = json.loads(path.with_suffix(".layers.json").read_text())["yolo"]
-    assert [(layer["thresh"], layer["nms_threshold"]) for layer in layers] == [(0.2, 0.0), (0.2, 0.0)], \
+    assert [(layer["thresh"], layer["nms_threshold"]) for layer in layers] == [(0.2, 0.0), (0.2, 0.0)], (
         "two [yolo] layers at OpenCV's defaults"
+    )
     made = path.stat().st_mtime_ns
     assert export_onnx(CFG, WEIGHTS, 320, root=tmp_path) == path and path.stat().st_mtime_ns == made, "not again"
     assert onnx_path(CFG, WEIGHTS, 416, root=tmp_path) != path, "another input size is another file"
-    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == sorted([path.name, path.with_suffix(
-        ".layers.json").name]), "no partial file left behind"
+    assert sorted(p.name for p in (tmp_path / "onnx").iterdir()) == sorted(
+        [path.name, path.with_suffix(".layers.json").name]
+    ), "no partial file left behind"
 
 
 def test_other_weights_or_cfg_get_their_own_export(tmp_path: Path) -> None:
@@ -77,7 +81,8 @@ def test_the_install_command_exports_the_packaged_model(capsys: pytest.CaptureFi
 def test_openvino_half_keeps_the_detections_within_the_stated_agreement(media_dir: Path) -> None:
     """bf16 (where the CPU has it) moves scores a little; most detections stay, and f32 is the default."""
     frames: list[RgbImage] = video_frames(media_dir / "lobby.ts", every=60, limit=8) + video_frames(
-        media_dir / "street.ts", every=25, limit=8)
+        media_dir / "street.ts", every=25, limit=8
+    )
     full, half = DarknetDetector(classes=()), DarknetDetector(classes=(), half=True)
     assert isinstance(full.runtime, OpenVinoDarknet) and full.runtime.precision == "f32"
     assert isinstance(half.runtime, OpenVinoDarknet) and half.runtime.precision in ("bf16", "f16", "f32")

@@ -29,7 +29,7 @@ def _scene(seed: int, noise: int = 3) -> RgbImage:
 
 def _with_square(image: RgbImage, x: int, y: int, side: int = 40) -> RgbImage:
     moved = image.copy()
-    moved[y:y + side, x:x + side] = (250, 20, 20)
+    moved[y : y + side, x : x + side] = (250, 20, 20)
     return moved
 
 
@@ -68,8 +68,9 @@ def test_the_gate_detects_on_motion_and_rechecks_a_still_scene_every_recheck_per
     assert [i for i, detect in enumerate(decisions) if detect] == [0, 10, 20]
     assert _decide(gate, _scene(30), 30 * NS // FPS) and not _decide(gate, _scene(31), 31 * NS // FPS)
     assert _decide(gate, _with_square(_scene(32), 100, 100), 32 * NS // FPS), "motion: detect now"
-    assert not any(_decide(gate, _scene(i), i * NS // FPS) for i in range(33, 40)), \
+    assert not any(_decide(gate, _scene(i), i * NS // FPS) for i in range(33, 40)), (
         "a flash one frame long barely reached the background"
+    )
     assert _decide(gate, _scene(40), 40 * NS // FPS), "the first frame of the next window"
 
 
@@ -85,7 +86,7 @@ def test_a_gate_that_starts_mid_recording_decides_as_the_one_that_saw_it_all() -
     early, late = MotionGate(MotionSettings(), recheck_ns=2 * NS), MotionGate(MotionSettings(), recheck_ns=2 * NS)
     whole = [_decide(early, frame, i * NS // FPS) for i, frame in enumerate(frames)]
     joined = [_decide(late, frame, i * NS // FPS) for i, frame in enumerate(frames) if i >= 17]
-    assert joined[20 - 17:] == whole[20:], "every frame from the first whole window on (frame 20) decided alike"
+    assert joined[20 - 17 :] == whole[20:], "every frame from the first whole window on (frame 20) decided alike"
     assert any(whole[21:26]) and not any(whole[31:40]), whole
 
 

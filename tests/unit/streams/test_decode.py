@@ -71,8 +71,13 @@ def test_unknown_codec_and_missing_track_are_decode_errors() -> None:
     bad = StreamInit("cam", "hq", (TrackInfo("video", "nope264", Fraction(1, 90000)),), 0, 0)
     with pytest.raises(DecodeError, match="no decoder for codec 'nope264'"):
         decoder.handle(bad)
-    audio_only = StreamInit("cam", "hq", (TrackInfo("audio", "aac", Fraction(1, 16000), sample_rate=16000,
-                                                    channels=1, layout="mono"),), 0, 1)
+    audio_only = StreamInit(
+        "cam",
+        "hq",
+        (TrackInfo("audio", "aac", Fraction(1, 16000), sample_rate=16000, channels=1, layout="mono"),),
+        0,
+        1,
+    )
     decoder.handle(audio_only)
     packet = Packet("cam", "video", b"\x00\x00\x00\x01\x65", 0, 0, Fraction(1, 90000), True, 0, 2)
     with pytest.raises(DecodeError, match="has no video track"):

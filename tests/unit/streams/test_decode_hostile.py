@@ -25,23 +25,48 @@ def _init_record(track: dict[str, object], stream: str = "cam") -> WireRecord:
 
 
 def _packet_record(pts: str, tb: str, kind: str = "video") -> WireRecord:
-    return WireRecord(b"cam", b"\x00\x00\x00\x01\x65", [
-        ("fw-v", b"1"), ("kind", kind.encode()), ("pts", pts.encode()), ("dts", b""), ("tb", tb.encode()),
-        ("key", b"1"), ("wall", b"0"), ("seq", b"1")])
+    return WireRecord(
+        b"cam",
+        b"\x00\x00\x00\x01\x65",
+        [
+            ("fw-v", b"1"),
+            ("kind", kind.encode()),
+            ("pts", pts.encode()),
+            ("dts", b""),
+            ("tb", tb.encode()),
+            ("key", b"1"),
+            ("wall", b"0"),
+            ("seq", b"1"),
+        ],
+    )
 
 
 def _decode(decoder: MediaDecoder, record: WireRecord) -> None:
     decoder.handle(decode_media(record))
 
 
-@pytest.mark.parametrize(("track", "reason"), [
-    ({"kind": "audio", "codec": "aac", "tb": "1/16000", "sample_rate": 16000, "channels": 1,
-      "layout": "bogus-layout"}, "cannot be set up: ValueError: Invalid layout"),
-    ({"kind": "audio", "codec": "aac", "tb": "1/16000", "sample_rate": 1099511627776, "channels": 1},
-     "sample_rate"),
-    ({"kind": "video", "codec": "h264", "tb": "1/90000", "width": 10**30, "height": 4}, "width"),
-    ({"kind": "video", "codec": "h264", "tb": "1/" + "9" * 40}, "tb"),
-])
+@pytest.mark.parametrize(
+    ("track", "reason"),
+    [
+        (
+            {
+                "kind": "audio",
+                "codec": "aac",
+                "tb": "1/16000",
+                "sample_rate": 16000,
+                "channels": 1,
+                "layout": "bogus-layout",
+            },
+            "cannot be set up: ValueError: Invalid layout",
+        ),
+        (
+            {"kind": "audio", "codec": "aac", "tb": "1/16000", "sample_rate": 1099511627776, "channels": 1},
+            "sample_rate",
+        ),
+        ({"kind": "video", "codec": "h264", "tb": "1/90000", "width": 10**30, "height": 4}, "width"),
+        ({"kind": "video", "codec": "h264", "tb": "1/" + "9" * 40}, "tb"),
+    ],
+)
 def test_a_hostile_init_is_one_error_with_its_reason(track: dict[str, object], reason: str) -> None:
     decoder = MediaDecoder()
     with pytest.raises((WireError, DecodeError), match=reason):
@@ -49,13 +74,16 @@ def test_a_hostile_init_is_one_error_with_its_reason(track: dict[str, object], r
     assert "cam" not in decoder.streams
 
 
-@pytest.mark.parametrize(("pts", "tb", "reason"), [
-    ("1180591620717411303424", "1/90000", "'pts' is out of range"),
-    ("0", "1/999999999999999999999999999999", "'tb' does not fit a 32-bit time base"),
-    ("9" * 5000, "1/90000", "'pts' is out of range"),
-    ("-9223372036854775809", "1/90000", "'pts' is out of range"),
-    ("0", "1/0", "'tb' is not a time base"),
-])
+@pytest.mark.parametrize(
+    ("pts", "tb", "reason"),
+    [
+        ("1180591620717411303424", "1/90000", "'pts' is out of range"),
+        ("0", "1/999999999999999999999999999999", "'tb' does not fit a 32-bit time base"),
+        ("9" * 5000, "1/90000", "'pts' is out of range"),
+        ("-9223372036854775809", "1/90000", "'pts' is out of range"),
+        ("0", "1/0", "'tb' is not a time base"),
+    ],
+)
 def test_a_hostile_packet_header_is_a_wire_error(pts: str, tb: str, reason: str) -> None:
     decoder = MediaDecoder()
     decoder.handle(StreamInit("cam", "hq", (VIDEO,), 0, 0))
@@ -67,8 +95,9 @@ def test_a_hostile_packet_header_is_a_wire_error(pts: str, tb: str, reason: str)
 def test_a_bad_init_drops_the_stream_until_its_next_good_init() -> None:
     decoder = MediaDecoder()
     decoder.handle(StreamInit("cam", "hq", (VIDEO,), 0, 0))
-    bad = StreamInit("cam", "hq", (TrackInfo("audio", "aac", Fraction(1, 16000), sample_rate=16000,
-                                             layout="bogus-layout"),), 1, 1)
+    bad = StreamInit(
+        "cam", "hq", (TrackInfo("audio", "aac", Fraction(1, 16000), sample_rate=16000, layout="bogus-layout"),), 1, 1
+    )
     with pytest.raises(Desynchronised, match="Invalid layout"):
         decoder.handle(bad)
     assert "cam" not in decoder.streams and decoder.counters.desynchronised == 1
@@ -90,8 +119,11 @@ track_field = st.one_of(st.integers(), st.text(max_size=30), st.none(), st.float
 @given(
     kind=st.sampled_from(["video", "audio", "text", ""]) | st.text(max_size=8),
     codec=st.sampled_from(["h264", "aac", "hevc", "mp3", "opus", "pcm_s16le", "rawvideo"]) | st.text(max_size=12),
-    extra=st.dictionaries(st.sampled_from(["tb", "width", "height", "pix_fmt", "sample_rate", "channels", "layout",
-                                           "extradata"]), track_field, max_size=8),
+    extra=st.dictionaries(
+        st.sampled_from(["tb", "width", "height", "pix_fmt", "sample_rate", "channels", "layout", "extradata"]),
+        track_field,
+        max_size=8,
+    ),
 )
 def test_any_init_json_is_decoded_or_refused_with_a_reason(kind: str, codec: str, extra: dict[str, object]) -> None:
     decoder = MediaDecoder()
@@ -102,23 +134,46 @@ def test_any_init_json_is_decoded_or_refused_with_a_reason(kind: str, codec: str
         assert str(exc)
 
 
-header_value = st.one_of(st.integers().map(str), st.text(alphabet="0123456789-/ ", max_size=50),
-                         st.binary(max_size=20).map(lambda b: b.decode("latin-1")))
+header_value = st.one_of(
+    st.integers().map(str),
+    st.text(alphabet="0123456789-/ ", max_size=50),
+    st.binary(max_size=20).map(lambda b: b.decode("latin-1")),
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(pts=header_value, dts=header_value, tb=header_value | st.builds(lambda a, b: f"{a}/{b}", st.integers(),
-                                                                        st.integers()),
-       wall=header_value, seq=header_value, kind=st.sampled_from(["video", "audio", "eos", "init", "x"]),
-       data=st.binary(min_size=1, max_size=64))
-def test_any_packet_headers_are_decoded_or_refused_with_a_reason(pts: str, dts: str, tb: str, wall: str, seq: str,
-                                                                 kind: str, data: bytes) -> None:
+@given(
+    pts=header_value,
+    dts=header_value,
+    tb=header_value | st.builds(lambda a, b: f"{a}/{b}", st.integers(), st.integers()),
+    wall=header_value,
+    seq=header_value,
+    kind=st.sampled_from(["video", "audio", "eos", "init", "x"]),
+    data=st.binary(min_size=1, max_size=64),
+)
+def test_any_packet_headers_are_decoded_or_refused_with_a_reason(
+    pts: str, dts: str, tb: str, wall: str, seq: str, kind: str, data: bytes
+) -> None:
     decoder = MediaDecoder()
-    decoder.handle(StreamInit("cam", "hq", (VIDEO, TrackInfo("audio", "aac", Fraction(1, 16000), sample_rate=16000,
-                                                             channels=1, layout="mono")), 0, 0))
-    headers = [("fw-v", b"1"), ("kind", kind.encode()), ("pts", pts.encode("latin-1")),
-               ("dts", dts.encode("latin-1")), ("tb", tb.encode("latin-1")), ("key", b"1"),
-               ("wall", wall.encode("latin-1")), ("seq", seq.encode("latin-1"))]
+    decoder.handle(
+        StreamInit(
+            "cam",
+            "hq",
+            (VIDEO, TrackInfo("audio", "aac", Fraction(1, 16000), sample_rate=16000, channels=1, layout="mono")),
+            0,
+            0,
+        )
+    )
+    headers = [
+        ("fw-v", b"1"),
+        ("kind", kind.encode()),
+        ("pts", pts.encode("latin-1")),
+        ("dts", dts.encode("latin-1")),
+        ("tb", tb.encode("latin-1")),
+        ("key", b"1"),
+        ("wall", wall.encode("latin-1")),
+        ("seq", seq.encode("latin-1")),
+    ]
     try:
         _decode(decoder, WireRecord(b"cam", data, headers))
     except (WireError, DecodeError) as exc:

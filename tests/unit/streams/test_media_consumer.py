@@ -163,8 +163,13 @@ async def test_records_are_taken_ahead_of_decoding_up_to_a_byte_bound(media_dir:
     ahead: dict[int, int] = {}
     for limit in (1, 64 * 1024 * 1024):
         consumer = ScriptedConsumer(records)
-        media = MediaConsumer(consumer, KeptProducer(), "fw.dead-letter", batch_records=20,  # type: ignore[arg-type]
-                              fetch_ahead_bytes=limit)
+        media = MediaConsumer(
+            consumer,
+            KeptProducer(),
+            "fw.dead-letter",
+            batch_records=20,  # type: ignore[arg-type]
+            fetch_ahead_bytes=limit,
+        )
         delivered: list[int] = []
         try:
             async for decoded in media.items(idle_timeout=0.4):
@@ -196,8 +201,9 @@ async def test_poison_records_are_dead_lettered_once_and_other_streams_decode_on
         media.close()
     frames = sum(isinstance(d.item, Frame) and d.item.stream == "cam" for d in items)
     alone = MediaDecoder()
-    direct = sum(isinstance(i, Frame) for m in good for i in alone.handle(
-        decode_media(WireRecord(m.key, m.value, m.headers))))
+    direct = sum(
+        isinstance(i, Frame) for m in good for i in alone.handle(decode_media(WireRecord(m.key, m.value, m.headers)))
+    )
     assert frames == direct > 0, "the good stream decodes as if alone"
     reasons = {int(dict(s["headers"])["dl-offset"]): dict(s["headers"])["dl-reason"].decode() for s in producer.sent}
     assert len(reasons) == len(producer.sent), "each record dead-lettered once"

@@ -73,8 +73,11 @@ async def test_dead_letters_do_not_wait_for_each_ack_and_flush_raises_a_lost_one
     producer = ScriptedProducer(good=2)
     dead = DeadLetters(producer, "fw.dead-letter", stage="decode")  # type: ignore[arg-type]
     for offset in range(3):
-        await dead.send(WireRecord(b"cam", b"junk", [("kind", b"smell")]), SourcePosition("fw.media", 1, offset),
-                        "unknown kind 'smell'")
+        await dead.send(
+            WireRecord(b"cam", b"junk", [("kind", b"smell")]),
+            SourcePosition("fw.media", 1, offset),
+            "unknown kind 'smell'",
+        )
     assert dead.count == 3 and not any(future.done() for future in producer.pending), "no send waited for its ack"
     flushing = asyncio.create_task(dead.flush())
     await asyncio.sleep(0)

@@ -17,8 +17,7 @@ NS = 1_000_000_000
 
 async def test_replay_emits_init_before_first_packet_and_every_video_keyframe(media_dir: Path) -> None:
     sink = ListSink()
-    result = await replay(str(media_dir / "lobby.ts"), "lobby", "hq", sink, ReplayOptions(speed=None),
-                          ManualClock())
+    result = await replay(str(media_dir / "lobby.ts"), "lobby", "hq", sink, ReplayOptions(speed=None), ManualClock())
     messages = sink.messages
     assert isinstance(messages[0], StreamInit)
     assert isinstance(messages[-1], EndOfStream)
@@ -59,8 +58,9 @@ async def test_replay_keeps_the_recordings_timing_and_aligns_to_windows(media_di
 
 async def test_replay_loops_with_increasing_wallclock(media_dir: Path) -> None:
     sink = ListSink()
-    result = await replay(str(media_dir / "street.ts"), "s", "hq", sink, ReplayOptions(speed=None, loops=2),
-                          ManualClock())
+    result = await replay(
+        str(media_dir / "street.ts"), "s", "hq", sink, ReplayOptions(speed=None, loops=2), ManualClock()
+    )
     walls = [p.wall_ns for p in sink.packets("video")]
     assert len(walls) == 2 * 750
     assert walls[750] > walls[749]
@@ -111,11 +111,14 @@ async def test_ingest_of_a_file_source_plays_it_once_at_real_speed(media_dir: Pa
     assert sum(clock.slept) > 29
 
 
-@pytest.mark.parametrize(("url", "target", "fmt", "live"), [
-    ("rtsp://cam.local/s", "rtsp://cam.local/s", None, True),
-    ("v4l2:///dev/video0", "/dev/video0", "v4l2", True),
-    ("alsa://hw:1,0", "hw:1,0", "alsa", True),
-])
+@pytest.mark.parametrize(
+    ("url", "target", "fmt", "live"),
+    [
+        ("rtsp://cam.local/s", "rtsp://cam.local/s", None, True),
+        ("v4l2:///dev/video0", "/dev/video0", "v4l2", True),
+        ("alsa://hw:1,0", "hw:1,0", "alsa", True),
+    ],
+)
 def test_open_spec_maps_urls_to_ffmpeg_inputs(url: str, target: str, fmt: str | None, live: bool) -> None:
     spec = open_spec(url)
     assert (spec.target, spec.format, spec.live) == (target, fmt, live)

@@ -17,7 +17,7 @@ def _feed(segmenter: SpeechSegmenter, pattern: list[int]) -> list:
     out = []
     frames_per_window = 62
     for index in range(0, len(pattern), frames_per_window):
-        probs = np.array(pattern[index:index + frames_per_window], dtype=np.float32)
+        probs = np.array(pattern[index : index + frames_per_window], dtype=np.float32)
         start_ns = int(index * FRAME * 1e9)
         pcm = np.zeros(probs.size * 512, dtype=np.float32)
         window = AudioWindow(start_ns // 1_000_000, start_ns // 1_000_000 + 2000, [pcm], first_ns=start_ns)
@@ -27,7 +27,7 @@ def _feed(segmenter: SpeechSegmenter, pattern: list[int]) -> list:
 
 def test_an_utterance_ends_after_enough_silence_and_is_padded() -> None:
     segmenter = SpeechSegmenter(min_silence_s=0.6, pad_s=0.3)
-    pattern = [0] * 31 + [1] * 62 + [0] * 93   # silence 1 s, speech 2 s, silence 3 s
+    pattern = [0] * 31 + [1] * 62 + [0] * 93  # silence 1 s, speech 2 s, silence 3 s
     segments = _feed(segmenter, pattern)
     assert len(segments) == 1
     seg = segments[0]
@@ -46,7 +46,7 @@ def test_short_pauses_do_not_split_an_utterance() -> None:
 
 def test_long_speech_is_cut_and_each_cut_owns_its_own_span() -> None:
     segmenter = SpeechSegmenter(min_silence_s=0.6, max_segment_s=3.0, pad_s=0.3)
-    segments = _feed(segmenter, [1] * 248 + [0] * 62)   # ~8 s of speech
+    segments = _feed(segmenter, [1] * 248 + [0] * 62)  # ~8 s of speech
     assert len(segments) == 3
     for first, second in itertools.pairwise(segments):
         assert first.own_end_ns == second.own_start_ns, "no gap and no overlap in ownership"

@@ -33,18 +33,26 @@ from streams.testing import ListSink, ManualClock
 from streams.windows import FrameSampler
 from tests.helpers import decoded_items
 
-DOOR = [(0.0, 0.55), (1.0, 0.55), (1.0, 1.0), (0.0, 1.0)]   # lower part of the hall, where people walk
+DOOR = [(0.0, 0.55), (1.0, 0.55), (1.0, 1.0), (0.0, 1.0)]  # lower part of the hall, where people walk
 CEILING = [(0.0, 0.0), (1.0, 0.0), (1.0, 0.08), (0.0, 0.08)]  # nobody walks on the ceiling
 
 
 def _config() -> FusewatchConfig:
     return FusewatchConfig(
-        sources=[SourceConfig(id="lobby", url="lobby.ts",
-                              video=VideoInput(sample_fps=5, zones=[Zone(name="floor", polygon=DOOR),
-                                                                     Zone(name="ceiling", polygon=CEILING)])),
-                 SourceConfig(id="street", url="street.ts")],
-        detectors=DetectorsConfig(when_behind="wait", transcriber=FasterWhisperConfig(
-            type="faster-whisper", keywords=["help", "police", "fire"])),
+        sources=[
+            SourceConfig(
+                id="lobby",
+                url="lobby.ts",
+                video=VideoInput(
+                    sample_fps=5, zones=[Zone(name="floor", polygon=DOOR), Zone(name="ceiling", polygon=CEILING)]
+                ),
+            ),
+            SourceConfig(id="street", url="street.ts"),
+        ],
+        detectors=DetectorsConfig(
+            when_behind="wait",
+            transcriber=FasterWhisperConfig(type="faster-whisper", keywords=["help", "police", "fire"]),
+        ),
     )
 
 
@@ -57,14 +65,19 @@ class Run:
     committed: dict[TopicPartition, int]
 
 
-async def _analyze(messages: list[MediaMessage], start: int = 0, snapshots: Path | None = None,
-                   commit_at: float = 0.6) -> Run:
+async def _analyze(
+    messages: list[MediaMessage], start: int = 0, snapshots: Path | None = None, commit_at: float = 0.6
+) -> Run:
     config = _config()
     sink = ListFeatureSink()
-    worker = AnalyzeWorker(config, registry.object_detector(config.detectors.objects),
-                           registry.audio_analyzer(config.detectors.audio),
-                           registry.transcriber(config.detectors.transcriber) if config.detectors.transcriber else None,
-                           sink, snapshots)
+    worker = AnalyzeWorker(
+        config,
+        registry.object_detector(config.detectors.objects),
+        registry.audio_analyzer(config.detectors.audio),
+        registry.transcriber(config.detectors.transcriber) if config.detectors.transcriber else None,
+        sink,
+        snapshots,
+    )
     sampler = FrameSampler(worker.sample_rates(), worker.default_fps)
     committed: dict[TopicPartition, int] = {}
 
@@ -178,8 +191,9 @@ async def test_restart_from_committed_offset_re_emits_the_same_windows(lobby: Ru
         if features.modality == "video":
             assert features.video and reference.video
             # Track ids restart with a new tracker; everything else is identical.
-            assert {k: v.max_count for k, v in features.video.classes.items()} == \
-                   {k: v.max_count for k, v in reference.video.classes.items()}
+            assert {k: v.max_count for k, v in features.video.classes.items()} == {
+                k: v.max_count for k, v in reference.video.classes.items()
+            }
             assert features.video.frames == reference.video.frames
         else:
             assert features.model_dump(exclude={"latency_ms"}) == reference.model_dump(exclude={"latency_ms"})
@@ -188,8 +202,7 @@ async def test_restart_from_committed_offset_re_emits_the_same_windows(lobby: Ru
     assert {k for k in original if k[1] >= restart_ms} <= {(f.modality, f.window_start) for f in again}
 
 
-async def test_a_rebalance_releasing_a_stream_whose_audio_is_behind_does_not_stall_the_worker(
-        media_dir: Path) -> None:
+async def test_a_rebalance_releasing_a_stream_whose_audio_is_behind_does_not_stall_the_worker(media_dir: Path) -> None:
     """The loop may wait to queue an audio window (transcription behind); a release must wake it."""
     gate = threading.Event()
     loudness = registry.audio_analyzer(DetectorsConfig().audio)
@@ -199,8 +212,11 @@ async def test_a_rebalance_releasing_a_stream_whose_audio_is_behind_does_not_sta
             gate.wait(60)
             return loudness.analyze(audio)
 
-    config = FusewatchConfig(sources=[SourceConfig(id="lobby", url="lobby.ts", video=VideoInput(enabled=False))],
-                             windows=WindowsConfig(size=0.5), detectors=DetectorsConfig(transcriber=None))
+    config = FusewatchConfig(
+        sources=[SourceConfig(id="lobby", url="lobby.ts", video=VideoInput(enabled=False))],
+        windows=WindowsConfig(size=0.5),
+        detectors=DetectorsConfig(transcriber=None),
+    )
     sink = ListFeatureSink()
     worker = AnalyzeWorker(config, registry.object_detector(config.detectors.objects), StuckAnalyzer(), None, sink)
     sampler = FrameSampler(worker.sample_rates(), worker.default_fps)
@@ -231,22 +247,28 @@ async def test_a_rebalance_releasing_a_stream_whose_audio_is_behind_does_not_sta
     assert sink.features == [], "nothing of a released stream is emitted"
 
 
-async def test_a_stream_started_mid_recording_holds_commits_at_its_init_until_a_window_is_open(
-        media_dir: Path) -> None:
+async def test_a_stream_started_mid_recording_holds_commits_at_its_init_until_a_window_is_open(media_dir: Path) -> None:
     """Its first window is incomplete (skipped): until a later one is open, only the init keeps the commit back."""
     messages = await _recording(media_dir / "lobby.ts", "lobby")
     start = next(i for i, m in enumerate(messages) if i > 0 and isinstance(m, StreamInit))
-    config = FusewatchConfig(sources=[SourceConfig(id="lobby", url="lobby.ts")],
-                             detectors=DetectorsConfig(when_behind="wait", transcriber=None))
-    worker = AnalyzeWorker(config, registry.object_detector(config.detectors.objects),
-                           registry.audio_analyzer(config.detectors.audio), None, ListFeatureSink())
+    config = FusewatchConfig(
+        sources=[SourceConfig(id="lobby", url="lobby.ts")],
+        detectors=DetectorsConfig(when_behind="wait", transcriber=None),
+    )
+    worker = AnalyzeWorker(
+        config,
+        registry.object_detector(config.detectors.objects),
+        registry.audio_analyzer(config.detectors.audio),
+        None,
+        ListFeatureSink(),
+    )
     sampler = FrameSampler(worker.sample_rates(), worker.default_fps)
     commits: list[int] = []
 
     async def note(_: DecodedItem) -> None:
         commits.append(worker.commit_offsets()[TopicPartition("fw.media", 0)])
 
-    await worker.run(decoded_items(messages[start:start + 400], sampler, start=start), on_item=note)
+    await worker.run(decoded_items(messages[start : start + 400], sampler, start=start), on_item=note)
     assert worker.counters.incomplete_windows_skipped > 0, "the first window began before this init"
     assert commits[0] == start and all(offset >= start for offset in commits)
     assert commits == sorted(commits), "commits only move forward"
@@ -276,8 +298,10 @@ async def test_failing_models_cost_their_items_only_the_stream_goes_on(media_dir
                 raise FloatingPointError("NaN in the VAD")
             return loudness.analyze(audio)
 
-    config = FusewatchConfig(sources=[SourceConfig(id="street", url="street.ts")],
-                             detectors=DetectorsConfig(when_behind="wait", transcriber=None))
+    config = FusewatchConfig(
+        sources=[SourceConfig(id="street", url="street.ts")],
+        detectors=DetectorsConfig(when_behind="wait", transcriber=None),
+    )
     sink = ListFeatureSink()
     worker = AnalyzeWorker(config, FlakyDetector(), FlakyAnalyzer(), None, sink)
     reported: list[str] = []

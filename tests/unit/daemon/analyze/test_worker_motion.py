@@ -32,7 +32,7 @@ def _image(index: int, flash: range = range(0)) -> RgbImage:
         image[60:100, 100:140] = 255
     if index >= STILL:
         x = 10 + 12 * (index - STILL)
-        image[40:80, x:x + 20] = (250, 20, 20)
+        image[40:80, x : x + 20] = (250, 20, 20)
     return image
 
 
@@ -40,17 +40,25 @@ async def _items(first: int = 0, flash: range = range(0)) -> AsyncIterator[Decod
     """The stream's frames from `first` on, as a reader that started at an init stamped there sees them."""
     origin_wall = BASE_NS + first * NS // FPS
     for index in range(first, STILL + MOVING):
-        frame = Frame("cam", "hq", index, Fraction(1, FPS), BASE_NS + index * NS // FPS, _image(index, flash),
-                      live=False)
-        yield DecodedItem(frame, SourcePosition("fw.media", 0, index), SourcePosition("fw.media", 0, first),
-                          origin_seq=first, origin_wall_ns=origin_wall)
+        frame = Frame(
+            "cam", "hq", index, Fraction(1, FPS), BASE_NS + index * NS // FPS, _image(index, flash), live=False
+        )
+        yield DecodedItem(
+            frame,
+            SourcePosition("fw.media", 0, index),
+            SourcePosition("fw.media", 0, first),
+            origin_seq=first,
+            origin_wall_ns=origin_wall,
+        )
 
 
-async def _analyze(motion: MotionConfig, first: int = 0, flash: range = range(0)) -> tuple[
-        list[WindowFeatures], CountingDetector, AnalyzeWorker]:
+async def _analyze(
+    motion: MotionConfig, first: int = 0, flash: range = range(0)
+) -> tuple[list[WindowFeatures], CountingDetector, AnalyzeWorker]:
     config = FusewatchConfig(
         sources=[SourceConfig(id="cam", url="cam.ts", video=VideoInput(sample_fps=FPS, motion=motion))],
-        detectors=DetectorsConfig(when_behind="wait", transcriber=None))
+        detectors=DetectorsConfig(when_behind="wait", transcriber=None),
+    )
     detector = CountingDetector(delay=0.0)
     sink = ListFeatureSink()
     worker = AnalyzeWorker(config, detector, registry.audio_analyzer(config.detectors.audio), None, sink)
@@ -70,8 +78,12 @@ async def test_a_still_scene_is_detected_once_per_recheck_period_and_gives_the_s
     assert worker.counters.motion_regions >= MOVING - 2
 
     def comparable(features: list[WindowFeatures]) -> list[object]:
-        return [(f.window_start, f.video.frames, {k: (v.max_count, v.mean_count) for k, v in f.video.classes.items()})
-                for f in features if f.video is not None]
+        return [
+            (f.window_start, f.video.frames, {k: (v.max_count, v.mean_count) for k, v in f.video.classes.items()})
+            for f in features
+            if f.video is not None
+        ]
+
     assert comparable(gated) == comparable(every)
     assert len(comparable(gated)) == (STILL + MOVING) // (2 * FPS)
 
@@ -83,10 +95,15 @@ async def test_a_reader_resuming_mid_stream_gates_every_window_it_emits_as_the_f
     the resumed reader never saw it. Track ids are left out: a new tracker numbers afresh."""
 
     def seen(features: list[WindowFeatures]) -> dict[int, object]:
-        return {f.window_start: (f.video.frames, {k: (v.max_count, v.mean_count, v.max_confidence)
-                                                  for k, v in f.video.classes.items()},
-                                 [(d.label, d.confidence, d.box) for d in f.video.detections])
-                for f in features if f.video is not None}
+        return {
+            f.window_start: (
+                f.video.frames,
+                {k: (v.max_count, v.mean_count, v.max_confidence) for k, v in f.video.classes.items()},
+                [(d.label, d.confidence, d.box) for d in f.video.detections],
+            )
+            for f in features
+            if f.video is not None
+        }
 
     flash = range(16, 18)
     whole = seen((await _analyze(MotionConfig(recheck=2.0), flash=flash))[0])

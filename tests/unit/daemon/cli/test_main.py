@@ -12,7 +12,7 @@ import pytest
 
 from daemon.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def test_config_check_accepts_the_examples(capsys: pytest.CaptureFixture[str]) -> None:
@@ -25,8 +25,13 @@ def test_config_check_reports_file_line_and_field(tmp_path: Path) -> None:
     text = (ROOT / "config/examples/site.yaml").read_text()
     broken.write_text(text.replace("sample_fps: 2", "sample_fps: -2"))
     line = next(i for i, row in enumerate(broken.read_text().splitlines(), 1) if "sample_fps: -2" in row)
-    done = subprocess.run([sys.executable, "-m", "daemon.cli", "config", "check", str(broken)],
-                          capture_output=True, text=True, cwd=ROOT, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "config", "check", str(broken)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == f"site.yaml:{line}: sources[1].video.sample_fps: must be > 0, got -2"
 

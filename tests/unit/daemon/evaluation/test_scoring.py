@@ -11,10 +11,12 @@ from tests.helpers import DISTRESS
 def test_matching_with_tolerance_counts_each_label_once() -> None:
     score = Score("distress", "fused")
     labels = [Label("distress", 30.0, 32.9), Label("distress", 60.0, 61.0), Label("other", 10, 11)]
-    detections = [AlertSpan("distress", 28.0, 30.0),    # touches the label widened by 2 s: hit
-                  AlertSpan("distress", 30.0, 32.0),    # the same label again: false positive
-                  AlertSpan("distress", 70.0, 72.0),    # nothing there
-                  AlertSpan("other", 10.0, 12.0)]       # another event: ignored here
+    detections = [
+        AlertSpan("distress", 28.0, 30.0),  # touches the label widened by 2 s: hit
+        AlertSpan("distress", 30.0, 32.0),  # the same label again: false positive
+        AlertSpan("distress", 70.0, 72.0),  # nothing there
+        AlertSpan("other", 10.0, 12.0),
+    ]  # another event: ignored here
     match(score, labels, detections, tolerance=2.0)
     assert (score.true_positives, score.false_positives, score.false_negatives) == (1, 2, 1)
     assert score.precision == pytest.approx(1 / 3) and score.recall == pytest.approx(1 / 2)

@@ -23,8 +23,14 @@ def _windows() -> tuple[list, list[bool]]:
         persons = n % 3
         # "help" with somebody in view is the event; "help" heard in an empty hall is not.
         said = "help me" if n % 6 in (0, 1) else ("nice weather" if n % 5 == 0 else "")
-        windows.append(joined(start, video("cam", start, persons, door_occupancy=persons),
-                              audio("mic", start, -30 - n % 7), speech("mic", start, said)))
+        windows.append(
+            joined(
+                start,
+                video("cam", start, persons, door_occupancy=persons),
+                audio("mic", start, -30 - n % 7),
+                speech("mic", start, said),
+            )
+        )
         labels.append(said == "help me" and persons > 0)
     return windows, labels
 
@@ -59,8 +65,9 @@ def test_learned_rule_fires_with_per_feature_contributions(tmp_path: Path) -> No
     windows, labels = _windows()
     path = tmp_path / "m.json"
     train(SPEC, windows, labels).save(path)
-    event = EventConfig.model_validate({"name": "distress", "fusion": "learned", "model": str(path),
-                                        "threshold": 0.5, "cooldown": 0})
+    event = EventConfig.model_validate(
+        {"name": "distress", "fusion": "learned", "model": str(path), "threshold": 0.5, "cooldown": 0}
+    )
     rule = LearnedRule(event, 2000)
     state = RuleState()
     fired = [rule.evaluate(w, state).fired for w in windows]
@@ -69,7 +76,8 @@ def test_learned_rule_fires_with_per_feature_contributions(tmp_path: Path) -> No
     alert = rule.alert(windows[1], evaluation)
     assert alert.score > 0.5 and {t.signal for t in alert.terms} == set(SPEC.names)
     assert sum(t.contribution for t in alert.terms) == pytest.approx(
-        float(np.log(alert.score / (1 - alert.score))) - rule.model.intercept, abs=0.01)
+        float(np.log(alert.score / (1 - alert.score))) - rule.model.intercept, abs=0.01
+    )
 
 
 def test_learned_events_need_a_model_and_a_probability_threshold() -> None:

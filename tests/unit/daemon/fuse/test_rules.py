@@ -16,8 +16,13 @@ def test_signals_take_the_max_over_the_terms_streams() -> None:
     assert signal_value(Term(signal="video.person.count", weight=1, when=Predicate(op=">", value=0)), window) == 5.0
     assert signal_value(DISTRESS.terms[1], window) == 1.0
     assert signal_value(DISTRESS.terms[2], window) == -30.0
-    assert signal_value(Term(signal="video.zone.door.occupancy", weight=1, when=Predicate(op=">", value=0)),
-                        joined(0, video("cam", 0, 1, door_occupancy=2))) == 2.0
+    assert (
+        signal_value(
+            Term(signal="video.zone.door.occupancy", weight=1, when=Predicate(op=">", value=0)),
+            joined(0, video("cam", 0, 1, door_occupancy=2)),
+        )
+        == 2.0
+    )
     assert signal_value(DISTRESS.terms[2], joined(0, video("cam", 0, 1))) is None, "no microphone: no value"
 
 
@@ -30,24 +35,31 @@ def test_a_zone_name_with_dots_is_read_whole() -> None:
     assert signal_value(term, joined(0, dotted)) == 3.0
 
 
-@pytest.mark.parametrize(("term", "value", "g"), [
-    (Term(signal="audio.loudness_dbfs", weight=1, ramp=Ramp(low=-40, high=-20)), -30.0, 0.5),
-    (Term(signal="audio.loudness_dbfs", weight=1, ramp=Ramp(low=-40, high=-20)), -10.0, 1.0),
-    (Term(signal="audio.loudness_dbfs", weight=1, ramp=Ramp(low=-40, high=-20)), -50.0, 0.0),
-    (Term(signal="audio.loudness_dbfs", weight=1, ramp=Ramp(low=-20, high=-40)), -25.0, 0.25),
-    (Term(signal="video.person.count", weight=1, when=Predicate(op=">=", value=2)), 1.0, 0.0),
-    (Term(signal="video.person.count", weight=1, when=Predicate(op=">=", value=2)), 2.0, 1.0),
-    (Term(signal="video.person.count", weight=1, when=Predicate(op=">=", value=2)), None, 0.0),
-    (Term(signal="speech.keywords", weight=1, match=["help"]), 1.0, 1.0),
-])
+@pytest.mark.parametrize(
+    ("term", "value", "g"),
+    [
+        (Term(signal="audio.loudness_dbfs", weight=1, ramp=Ramp(low=-40, high=-20)), -30.0, 0.5),
+        (Term(signal="audio.loudness_dbfs", weight=1, ramp=Ramp(low=-40, high=-20)), -10.0, 1.0),
+        (Term(signal="audio.loudness_dbfs", weight=1, ramp=Ramp(low=-40, high=-20)), -50.0, 0.0),
+        (Term(signal="audio.loudness_dbfs", weight=1, ramp=Ramp(low=-20, high=-40)), -25.0, 0.25),
+        (Term(signal="video.person.count", weight=1, when=Predicate(op=">=", value=2)), 1.0, 0.0),
+        (Term(signal="video.person.count", weight=1, when=Predicate(op=">=", value=2)), 2.0, 1.0),
+        (Term(signal="video.person.count", weight=1, when=Predicate(op=">=", value=2)), None, 0.0),
+        (Term(signal="speech.keywords", weight=1, match=["help"]), 1.0, 1.0),
+    ],
+)
 def test_term_score(term: Term, value: float | None, g: float) -> None:
     assert term_score(term, value) == pytest.approx(g)
 
 
 def test_fires_with_contributions_and_evidence() -> None:
     rule = EventRule(DISTRESS, W)
-    window = joined(30_000, video("cam", 30_000, 2, snapshot="hq/cam/30000.jpg"), audio("mic", 30_000, -30),
-                    speech("mic", 30_000, "Help! Somebody call the police!"))
+    window = joined(
+        30_000,
+        video("cam", 30_000, 2, snapshot="hq/cam/30000.jpg"),
+        audio("mic", 30_000, -30),
+        speech("mic", 30_000, "Help! Somebody call the police!"),
+    )
     evaluation = rule.evaluate(window, RuleState())
     assert evaluation.fired and evaluation.score == pytest.approx(0.9)
     assert [c.contribution for c in evaluation.terms] == [0.4, 0.4, 0.1]

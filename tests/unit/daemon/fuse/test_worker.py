@@ -24,8 +24,10 @@ from tests.helpers import DISTRESS, audio, speech, video
 def _config(events: list[EventConfig] | None = None) -> FusewatchConfig:
     return FusewatchConfig(
         site="hq",
-        sources=[SourceConfig(id="cam", url="rtsp://cam.local/s", audio=AudioInput(enabled=False)),
-                 SourceConfig(id="mic", url="alsa://hw:0", video=VideoInput(enabled=False))],
+        sources=[
+            SourceConfig(id="cam", url="rtsp://cam.local/s", audio=AudioInput(enabled=False)),
+            SourceConfig(id="mic", url="alsa://hw:0", video=VideoInput(enabled=False)),
+        ],
         detectors=DetectorsConfig(transcriber=FasterWhisperConfig(type="faster-whisper")),
         windows=WindowsConfig(size=2.0, grace=5.0),
         events=events or [],
@@ -38,8 +40,11 @@ def test_a_window_closes_when_every_input_delivered_it() -> None:
     assert joiner.add(audio("mic", 0, -30)) == []
     closed = joiner.add(speech("mic", 0, "hi"))
     assert [w.window_start for w in closed] == [0]
-    assert {(f.stream, f.modality) for f in closed[0].features} == {("cam", "video"), ("mic", "audio"),
-                                                                     ("mic", "speech")}
+    assert {(f.stream, f.modality) for f in closed[0].features} == {
+        ("cam", "video"),
+        ("mic", "audio"),
+        ("mic", "speech"),
+    }
 
 
 def test_windows_close_in_order_and_wait_for_a_lagging_modality() -> None:
@@ -99,8 +104,13 @@ async def test_a_released_site_starts_again_from_the_stored_state_as_its_next_ow
     config = _config([DISTRESS.model_copy(update={"cooldown": 10.0})])
     out, store = ListOutputs(), MemoryRuleStore()
     worker = FuseWorker(config, [out], store, ManualClock().monotonic)
-    read = [video("cam", 0, 1), audio("mic", 0, -25), speech("mic", 0, "help!"),
-            video("cam", 2000, 1), audio("mic", 2000, -25)]
+    read = [
+        video("cam", 0, 1),
+        audio("mic", 0, -25),
+        speech("mic", 0, "help!"),
+        video("cam", 2000, 1),
+        audio("mic", 2000, -25),
+    ]
     for offset, features in enumerate(read):
         await worker.handle(features, SourcePosition("f", 0, offset))
     assert [a.window_start for a in out.alerts] == [0] and len(out.summaries) == 2
@@ -111,8 +121,9 @@ async def test_a_released_site_starts_again_from_the_stored_state_as_its_next_ow
     assert worker.release({("f", 0)}) == ["hq"]
     assert worker.joiner.oldest_open() == {}
     # The partition comes back (or goes to another worker): read again from the committed offset.
-    for offset, features in enumerate([video("cam", 2000, 1), audio("mic", 2000, -25), speech("mic", 2000, "help")],
-                                      start=3):
+    for offset, features in enumerate(
+        [video("cam", 2000, 1), audio("mic", 2000, -25), speech("mic", 2000, "help")], start=3
+    ):
         await worker.handle(features, SourcePosition("f", 0, offset))
     assert worker.joiner.counters.duplicates == 0, "window 2000 is joined afresh, not on top of the old one"
     assert worker.joiner.counters.late == 0

@@ -59,8 +59,9 @@ async def test_a_role_that_returns_early_is_restarted_unless_it_may_finish() -> 
     async def returns(name: str, stop: asyncio.Event) -> None:
         runs[name] += 1
 
-    finished = asyncio.create_task(supervisor.supervise("ingest:file", lambda s: returns("ingest:file", s),
-                                                        restart_on_exit=False))
+    finished = asyncio.create_task(
+        supervisor.supervise("ingest:file", lambda s: returns("ingest:file", s), restart_on_exit=False)
+    )
     restarted = asyncio.create_task(supervisor.supervise("fuse", lambda s: returns("fuse", s)))
     await asyncio.wait_for(finished, 1)
     await eventually(lambda: runs["fuse"] >= 3)

@@ -9,6 +9,8 @@ import pytest
 
 from daemon.runtime.services import EmbeddedService, ServiceError, ServiceSet, port_open, redis_binary, tansu_binary
 
+pytestmark = pytest.mark.services
+
 
 def test_tansu_binary_ships_in_the_wheel() -> None:
     path = tansu_binary()

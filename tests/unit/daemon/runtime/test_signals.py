@@ -13,9 +13,9 @@ import textwrap
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 
-PROGRAM = textwrap.dedent('''
+PROGRAM = textwrap.dedent("""
     import asyncio, sys, time
     from daemon.runtime.app import Supervisor, install_signal_handlers
     from daemon.telemetry.metrics import Telemetry
@@ -44,13 +44,18 @@ PROGRAM = textwrap.dedent('''
         asyncio.run(main())
     except asyncio.CancelledError:
         sys.exit(130)
-''')
+""")
 
 
 def _run_until_second_signal(mode: str, tmp_path: Path) -> tuple[int, float, str]:
     marker = tmp_path / "marker"
-    proc = subprocess.Popen([sys.executable, "-c", PROGRAM, mode, str(marker)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PROGRAM, mode, str(marker)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"

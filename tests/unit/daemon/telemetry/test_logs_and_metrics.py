@@ -56,15 +56,22 @@ def test_counter_mirror_adds_growth_only_and_keeps_totals_across_restarts() -> N
     first.sync(metrics.frames_decoded, 10, "lobby")
     first.sync(metrics.frames_decoded, 25, "lobby")
     first.sync(metrics.frames_decoded, 25, "lobby")
-    second = metrics.mirror()          # the worker restarted: its own count starts again at 0
+    second = metrics.mirror()  # the worker restarted: its own count starts again at 0
     second.sync(metrics.frames_decoded, 5, "lobby")
     second.sync(metrics.dead_letters, 3, "analyze")
     registry = metrics.registry
     assert registry.get_sample_value("fusewatch_frames_decoded_total", {"stream": "lobby"}) == 30
     assert registry.get_sample_value("fusewatch_dead_letters_total", {"stage": "analyze"}) == 3
     text = metrics.exposition().decode()
-    for name in ("fusewatch_frames_decoded_total", "fusewatch_inference_seconds", "fusewatch_alert_latency_seconds",
-                 "fusewatch_consumer_lag", "fusewatch_frames_dropped_total", "fusewatch_dead_letters_total",
-                 "fusewatch_redis_buffer_depth", "fusewatch_redis_buffer_dropped_total",
-                 "fusewatch_offset_resets_total"):
+    for name in (
+        "fusewatch_frames_decoded_total",
+        "fusewatch_inference_seconds",
+        "fusewatch_alert_latency_seconds",
+        "fusewatch_consumer_lag",
+        "fusewatch_frames_dropped_total",
+        "fusewatch_dead_letters_total",
+        "fusewatch_redis_buffer_depth",
+        "fusewatch_redis_buffer_dropped_total",
+        "fusewatch_offset_resets_total",
+    ):
         assert f"# TYPE {name.removesuffix('_total')}" in text
