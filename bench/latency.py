@@ -33,7 +33,7 @@ from daemon.cli.main import default_config_path
 from daemon.runtime.services import ServiceSet
 from streams.kafka import MediaPublisher, make_consumer
 from streams.models import Alert
-from streams.sinks import RedisKeys, redis_client
+from streams.redis_schema import RedisKeys, redis_client
 from streams.sources import ReplayOptions, replay
 
 

@@ -39,7 +39,7 @@ from streams.models import (
     WindowFeatures,
     ZoneStats,
 )
-from streams.sinks import RedisKeys, redis_client
+from streams.redis_schema import RedisKeys, redis_client
 
 
 @dataclass

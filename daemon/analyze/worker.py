@@ -62,7 +62,7 @@ from streams.models import (
     WindowFeatures,
     Word,
 )
-from streams.sinks import REDIS_DOWN, redis_client
+from streams.redis_schema import REDIS_DOWN, redis_client
 from streams.windows import AudioWindow, AudioWindower, FrameSampler, window_size_ms, window_start
 from streams.wire import WireRecord
 

@@ -33,7 +33,7 @@ from streams import models
 from streams.decode import DecodeCounters, FrameFilter, MediaConsumer, StreamEnded
 from streams.kafka import MediaPublisher, Unacknowledged, assign_all, ensure_topics, make_consumer, make_producer
 from streams.models import AudioChunk, Frame
-from streams.sinks import REDIS_DOWN
+from streams.redis_schema import REDIS_DOWN
 from streams.sources import Demuxer, IngestState, ReplayOptions, ReplayResult, SourceError, ingest_live, open_spec
 from streams.sources import replay as replay_file
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from config.schema import RedisConfig
 from streams.backoff import SERVICE_RETRY
 from streams.models import Alert
-from streams.sinks import REDIS_DOWN, RedisKeys, redis_client, redis_text
+from streams.redis_schema import REDIS_DOWN, RedisKeys, redis_client, redis_text
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from config.schema import FusewatchConfig
 from daemon.console.alerts import AlertFilter, AlertStore, StoredAlert, feed_client
 from daemon.telemetry.status import StatusStore
 from streams.models import Alert
-from streams.sinks import redis_client
+from streams.redis_schema import redis_client
 
 _SEVERITY_STYLE = {
     "critical": "bold white on red",

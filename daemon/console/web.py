@@ -66,7 +66,7 @@ from daemon.console.alerts import AlertFilter, AlertStore
 from daemon.telemetry.metrics import Telemetry
 from daemon.telemetry.status import StatusStore
 from streams.kafka import client_options
-from streams.sinks import REDIS_DOWN, RedisKeys, redis_client, redis_text
+from streams.redis_schema import REDIS_DOWN, RedisKeys, redis_client, redis_text
 
 log = logging.getLogger(__name__)
 COOKIE = "fusewatch_session"

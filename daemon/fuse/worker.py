@@ -44,7 +44,8 @@ from streams.kafka import (
     make_producer,
 )
 from streams.models import Alert, Summary, WindowFeatures
-from streams.sinks import REDIS_DOWN, KafkaOutputs, RedisOutputs
+from streams.redis_schema import REDIS_DOWN
+from streams.sinks import KafkaOutputs, RedisOutputs
 from streams.windows import window_size_ms
 from streams.wire import WireRecord
 

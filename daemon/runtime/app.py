@@ -27,7 +27,7 @@ from daemon.telemetry.metrics import Telemetry
 from daemon.telemetry.status import RoleStatus, StatusStore, now_ms
 from streams.backoff import ROLE_RESTART, Backoff
 from streams.kafka import MediaPublisher, ensure_topics
-from streams.sinks import REDIS_DOWN, redis_client
+from streams.redis_schema import REDIS_DOWN, redis_client
 from streams.sources import ReplayOptions, ingest_live, open_spec, replay
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 
 from streams.models import Alert, Summary
-from streams.sinks import RedisKeys, redis_text
+from streams.redis_schema import RedisKeys, redis_text
 
 STALE_MS = 15_000
 # How far back `last alert per stream` looks in the alert stream.
@@ -56,14 +56,6 @@ class RoleStatus(BaseModel):
     consumer: str = ""
 
 
-class StatusKeys:
-    """Key names next to the alert keys."""
-
-    def __init__(self, prefix: str) -> None:
-        self.streams = f"{prefix}:status:streams"
-        self.roles = f"{prefix}:status:roles"
-
-
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -73,29 +65,28 @@ class StatusStore:
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self._client = client
-        self.keys = StatusKeys(prefix)
-        self.alert_keys = RedisKeys(prefix)
+        self.keys = RedisKeys(prefix)
 
     async def write_streams(self, statuses: list[StreamStatus]) -> None:
         if statuses:
-            await self._client.hset(self.keys.streams, mapping={s.stream: s.model_dump_json() for s in statuses})
+            await self._client.hset(self.keys.status_streams, mapping={s.stream: s.model_dump_json() for s in statuses})
 
     async def write_roles(self, statuses: list[RoleStatus]) -> None:
         if statuses:
             await self._client.hset(
-                self.keys.roles, mapping={f"{s.process}/{s.role}": s.model_dump_json() for s in statuses}
+                self.keys.status_roles, mapping={f"{s.process}/{s.role}": s.model_dump_json() for s in statuses}
             )
 
     async def streams(self) -> list[StreamStatus]:
-        raw = await self._client.hgetall(self.keys.streams)
+        raw = await self._client.hgetall(self.keys.status_streams)
         return sorted((StreamStatus.model_validate_json(v) for v in raw.values()), key=lambda s: s.stream)
 
     async def roles(self) -> list[RoleStatus]:
-        raw = await self._client.hgetall(self.keys.roles)
+        raw = await self._client.hgetall(self.keys.status_roles)
         return sorted((RoleStatus.model_validate_json(v) for v in raw.values()), key=lambda s: (s.role, s.process))
 
     async def latest_summaries(self) -> dict[str, Summary]:
-        raw = await self._client.hgetall(self.alert_keys.latest)
+        raw = await self._client.hgetall(self.keys.latest)
         out = {}
         for key, value in raw.items():
             name = redis_text(key)
@@ -106,7 +97,7 @@ class StatusStore:
     async def last_alerts(self) -> dict[str, Alert]:
         """The newest alert that names each stream, from the recent end of the alert stream."""
         found: dict[str, Alert] = {}
-        for _, fields in await self._client.xrevrange(self.alert_keys.alerts, count=_LAST_ALERT_SCAN) or []:
+        for _, fields in await self._client.xrevrange(self.keys.alerts, count=_LAST_ALERT_SCAN) or []:
             if not fields or b"alert" not in fields:
                 continue
             alert = Alert.model_validate_json(fields[b"alert"])

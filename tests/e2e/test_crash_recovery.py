@@ -27,7 +27,7 @@ from daemon.fuse.worker import run_fuse
 from daemon.runtime.services import ServiceSet
 from streams.kafka import MediaPublisher, make_consumer
 from streams.models import Alert, Summary
-from streams.sinks import RedisKeys, redis_client
+from streams.redis_schema import RedisKeys, redis_client
 from streams.sources import ReplayOptions, replay
 
 pytestmark = pytest.mark.e2e

@@ -25,7 +25,7 @@ from daemon.fuse.worker import run_fuse
 from daemon.telemetry.metrics import Telemetry
 from streams.kafka import MediaPublisher
 from streams.models import Alert
-from streams.sinks import RedisKeys, redis_client
+from streams.redis_schema import RedisKeys, redis_client
 from streams.sources import ReplayOptions, replay
 
 pytestmark = pytest.mark.e2e

@@ -22,7 +22,7 @@ from daemon.telemetry.metrics import Telemetry
 from daemon.telemetry.status import StatusStore
 from streams.kafka import MediaPublisher, ensure_topics
 from streams.models import WindowFeatures
-from streams.sinks import redis_client
+from streams.redis_schema import redis_client
 from streams.sources import ReplayOptions, replay
 from tests.helpers import read_topic
 

@@ -15,7 +15,7 @@ from daemon.cli.main import default_config_path
 from daemon.fuse.worker import run_fuse
 from streams.kafka import MediaPublisher
 from streams.models import Alert, Summary
-from streams.sinks import RedisKeys, redis_client
+from streams.redis_schema import RedisKeys, redis_client
 from streams.sources import ReplayOptions, replay
 from tests.helpers import read_topic
 

@@ -44,7 +44,8 @@ from daemon.runtime.services import ServiceSet, free_port, tansu_binary
 from daemon.telemetry.logs import configure_logging
 from streams.kafka import assign_all, client_options, ensure_topics, make_consumer, make_producer
 from streams.models import Alert, TermContribution
-from streams.sinks import RedisOutputs, redis_client
+from streams.redis_schema import redis_client
+from streams.sinks import RedisOutputs
 from tests.support.tls import Pki, TansuBroker, TlsRedis, make_pki, server_context, tls_front, tls_redis
 
 pytestmark = pytest.mark.integration
