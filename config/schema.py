@@ -8,7 +8,9 @@ offending path in the error context under `at`, so the loader can point at its l
 
 from __future__ import annotations
 
+import functools
 import re
+from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -561,7 +563,39 @@ SIGNAL_PATTERN = (
     r"|audio\.(loudness_dbfs|peak_dbfs|speech_ratio)"
     r"|speech\.(keywords|text_matches|words))$"
 )
-_ZONE_SIGNAL = re.compile(r"video\.zone\.(.+)\.(entered|occupancy|dwell)")
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A term's signal, parsed once: `video.<class>.<measure>`, `video.zone.<zone>.<measure>` (the zone
+    name may hold dots), `audio.<measure>` or `speech.<measure>`; `str()` gives the text back."""
+
+    modality: Literal["video", "audio", "speech"]
+    measure: str
+    label: str | None = None
+    zone: str | None = None
+
+    @property
+    def is_text(self) -> bool:
+        """Counts `match:` phrases in the transcript (scored 1 when any matched)."""
+        return self.modality == "speech" and self.measure in ("keywords", "text_matches")
+
+    def __str__(self) -> str:
+        if self.zone is not None:
+            return f"video.zone.{self.zone}.{self.measure}"
+        return ".".join(part for part in (self.modality, self.label, self.measure) if part is not None)
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_signal(text: str) -> Signal:
+    """A signal of SIGNAL_PATTERN's syntax (checked by `Term` before this runs)."""
+    parts = text.split(".")
+    if parts[0] == "video" and parts[1] == "zone" and len(parts) >= 4:
+        return Signal("video", parts[-1], zone=".".join(parts[2:-1]))
+    if parts[0] == "video":
+        return Signal("video", parts[2], label=parts[1])
+    modality: Literal["audio", "speech"] = "audio" if parts[0] == "audio" else "speech"
+    return Signal(modality, parts[1])
 
 
 class Ramp(Section):
@@ -594,9 +628,13 @@ class Term(Section):
     match: list[str] = Field(default_factory=list)
     streams: list[Identifier] = Field(default_factory=list)
 
+    @property
+    def parsed(self) -> Signal:
+        return parse_signal(self.signal)
+
     @model_validator(mode="after")
     def _one_mapping(self) -> Term:
-        text_signal = self.signal in ("speech.keywords", "speech.text_matches")
+        text_signal = self.parsed.is_text
         if text_signal:
             if not self.match:
                 raise PydanticCustomError("term", "{signal} needs `match:` (words or phrases)", {"signal": self.signal})
@@ -761,7 +799,7 @@ class FusewatchConfig(Section):
 
     def _check_zone(self, event: EventConfig, term: Term, at: tuple[str | int, ...]) -> None:
         """A `video.zone.NAME.*` term must name a zone of a source it reads (when the file has sources)."""
-        zone = _ZONE_SIGNAL.fullmatch(term.signal)
+        zone = term.parsed.zone
         if zone is None or not self.sources:
             return
         zones = sorted(
@@ -773,7 +811,7 @@ class FusewatchConfig(Section):
                 for defined in source.video.zones
             }
         )
-        if zone.group(1) not in zones:
+        if zone not in zones:
             where = (
                 f"zones of this term's sources: {', '.join(zones)}"
                 if zones
@@ -782,7 +820,7 @@ class FusewatchConfig(Section):
             raise PydanticCustomError(
                 "unknown_zone",
                 "unknown zone {zone} ({where})",
-                {"zone": repr(zone.group(1)), "where": where, "at": at},
+                {"zone": repr(zone), "where": where, "at": at},
             )
 
     def source(self, stream_id: str) -> SourceConfig:

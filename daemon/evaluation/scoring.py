@@ -111,7 +111,7 @@ def match(score: Score, labels: Sequence[Label], detections: Sequence[AlertSpan]
 
 def single_modality(event: EventConfig, modality: str) -> EventConfig | None:
     """The event with only the terms of one modality, threshold scaled by their weight share."""
-    kept = [term for term in event.terms if term.signal.split(".")[0] == modality]
+    kept = [term for term in event.terms if term.parsed.modality == modality]
     if not kept:
         return None
     share = sum(t.weight for t in kept) / sum(t.weight for t in event.terms)

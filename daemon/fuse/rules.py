@@ -16,7 +16,7 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-from config.schema import EventConfig, Term
+from config.schema import EventConfig, Signal, Term
 from detectors.keywords import KeywordSpotter
 from streams.models import Alert, Detection, Evidence, Summary, TermContribution, VideoFeatures, WindowFeatures
 
@@ -54,34 +54,36 @@ def alert_id(event: str, site: str, window_start: int) -> str:
 
 def signal_value(term: Term, window: JoinedWindow) -> float | None:
     """The term's signal in this window (max over the term's streams); None when nobody measured it."""
-    parts = term.signal.split(".")
-    if parts[0] == "video":
+    signal = term.parsed
+    if signal.modality == "video":
         values = [
             value
             for f in window.of("video", term.streams)
-            if f.video is not None and (value := _video_value(parts, f.video)) is not None
+            if f.video is not None and (value := _video_value(signal, f.video)) is not None
         ]
         return max(values) if values else None
-    if parts[0] == "audio":
-        audio_values = [getattr(f.audio, parts[1]) for f in window.of("audio", term.streams) if f.audio is not None]
+    if signal.modality == "audio":
+        audio_values = [
+            getattr(f.audio, signal.measure) for f in window.of("audio", term.streams) if f.audio is not None
+        ]
         return max(audio_values) if audio_values else None
     speech = [f.speech for f in window.of("speech", term.streams) if f.speech is not None]
     if not speech:
         return None
-    if parts[1] == "words":
+    if signal.measure == "words":
         return float(max(len(s.words) for s in speech))
     spotter = KeywordSpotter(term.match)
     return float(max(len(spotter.find(s.text)) for s in speech))
 
 
-def _video_value(parts: list[str], video: VideoFeatures) -> float | None:
-    """`video.CLASS.STAT` (0 when the class was not seen) or `video.zone.NAME.STAT` (NAME may hold dots)."""
-    if parts[1] == "zone":
-        zone = video.zones.get(".".join(parts[2:-1]))
+def _video_value(signal: Signal, video: VideoFeatures) -> float | None:
+    """A zone's measure (None where the zone is not reported), or a class's (0 when the class was not seen)."""
+    if signal.zone is not None:
+        zone = video.zones.get(signal.zone)
         if zone is None:
             return None
-        return {"entered": float(zone.entered), "occupancy": zone.occupancy, "dwell": zone.dwell_s}[parts[-1]]
-    stats = video.classes.get(parts[1])
+        return {"entered": float(zone.entered), "occupancy": zone.occupancy, "dwell": zone.dwell_s}[signal.measure]
+    stats = video.classes.get(signal.label or "")
     if stats is None:
         return 0.0
     return {
@@ -90,14 +92,14 @@ def _video_value(parts: list[str], video: VideoFeatures) -> float | None:
         "mean_count": stats.mean_count,
         "confidence": stats.max_confidence,
         "new_tracks": float(len(stats.new_tracks)),
-    }[parts[2]]
+    }[signal.measure]
 
 
 def term_score(term: Term, value: float | None) -> float:
     """g ∈ [0, 1]: 1 when a text term matched, the predicate holds, or along the ramp."""
     if value is None:
         return 0.0
-    if term.signal in ("speech.keywords", "speech.text_matches"):
+    if term.parsed.is_text:
         return 1.0 if value > 0 else 0.0
     if term.when is not None:
         return 1.0 if _OPS[term.when.op](value, term.when.value) else 0.0
@@ -198,7 +200,7 @@ class EventRule:
         """Streams that on their own give some term a g > 0."""
         found: set[str] = set()
         for term in self.event.terms:
-            modality = term.signal.split(".")[0]
+            modality = term.parsed.modality
             for features in window.of(modality, term.streams):
                 alone = JoinedWindow(window.site, window.window_start, window.window_end, (features,))
                 if term_score(term, signal_value(term, alone)) > 0:
