@@ -16,7 +16,6 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
@@ -50,6 +49,17 @@ class OutputCounters:
     redis_errors: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _RuleState:
+    site: str
+    event: str
+    state_json: str
+
+
+_Pending = Alert | Summary | _RuleState
+"""What waits in the buffer for Redis: each written by its own command."""
+
+
 class RedisOutputs:
     """Alerts, latest summaries and rule state in Redis, buffered while Redis is down."""
 
@@ -57,7 +67,7 @@ class RedisOutputs:
         self._config = config
         self._client = client or redis_client(config)
         self.keys = RedisKeys(config.key_prefix)
-        self._buffer: deque[tuple[str, tuple[Any, ...]]] = deque()
+        self._buffer: deque[_Pending] = deque()
         self._alert_script = self._client.register_script(PUBLISH_ALERT)
         self._summary_script = self._client.register_script(LATEST_SUMMARY)
         self.counters = OutputCounters()
@@ -74,34 +84,33 @@ class RedisOutputs:
         await self._client.aclose()
 
     async def publish_alert(self, alert: Alert) -> None:
-        self._enqueue("alert", (alert,))
+        self._enqueue(alert)
         await self.flush(raise_on_error=False)
 
     async def publish_summary(self, summary: Summary) -> None:
-        self._enqueue("summary", (summary,))
+        self._enqueue(summary)
         await self.flush(raise_on_error=False)
 
     async def save_rule_state(self, site: str, event: str, state_json: str) -> None:
-        self._enqueue("rule", (site, event, state_json))
+        self._enqueue(_RuleState(site, event, state_json))
         await self.flush(raise_on_error=False)
 
     async def load_rule_states(self, site: str) -> dict[str, str]:
         raw = await self._client.hgetall(self.keys.rules_of(site))
         return {redis_text(k): redis_text(v) for k, v in raw.items()}
 
-    def _enqueue(self, kind: str, args: tuple[Any, ...]) -> None:
+    def _enqueue(self, output: _Pending) -> None:
         if len(self._buffer) >= self._config.buffer_max:
             self._buffer.popleft()
             self.counters.buffer_dropped += 1
             log.error("redis output buffer full (%d): dropped the oldest output", self._config.buffer_max)
-        self._buffer.append((kind, args))
+        self._buffer.append(output)
 
     async def flush(self, raise_on_error: bool = True) -> bool:
         """Write everything buffered, in order; False (or raise) if Redis is still unreachable."""
         while self._buffer:
-            kind, args = self._buffer[0]
             try:
-                await self._write(kind, args)
+                await self._write(self._buffer[0])
             except REDIS_DOWN as exc:
                 self.counters.redis_errors += 1
                 self.counters.buffered = len(self._buffer)
@@ -121,27 +130,29 @@ class RedisOutputs:
                 return
             await delays.wait()
 
-    async def _write(self, kind: str, args: tuple[Any, ...]) -> None:
-        if kind == "alert":
-            alert: Alert = args[0]
-            payload = alert.model_dump_json()
+    async def _write(self, output: _Pending) -> None:
+        if isinstance(output, Alert):
             added = await self._alert_script(
-                keys=[self.keys.alert_id(alert.id), self.keys.alerts, self.keys.live],
-                args=[payload, self._config.alerts_maxlen, alert.id, self.keys.alert_id_prefix, TRIM_STEP],
+                keys=[self.keys.alert_id(output.id), self.keys.alerts, self.keys.live],
+                args=[
+                    output.model_dump_json(),
+                    self._config.alerts_maxlen,
+                    output.id,
+                    self.keys.alert_id_prefix,
+                    TRIM_STEP,
+                ],
             )
             if added:
                 self.counters.alerts_published += 1
             else:
                 self.counters.alerts_duplicate += 1
-        elif kind == "summary":
-            summary: Summary = args[0]
+        elif isinstance(output, Summary):
             await self._summary_script(
-                keys=[self.keys.latest], args=[summary.stream, summary.window_start, summary.model_dump_json()]
+                keys=[self.keys.latest], args=[output.stream, output.window_start, output.model_dump_json()]
             )
             self.counters.summaries += 1
         else:
-            site, event, state_json = args
-            await self._client.hset(self.keys.rules_of(site), event, state_json)
+            await self._client.hset(self.keys.rules_of(output.site), output.event, output.state_json)
 
 
 class KafkaOutputs:
