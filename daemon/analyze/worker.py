@@ -31,7 +31,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from config.schema import FusewatchConfig, MotionConfig, SourceConfig
+from config.schema import FasterWhisperConfig, FusewatchConfig, MotionConfig, SourceConfig, VideoInput
 from daemon.analyze.batcher import DetectionBatcher
 from daemon.analyze.speech import SpeechSegment, SpeechSegmenter, owned_words
 from daemon.analyze.video_windows import VideoFeatureBuilder, VideoWindowState
@@ -180,6 +180,10 @@ class _StreamState:
         self.opening = None
 
 
+_SEGMENTER_DEFAULTS = FasterWhisperConfig(type="faster-whisper")
+"""Where no transcriber is configured, speech is still segmented (for the windows), by its defaults."""
+
+
 class AnalyzeWorker:
     """Turns decoded items into window features (transport-independent; see `run_analyze`)."""
 
@@ -194,19 +198,15 @@ class AnalyzeWorker:
     ) -> None:
         self.config = config
         self.size_ms = window_size_ms(config.windows.size)
-        self.default_fps = 5.0
+        self.default_fps = VideoInput().sample_fps  # a stream not in the config
         self.labels = list(detector.labels)
         self.snapshot_dir = snapshot_dir
-        self.segment_pad_s = 0.5
-        self.min_silence_s = 1.5
-        self.max_segment_s = 15.0
-        keywords: list[str] = []
-        if config.detectors.transcriber is not None:
-            keywords = list(config.detectors.transcriber.keywords)
-            self.segment_pad_s = config.detectors.transcriber.segment_overlap
-            self.max_segment_s = config.detectors.transcriber.max_segment
-            self.min_silence_s = config.detectors.transcriber.min_silence
-        self._spotter = KeywordSpotter(keywords)
+        speech = config.detectors.transcriber
+        segmenting = speech if speech is not None else _SEGMENTER_DEFAULTS
+        self.segment_pad_s = segmenting.segment_overlap
+        self.min_silence_s = segmenting.min_silence
+        self.max_segment_s = segmenting.max_segment
+        self._spotter = KeywordSpotter(list(speech.keywords) if speech is not None else [])
         self._analyzer = analyzer
         self._transcriber = transcriber
         self._sink = sink
