@@ -1,5 +1,6 @@
 """The analyze stage: `fw.media` records in, one `WindowFeatures` per stream, modality and window out.
 
-`worker` routes decoded items and emits windows; `batcher` shares the detector between
-streams; `video_windows` and `speech` hold the per-window state of video and speech.
+`worker` routes decoded items to one analyzer per modality and stream (`video`, `audio`,
+`speech_windows`; `context` is what they share) and wires the stage to Kafka; `batcher`
+shares the detector between streams; `video_windows` and `speech` build the features.
 """

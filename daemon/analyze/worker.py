@@ -1,9 +1,10 @@
 """The analyze stage: decoded media in, one `WindowFeatures` per (stream, modality, window) out.
 
-`AnalyzeWorker` holds the per-stream state (video windows waiting for detections, audio
-cut into windows, the speech segmenter) and emits features in window order per stream and
-modality. Detection is batched across streams (`DetectionBatcher`); loudness, VAD and
-Whisper run per stream in order. All inference runs in worker threads.
+`AnalyzeWorker` routes each decoded item to its stream's analyzer of that modality
+(`VideoWindows`, `AudioWindows` and, behind it, `SpeechWindows`), each owning its window
+state and emitting its windows in order through the worker. Detection is batched across
+streams (`DetectionBatcher`); loudness, VAD and Whisper run per stream in order. All
+inference runs in worker threads.
 
 Delivery (docs/design.md §8): every window remembers the position of the `init` record its first
 item was decoded from. `commit_offsets()` gives, per partition, the oldest such position
@@ -21,28 +22,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from config.schema import FasterWhisperConfig, FusewatchConfig, MotionConfig, SourceConfig, VideoInput
+from config.schema import FasterWhisperConfig, FusewatchConfig, VideoInput
+from daemon.analyze.audio import AudioWindows
 from daemon.analyze.batcher import DetectionBatcher
-from daemon.analyze.speech import SpeechSegment, SpeechSegmenter, owned_words
-from daemon.analyze.video_windows import VideoFeatureBuilder, VideoWindowState
+from daemon.analyze.context import AnalyzeCounters, Shared, StreamContext
+from daemon.analyze.speech import SpeechSegmenter
+from daemon.analyze.speech_windows import SpeechWindows
+from daemon.analyze.video import VideoWindows
 from daemon.telemetry.metrics import LagGauge, Telemetry
 from daemon.telemetry.status import StatusStore, StreamStatus, now_ms
 from detectors import registry
 from detectors.base import AudioAnalyzer, ObjectDetector, Transcriber
 from detectors.keywords import KeywordSpotter
-from detectors.motion import MotionGate, MotionSettings
 from streams.checkpoint import Checkpoint, merge_offsets
-from streams.clock import NS_PER_MS
 from streams.decode import DecodedItem, MediaConsumer, StreamEnded
 from streams.kafka import (
     DeadLetters,
@@ -55,15 +55,11 @@ from streams.kafka import (
 )
 from streams.models import (
     AudioChunk,
-    AudioFeatures,
-    Detection,
     Frame,
-    SpeechFeatures,
     WindowFeatures,
-    Word,
 )
 from streams.redis_schema import REDIS_DOWN, redis_client
-from streams.windows import AudioWindow, AudioWindower, FrameSampler, window_size_ms, window_start
+from streams.windows import FrameSampler, window_size_ms
 from streams.wire import WireRecord
 
 log = logging.getLogger(__name__)
@@ -83,101 +79,13 @@ class FeatureSink(Protocol):
     async def flush(self) -> None: ...
 
 
-@dataclass
-class AnalyzeCounters:
-    """What the worker did, exported as metrics."""
-
-    windows: Counter[str] = field(default_factory=Counter)
-    frames_analysed: int = 0
-    frames_dropped: int = 0
-    incomplete_windows_skipped: int = 0
-    segments_transcribed: int = 0
-    inference_seconds: float = 0.0
-    analysed_by_stream: Counter[str] = field(default_factory=Counter)
-    dropped_by_stream: Counter[str] = field(default_factory=Counter)
-    frames_without_motion: int = 0  # analysed with the stream's latest detections: nothing moved
-    without_motion_by_stream: Counter[str] = field(default_factory=Counter)
-    motion_regions: int = 0
-    windows_by_stream: Counter[tuple[str, str]] = field(default_factory=Counter)
-    last_window_end: dict[str, int] = field(default_factory=dict)
-    partitions_released: int = 0
-    item_errors: int = 0
-
-
-@dataclass
-class _SpeechWindow:
-    start_ms: int
-    end_ms: int
-    words: list[Word] = field(default_factory=list)
-    language: str | None = None
-    probabilities: list[float] = field(default_factory=list)
-
-
-@dataclass
-class _PendingFrame:
-    future: asyncio.Future[list[Detection] | None]
-    frame: Frame
-    window: int
-
-
-def _reusable(detection: asyncio.Future[list[Detection] | None]) -> bool:
-    """Whether a frame without motion may take `detection` (not one that failed or was dropped)."""
-    return not detection.done() or (detection.exception() is None and detection.result() is not None)
-
-
 class _StreamState:
-    """Everything the worker keeps for one stream between items."""
+    """One stream: its delivery state and the analyzer of each enabled modality."""
 
-    def __init__(
-        self, stream: str, site: str, source: SourceConfig | None, worker: AnalyzeWorker, coverage_ns: int
-    ) -> None:
-        self.stream = stream
-        self.site = site
-        self.video_enabled = source.video.enabled if source else True
-        self.audio_enabled = source.audio.enabled if source else True
-        zones = {zone.name: list(zone.polygon) for zone in source.video.zones} if source else {}
-        fps = source.video.sample_fps if source else worker.default_fps
-        self.video = VideoFeatureBuilder(worker.labels, zones, fps, worker.snapshot_dir)
-        motion = source.video.motion if source else MotionConfig()
-        self.motion = (
-            MotionGate(
-                MotionSettings(
-                    threshold=motion.threshold,
-                    min_area=motion.min_area,
-                    masks=tuple(tuple(mask) for mask in motion.masks),
-                ),
-                recheck_ns=round(motion.recheck * 1e9),
-            )
-            if motion.enabled
-            else None
-        )
-        self.last_detection: asyncio.Future[list[Detection] | None] | None = None
-        self.video_windows: OrderedDict[int, VideoWindowState] = OrderedDict()
-        self.pending: deque[_PendingFrame] = deque()
-        self.video_frontier = -1
-        self.audio = AudioWindower(worker.size_ms)
-        self.audio_queue: asyncio.Queue[AudioWindow | None] = asyncio.Queue(maxsize=64)  # ~2 min, 8 MB
-        self.audio_task: asyncio.Task[None] | None = None
-        self.segmenter = SpeechSegmenter(
-            pad_s=worker.segment_pad_s, max_segment_s=worker.max_segment_s, min_silence_s=worker.min_silence_s
-        )
-        self.speech_windows: OrderedDict[int, _SpeechWindow] = OrderedDict()
-        self.coverage_ns = coverage_ns
-        self.unfinished: dict[tuple[str, int], SourcePosition] = {}
-        self.partition: tuple[str, int] | None = None
-        self.opening: SourcePosition | None = None  # its first init, until a window of it is unfinished
-        self.released = False
-
-    def covered(self, start_ms: int) -> bool:
-        return start_ms * NS_PER_MS >= self.coverage_ns
-
-    def oldest_unfinished(self) -> SourcePosition | None:
-        positions = [*self.unfinished.values(), *([self.opening] if self.opening else [])]
-        return min(positions, key=lambda p: p.offset, default=None)
-
-    def mark_unfinished(self, modality: str, start: int, restart: SourcePosition) -> None:
-        self.unfinished.setdefault((modality, start), restart)
-        self.opening = None
+    def __init__(self, context: StreamContext, video: VideoWindows | None, audio: AudioWindows | None) -> None:
+        self.context = context
+        self.video = video
+        self.audio = audio
 
 
 _SEGMENTER_DEFAULTS = FasterWhisperConfig(type="faster-whisper")
@@ -225,6 +133,14 @@ class AnalyzeWorker:
             on_inference=self._on_inference,
         )
         self._results = asyncio.Event()
+        self._shared = Shared(
+            size_ms=self.size_ms,
+            counters=self.counters,
+            emit=self._emit,
+            failed=self._failed,
+            observe=lambda model, seconds: self.observe_inference(model, seconds),
+            latency=self._latency,
+        )
         self._streams: dict[str, _StreamState] = {}
         self._last_position: dict[tuple[str, int], int] = {}
         self._sources = {source.id: source for source in config.sources}
@@ -237,7 +153,8 @@ class AnalyzeWorker:
     def streams(self) -> dict[str, tuple[str, int | None]]:
         """Streams open now: site and partition of each."""
         return {
-            name: (state.site, state.partition[1] if state.partition else None) for name, state in self._streams.items()
+            name: (state.context.site, state.context.partition[1] if state.context.partition else None)
+            for name, state in self._streams.items()
         }
 
     def sample_rates(self) -> dict[str, float]:
@@ -276,8 +193,8 @@ class AnalyzeWorker:
                         await self._end_stream(stream)
                 else:
                     for state in self._streams.values():
-                        if state.audio_task is not None:
-                            state.audio_task.cancel()
+                        if state.audio is not None:
+                            state.audio.cancel()
                 batcher.cancel()
                 drainer.cancel()
         finally:
@@ -301,10 +218,10 @@ class AnalyzeWorker:
                 return
             state = self._state(decoded, item)
             if isinstance(item, Frame):
-                if state.video_enabled:
-                    await self._on_frame(state, item, decoded.restart)
-            elif isinstance(item, AudioChunk) and state.audio_enabled:
-                await self._on_audio(state, item, decoded.restart)
+                if state.video is not None:
+                    await state.video.on_frame(item, decoded.restart)
+            elif isinstance(item, AudioChunk) and state.audio is not None:
+                await state.audio.on_audio(item, decoded.restart)
         except OUTPUT_DOWN:
             raise
         except Exception as exc:
@@ -323,244 +240,77 @@ class AnalyzeWorker:
     def _state(self, decoded: DecodedItem, item: Frame | AudioChunk) -> _StreamState:
         state = self._streams.get(item.stream)
         if state is None:
-            coverage = 0 if decoded.origin_seq == 0 else decoded.origin_wall_ns
-            state = _StreamState(item.stream, item.site, self._sources.get(item.stream), self, coverage)
-            state.partition = (decoded.position.topic, decoded.position.partition)
-            state.opening = decoded.restart
-            self._streams[item.stream] = state
-            assert self._tasks is not None, "AnalyzeWorker.handle runs inside run()"
-            state.audio_task = self._tasks.create_task(self._audio_loop(state))
+            state = self._streams[item.stream] = self._open(decoded, item)
         return state
 
-    # ------------------------------------------------------------------ video
+    def _open(self, decoded: DecodedItem, item: Frame | AudioChunk) -> _StreamState:
+        """A stream's first item: its context, and an analyzer for each modality its source enables."""
+        context = StreamContext(item.stream, item.site, 0 if decoded.origin_seq == 0 else decoded.origin_wall_ns)
+        context.partition = (decoded.position.topic, decoded.position.partition)
+        context.opening = decoded.restart
+        source = self._sources.get(item.stream)
+        video_input = source.video if source is not None else VideoInput()
+        video = None
+        if video_input.enabled:
+            zones = {zone.name: list(zone.polygon) for zone in video_input.zones}
+            video = VideoWindows.for_source(
+                context,
+                self._shared,
+                self.labels,
+                zones,
+                video_input.sample_fps,
+                self.snapshot_dir,
+                video_input.motion,
+                self.batcher,
+                self._motion_executor,
+            )
+        audio = None
+        if source is None or source.audio.enabled:
+            speech = None
+            if self._transcriber is not None:
+                segmenter = SpeechSegmenter(
+                    pad_s=self.segment_pad_s, max_segment_s=self.max_segment_s, min_silence_s=self.min_silence_s
+                )
+                speech = SpeechWindows(
+                    context, self._shared, segmenter, self._transcriber, self._spotter, self._audio_executor
+                )
+            audio = AudioWindows(context, self._shared, self._analyzer, self._audio_executor, speech)
+            assert self._tasks is not None, "AnalyzeWorker.handle runs inside run()"
+            audio.start(self._tasks)
+        return _StreamState(context, video, audio)
 
-    async def _on_frame(self, state: _StreamState, frame: Frame, restart: SourcePosition | None) -> None:
-        start = window_start(frame.wall_ns, self.size_ms)
-        if not state.covered(start):
-            self.counters.incomplete_windows_skipped += start not in state.video_windows
-            return
-        if start not in state.video_windows:
-            state.video_windows[start] = VideoWindowState(start, start + self.size_ms)
-            if restart is not None:
-                state.mark_unfinished("video", start, restart)
-        state.video_frontier = max(state.video_frontier, start)
-        last = state.last_detection
-        if not await self._moved(state, frame, start) and last is not None and _reusable(last):
-            future = last
-            self.counters.frames_without_motion += 1
-            self.counters.without_motion_by_stream[state.stream] += 1
-        else:
-            future = state.last_detection = await self.batcher.submit(frame)
-        state.pending.append(_PendingFrame(future, frame, start))
-        await self._drain_video(state)
-
-    async def _moved(self, state: _StreamState, frame: Frame, window: int) -> bool:
-        """Whether the detector must see `frame`, of window `window` (always without a motion gate)."""
-        gate = state.motion
-        if gate is None:
-            return True
-        loop = asyncio.get_running_loop()
-        moved = await loop.run_in_executor(
-            self._motion_executor, gate.needs_detection, frame.image, frame.wall_ns, window
-        )
-        self.counters.motion_regions += len(gate.regions)
-        return moved
+    # ------------------------------------------------------------------ per modality
 
     async def _drain_loop(self) -> None:
         while True:
             await self._results.wait()
             self._results.clear()
             for state in list(self._streams.values()):
-                await self._drain_video(state)
-
-    async def _drain_video(self, state: _StreamState, final: bool = False) -> None:
-        while state.pending and state.pending[0].future.done():
-            job = state.pending.popleft()
-            failure = job.future.exception()
-            detections = job.future.result() if failure is None else None
-            window = state.video_windows.get(job.window)
-            if window is None:
-                continue
-            if failure is not None:  # the window goes on without this frame, as with a dropped one
-                await self._failed(state.stream, None, "frame not detected", failure)
-                self.counters.frames_dropped += 1
-                self.counters.dropped_by_stream[state.stream] += 1
-            elif detections is None:
-                self.counters.frames_dropped += 1
-                self.counters.dropped_by_stream[state.stream] += 1
-            else:
-                self.counters.frames_analysed += 1
-                self.counters.analysed_by_stream[state.stream] += 1
-            state.video.add(window, detections, job.frame.image, job.frame.wall_ns)
-        waiting = {job.window for job in state.pending}
-        for start in list(state.video_windows):
-            if (start < state.video_frontier or final) and start not in waiting:
-                window = state.video_windows.pop(start)
-                features = state.video.close(window, state.stream, state.site)
-                await self._emit(
-                    state,
-                    "video",
-                    start,
-                    WindowFeatures(
-                        stream=state.stream,
-                        site=state.site,
-                        modality="video",
-                        window_start=start,
-                        window_end=window.end_ms,
-                        video=features,
-                        latency_ms=self._latency(window.end_ms),
-                    ),
-                )
-            else:
-                break
-
-    # ------------------------------------------------------------------ audio and speech
-
-    async def _on_audio(self, state: _StreamState, chunk: AudioChunk, restart: SourcePosition | None) -> None:
-        start = window_start(chunk.wall_ns, self.size_ms)
-        if state.covered(start) and restart is not None:
-            state.mark_unfinished("audio", start, restart)
-            if self._transcriber is not None:
-                state.mark_unfinished("speech", start, restart)
-        for window in state.audio.feed(chunk):
-            await self._queue_audio(state, window)
-
-    async def _queue_audio(self, state: _StreamState, window: AudioWindow) -> None:
-        if state.released:
-            return
-        if state.covered(window.start_ms):
-            await state.audio_queue.put(window)
-        else:
-            self.counters.incomplete_windows_skipped += 1
-
-    async def _audio_loop(self, state: _StreamState) -> None:
-        loop = asyncio.get_running_loop()
-        while (window := await state.audio_queue.get()) is not None:
-            pcm = window.pcm()
-            began = time.perf_counter()
-            try:
-                stats = await loop.run_in_executor(self._audio_executor, self._analyzer.analyze, pcm)
-            except Exception as exc:  # this window is lost, counted and reported; the stream goes on
-                await self._failed(state.stream, None, f"audio window {window.start_ms} not analysed", exc)
-                state.unfinished.pop(("audio", window.start_ms), None)
-                state.unfinished.pop(("speech", window.start_ms), None)
-                continue
-            self.observe_inference("audio", time.perf_counter() - began)
-            await self._emit(
-                state,
-                "audio",
-                window.start_ms,
-                WindowFeatures(
-                    stream=state.stream,
-                    site=state.site,
-                    modality="audio",
-                    window_start=window.start_ms,
-                    window_end=window.end_ms,
-                    latency_ms=self._latency(window.end_ms),
-                    audio=AudioFeatures(
-                        loudness_dbfs=stats.loudness_dbfs,
-                        peak_dbfs=stats.peak_dbfs,
-                        speech_ratio=stats.speech_ratio,
-                        loudness_lufs=stats.loudness_lufs,
-                    ),
-                ),
-            )
-            if self._transcriber is None:
-                continue
-            state.speech_windows[window.start_ms] = _SpeechWindow(window.start_ms, window.end_ms)
-            for segment in state.segmenter.feed(window, stats.speech_probabilities, stats.frame_seconds):
-                await self._transcribe(state, segment)
-            safe = state.segmenter.open_since_ns
-            await self._emit_speech(state, window.end_ms * NS_PER_MS if safe is None else safe)
-        if self._transcriber is not None:
-            for segment in state.segmenter.flush():
-                await self._transcribe(state, segment)
-            await self._emit_speech(state, None)
-
-    async def _transcribe(self, state: _StreamState, segment: SpeechSegment) -> None:
-        assert self._transcriber is not None
-        loop = asyncio.get_running_loop()
-        began = time.perf_counter()
-        try:
-            transcript = await loop.run_in_executor(self._audio_executor, self._transcriber.transcribe, segment.audio)
-        except Exception as exc:  # its windows are emitted without these words
-            await self._failed(state.stream, None, "speech segment not transcribed", exc)
-            return
-        self.observe_inference("transcriber", time.perf_counter() - began)
-        self.counters.segments_transcribed += 1
-        for word in owned_words(segment, transcript):
-            target = state.speech_windows.get(window_start((word.start_ns + word.end_ns) // 2, self.size_ms))
-            if target is None:
-                continue
-            target.words.append(
-                Word(
-                    text=word.text,
-                    start_ms=word.start_ns // NS_PER_MS,
-                    end_ms=word.end_ns // NS_PER_MS,
-                    probability=word.probability,
-                )
-            )
-            target.language = word.language
-
-    async def _emit_speech(self, state: _StreamState, safe_ns: int | None) -> None:
-        for start in list(state.speech_windows):
-            window = state.speech_windows[start]
-            if safe_ns is not None and window.end_ms * NS_PER_MS > safe_ns:
-                break
-            del state.speech_windows[start]
-            words = sorted(window.words, key=lambda w: w.start_ms)
-            text = " ".join(word.text for word in words)
-            confidence = round(sum(w.probability for w in words) / len(words), 4) if words else None
-            await self._emit(
-                state,
-                "speech",
-                start,
-                WindowFeatures(
-                    stream=state.stream,
-                    site=state.site,
-                    modality="speech",
-                    window_start=start,
-                    window_end=window.end_ms,
-                    latency_ms=self._latency(window.end_ms),
-                    speech=SpeechFeatures(
-                        text=text,
-                        words=words,
-                        language=window.language,
-                        confidence=confidence,
-                        keywords=self._spotter.find(text),
-                    ),
-                ),
-            )
-
-    # ------------------------------------------------------------------ lifecycle
+                if state.video is not None:
+                    await state.video.drain()
 
     async def _end_stream(self, stream: str) -> None:
         state = self._streams.get(stream)
         if state is None:  # released by a rebalance meanwhile
             return
-        if state.pending:  # a failed detection is reported by _drain_video, not raised here
-            await asyncio.wait([job.future for job in state.pending])
-        await self._drain_video(state, final=True)
-        for window in state.audio.flush():
-            await self._queue_audio(state, window)
-        if not state.released:
-            await state.audio_queue.put(None)
-        if state.audio_task is not None:
-            await asyncio.wait([state.audio_task])  # not cancelled with it if the stream is released meanwhile
-        state.unfinished.clear()
+        if state.video is not None:
+            await state.video.finish()
+        if state.audio is not None:
+            await state.audio.finish()
+        state.context.unfinished.clear()
         if self._streams.get(stream) is state:
             del self._streams[stream]
 
-    async def _emit(self, state: _StreamState, modality: str, start: int, features: WindowFeatures) -> None:
-        if state.released:
+    async def _emit(self, context: StreamContext, modality: str, start: int, features: WindowFeatures) -> None:
+        if context.released:
             return
         await self._sink.emit(features)
         self.counters.windows[modality] += 1
-        self.counters.windows_by_stream[(state.stream, modality)] += 1
-        self.counters.last_window_end[state.stream] = max(
-            self.counters.last_window_end.get(state.stream, 0), features.window_end
+        self.counters.windows_by_stream[(context.stream, modality)] += 1
+        self.counters.last_window_end[context.stream] = max(
+            self.counters.last_window_end.get(context.stream, 0), features.window_end
         )
-        state.unfinished.pop((modality, start), None)
+        context.unfinished.pop((modality, start), None)
 
     def _latency(self, window_end_ms: int) -> dict[str, float]:
         return {"window_end_to_emit": round(time.time() * 1000 - window_end_ms, 1)}
@@ -578,12 +328,10 @@ class AnalyzeWorker:
         """
         keys = {(tp.topic, tp.partition) for tp in partitions}
         for stream, state in list(self._streams.items()):
-            if state.partition in keys:
-                state.released = True
-                if state.audio_task is not None:
-                    state.audio_task.cancel()
-                while not state.audio_queue.empty():  # wakes the loop if it waits to put a window
-                    state.audio_queue.get_nowait()
+            if state.context.partition in keys:
+                state.context.released = True
+                if state.audio is not None:
+                    state.audio.cancel()
                 del self._streams[stream]
         for key in keys:
             self._last_position.pop(key, None)
@@ -593,7 +341,7 @@ class AnalyzeWorker:
         """Per partition: the init of the oldest window not yet emitted; no commit may pass it."""
         held: dict[tuple[str, int], int] = {}
         for state in self._streams.values():
-            oldest = state.oldest_unfinished()
+            oldest = state.context.oldest_unfinished()
             if oldest is not None:
                 key = (oldest.topic, oldest.partition)
                 held[key] = min(held.get(key, oldest.offset), oldest.offset)

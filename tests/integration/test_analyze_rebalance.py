@@ -17,7 +17,8 @@ from aiokafka.partitioner import murmur2
 
 from bench.scenes import quiet_scene
 from config.schema import DetectorsConfig, FusewatchConfig, KafkaTopics, MotionConfig, SourceConfig, VideoInput
-from daemon.analyze.worker import AnalyzeCounters, run_analyze
+from daemon.analyze.context import AnalyzeCounters
+from daemon.analyze.worker import run_analyze
 from daemon.telemetry.metrics import Telemetry
 from daemon.telemetry.status import StatusStore
 from streams.kafka import MediaPublisher, ensure_topics

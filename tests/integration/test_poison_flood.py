@@ -31,7 +31,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from config.schema import FusewatchConfig
-from daemon.analyze.worker import AnalyzeCounters, run_analyze
+from daemon.analyze.context import AnalyzeCounters
+from daemon.analyze.worker import run_analyze
 from daemon.fuse.worker import FuseWorker, run_fuse
 from daemon.runtime.services import EmbeddedService, ServiceSet, free_port
 from daemon.telemetry.metrics import Telemetry

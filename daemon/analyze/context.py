@@ -1,0 +1,85 @@
+"""What the per-modality analyzers of one stream share: the stream's place in the log, and the worker's services.
+
+`StreamContext` is one stream's delivery state (which windows this reader covers, the
+init each unfinished window would be redone from, whether a rebalance took the stream);
+`Shared` is what every analyzer reports to (counters, the sink behind `emit`, failures,
+inference timings). The worker owns both; the analyzers in `video`, `audio` and
+`speech_windows` read and write nothing else of it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from streams.clock import NS_PER_MS
+from streams.kafka import SourcePosition
+from streams.models import WindowFeatures
+
+
+@dataclass
+class AnalyzeCounters:
+    """What the worker did, exported as metrics."""
+
+    windows: Counter[str] = field(default_factory=Counter)
+    frames_analysed: int = 0
+    frames_dropped: int = 0
+    incomplete_windows_skipped: int = 0
+    segments_transcribed: int = 0
+    inference_seconds: float = 0.0
+    analysed_by_stream: Counter[str] = field(default_factory=Counter)
+    dropped_by_stream: Counter[str] = field(default_factory=Counter)
+    frames_without_motion: int = 0  # analysed with the stream's latest detections: nothing moved
+    without_motion_by_stream: Counter[str] = field(default_factory=Counter)
+    motion_regions: int = 0
+    windows_by_stream: Counter[tuple[str, str]] = field(default_factory=Counter)
+    last_window_end: dict[str, int] = field(default_factory=dict)
+    partitions_released: int = 0
+    item_errors: int = 0
+
+
+class StreamContext:
+    """One stream as this reader sees it: what it covers, what it has not finished, whether it still has it.
+
+    `coverage_ns`: windows starting before it began before this reader's first init of the
+    stream (0 when it read the stream from its start), so they are incomplete and skipped.
+    `unfinished`: per (modality, window start), the init a reader would decode that window
+    again from; `opening`: the first init, until a window is unfinished.
+    """
+
+    def __init__(self, stream: str, site: str, coverage_ns: int) -> None:
+        self.stream = stream
+        self.site = site
+        self.coverage_ns = coverage_ns
+        self.unfinished: dict[tuple[str, int], SourcePosition] = {}
+        self.partition: tuple[str, int] | None = None
+        self.opening: SourcePosition | None = None
+        self.released = False
+
+    def covered(self, start_ms: int) -> bool:
+        return start_ms * NS_PER_MS >= self.coverage_ns
+
+    def oldest_unfinished(self) -> SourcePosition | None:
+        positions = [*self.unfinished.values(), *([self.opening] if self.opening else [])]
+        return min(positions, key=lambda p: p.offset, default=None)
+
+    def mark_unfinished(self, modality: str, start: int, restart: SourcePosition) -> None:
+        self.unfinished.setdefault((modality, start), restart)
+        self.opening = None
+
+
+Emit = Callable[[StreamContext, str, int, WindowFeatures], Awaitable[None]]
+Failed = Callable[[str, SourcePosition | None, str, BaseException], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Shared:
+    """The worker's services every analyzer reports to."""
+
+    size_ms: int
+    counters: AnalyzeCounters
+    emit: Emit
+    failed: Failed
+    observe: Callable[[str, float], None]  # inference seconds per model
+    latency: Callable[[int], dict[str, float]]
