@@ -40,33 +40,35 @@ class AnalyzeCounters:
 
 
 class StreamContext:
-    """One stream as this reader sees it: what it covers, what it has not finished, whether it still has it.
+    """One stream as this reader sees it: where it began, what it has not finished, whether it still has it.
 
-    `coverage_ns`: windows starting before it began before this reader's first init of the
-    stream (0 when it read the stream from its start), so they are incomplete and skipped.
+    The stream's *origin* is the init this reader began it at (as `DecodedItem.origin_seq`
+    and `origin_wall_ns` name it): `origin_wall_ns` is that init's wallclock, 0 when the
+    reader began at the stream's very first init. Windows starting before it lack items and
+    are skipped. `origin` is that init's position, held until a window is unfinished;
     `unfinished`: per (modality, window start), the init a reader would decode that window
-    again from; `opening`: the first init, until a window is unfinished.
+    again from.
     """
 
-    def __init__(self, stream: str, site: str, coverage_ns: int) -> None:
+    def __init__(self, stream: str, site: str, origin_wall_ns: int) -> None:
         self.stream = stream
         self.site = site
-        self.coverage_ns = coverage_ns
+        self.origin_wall_ns = origin_wall_ns
         self.unfinished: dict[tuple[str, int], SourcePosition] = {}
         self.partition: tuple[str, int] | None = None
-        self.opening: SourcePosition | None = None
+        self.origin: SourcePosition | None = None
         self.released = False
 
     def covered(self, start_ms: int) -> bool:
-        return start_ms * NS_PER_MS >= self.coverage_ns
+        return start_ms * NS_PER_MS >= self.origin_wall_ns
 
     def oldest_unfinished(self) -> SourcePosition | None:
-        positions = [*self.unfinished.values(), *([self.opening] if self.opening else [])]
+        positions = [*self.unfinished.values(), *([self.origin] if self.origin else [])]
         return min(positions, key=lambda p: p.offset, default=None)
 
     def mark_unfinished(self, modality: str, start: int, restart: SourcePosition) -> None:
         self.unfinished.setdefault((modality, start), restart)
-        self.opening = None
+        self.origin = None
 
 
 Emit = Callable[[StreamContext, str, int, WindowFeatures], Awaitable[None]]

@@ -247,7 +247,7 @@ class AnalyzeWorker:
         """A stream's first item: its context, and an analyzer for each modality its source enables."""
         context = StreamContext(item.stream, item.site, 0 if decoded.origin_seq == 0 else decoded.origin_wall_ns)
         context.partition = (decoded.position.topic, decoded.position.partition)
-        context.opening = decoded.restart
+        context.origin = decoded.restart
         source = self._sources.get(item.stream)
         video_input = source.video if source is not None else VideoInput()
         video = None
