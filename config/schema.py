@@ -509,7 +509,11 @@ TranscriberConfig = Annotated[FasterWhisperConfig | OpenAIWhisperConfig, Field(d
 
 
 class LoudnessVadConfig(Section):
-    """Loudness in dBFS and voice activity, per window."""
+    """Loudness in dBFS and voice activity, per window.
+
+    `vad_threshold`: the speech probability (Silero VAD, per 32 ms) at which a frame counts as
+    speech, both for a window's `speech_ratio` and for where an utterance for Whisper begins.
+    """
 
     type: Literal["loudness-vad"]
     sample_rate: Literal[16000] = 16000

@@ -269,7 +269,10 @@ class AnalyzeWorker:
             speech = None
             if self._transcriber is not None:
                 segmenter = SpeechSegmenter(
-                    pad_s=self.segment_pad_s, max_segment_s=self.max_segment_s, min_silence_s=self.min_silence_s
+                    threshold=self.config.detectors.audio.vad_threshold,
+                    pad_s=self.segment_pad_s,
+                    max_segment_s=self.max_segment_s,
+                    min_silence_s=self.min_silence_s,
                 )
                 speech = SpeechWindows(
                     context, self._shared, segmenter, self._transcriber, self._spotter, self._audio_executor

@@ -16,6 +16,7 @@ from config.schema import (
     DetectorsConfig,
     FasterWhisperConfig,
     FusewatchConfig,
+    LoudnessVadConfig,
     SourceConfig,
     VideoInput,
     WindowsConfig,
@@ -27,7 +28,7 @@ from detectors import registry
 from detectors.base import AudioStats, Pcm16k, RgbImage
 from streams.decode import DecodedItem
 from streams.kafka import SourcePosition
-from streams.models import Detection, MediaMessage, StreamInit, WindowFeatures
+from streams.models import Detection, MediaMessage, StreamInit, Transcript, WindowFeatures
 from streams.sources import ReplayOptions, replay
 from streams.testing import ListSink, ManualClock
 from streams.windows import FrameSampler
@@ -324,3 +325,36 @@ async def test_failing_models_cost_their_items_only_the_stream_goes_on(media_dir
     every = set(range(audio_starts[0], audio_starts[-1] + 2000, 2000))
     assert len(every - set(audio_starts)) == 1, "only the failed audio window is missing"
     assert worker.commit_offsets() == {TopicPartition("fw.media", 0): len(messages)}, "nothing holds the commit"
+
+
+@pytest.mark.parametrize(("threshold", "utterances"), [(0.5, True), (1.0, False)])
+async def test_the_vad_threshold_decides_where_utterances_for_whisper_begin(
+    media_dir: Path, threshold: float, utterances: bool
+) -> None:
+    """`detectors.audio.vad_threshold` is the segmenter's too: at 1.0 no frame is speech, nothing is transcribed."""
+    heard: list[int] = []
+
+    class CountingTranscriber:
+        def transcribe(self, audio: Pcm16k) -> Transcript:
+            heard.append(len(audio))
+            return Transcript(segments=(), language="en", language_probability=1.0)
+
+    detectors = DetectorsConfig(
+        when_behind="wait", audio=LoudnessVadConfig(type="loudness-vad", vad_threshold=threshold)
+    )
+    config = FusewatchConfig(
+        sources=[SourceConfig(id="lobby", url="lobby.ts", video=VideoInput(enabled=False))], detectors=detectors
+    )
+    sink = ListFeatureSink()
+    worker = AnalyzeWorker(config, _NoObjects(), registry.audio_analyzer(detectors.audio), CountingTranscriber(), sink)
+    await worker.run(decoded_items(await _recording(media_dir / "lobby.ts", "lobby")))
+    assert sink.of("speech"), "speech windows are emitted either way"
+    assert bool(heard) is utterances, heard
+    assert worker.counters.segments_transcribed == len(heard)
+
+
+class _NoObjects:
+    labels = ("person",)
+
+    def detect(self, images: Sequence[RgbImage]) -> list[list[Detection]]:
+        return [[] for _ in images]
