@@ -34,7 +34,7 @@ from streams.decode import DecodeCounters, FrameFilter, MediaConsumer, StreamEnd
 from streams.kafka import MediaPublisher, Unacknowledged, assign_all, ensure_topics, make_consumer, make_producer
 from streams.models import AudioChunk, Frame
 from streams.redis_schema import REDIS_DOWN
-from streams.sources import Demuxer, IngestState, ReplayOptions, ReplayResult, SourceError, ingest_live, open_spec
+from streams.sources import Demuxer, IngestState, ReplayOptions, ReplayResult, SourceError, open_spec
 from streams.sources import replay as replay_file
 
 console = Console(stderr=True)
@@ -242,21 +242,14 @@ async def ingest(config: FusewatchConfig, source_id: str) -> int:
         source = config.source(source_id)
     except KeyError as exc:
         raise UserError(str(exc.args[0])) from exc
+    from daemon.runtime.app import ingest_source
+
     stop = _stop_on_signals()
     await _ensure_topics(config)
     state = IngestState()
     async with MediaPublisher(config.kafka) as publisher:
         try:
-            await ingest_live(
-                source.url,
-                source.id,
-                config.site_of(source),
-                publisher,
-                source.reconnect,
-                dict(source.options),
-                state=state,
-                stop=stop,
-            )
+            await ingest_source(config, source, publisher, stop, state)
         except (SourceError, Unacknowledged) as exc:
             raise UserError(str(exc)) from exc
         finally:

@@ -19,8 +19,7 @@ import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from config.schema import FusewatchConfig, SourceConfig
 from daemon.telemetry.metrics import Telemetry
@@ -28,13 +27,14 @@ from daemon.telemetry.status import RoleStatus, StatusStore, now_ms
 from streams.backoff import ROLE_RESTART, Backoff
 from streams.kafka import MediaPublisher, ensure_topics
 from streams.redis_schema import REDIS_DOWN, redis_client
-from streams.sources import ReplayOptions, ingest_live, open_spec, replay
+from streams.sources import IngestState, MessageSink, ReplayOptions, ingest_live, open_spec, replay
 
 log = logging.getLogger(__name__)
 
 ROLES = ("ingest", "analyze", "fuse", "web")
 # A looping file source: replay "forever" (a 2 s loop would take 60 years to run out).
 _FOREVER = 10**9
+T = TypeVar("T")
 
 
 @dataclass
@@ -133,8 +133,8 @@ def crash_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def until_stopped(work: Coroutine[Any, Any, object], stop: asyncio.Event) -> None:
-    """Run `work` until it ends or `stop` is set (then cancel it); its exceptions propagate."""
+async def until_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """Run `work` until it ends (its result) or `stop` is set (then cancel it: None); its exceptions propagate."""
     task = asyncio.ensure_future(work)
     stopper = asyncio.ensure_future(stop.wait())
     try:
@@ -145,8 +145,7 @@ async def until_stopped(work: Coroutine[Any, Any, object], stop: asyncio.Event) 
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-    if not task.cancelled():
-        task.result()
+    return None if task.cancelled() else task.result()
 
 
 # --------------------------------------------------------------------------- roles
@@ -159,24 +158,42 @@ def ingest_role(config: FusewatchConfig, source: SourceConfig, telemetry: Teleme
         counter = telemetry.metrics.media_messages.labels(source.id)
         await ensure_topics(config.kafka)
         async with MediaPublisher(config.kafka, on_publish=counter.inc) as publisher:
-            if open_spec(source.url, dict(source.options)).live:
-                await ingest_live(
-                    source.url,
-                    source.id,
-                    config.site_of(source),
-                    publisher,
-                    source.reconnect,
-                    dict(source.options),
-                    stop=stop,
-                )
-            else:
-                if not await asyncio.to_thread(Path(source.url).is_file):
-                    raise FileNotFoundError(f"source {source.id}: no such file {source.url}")
-                options = ReplayOptions(speed=1.0, loops=_FOREVER if source.loop else 1, align_s=config.windows.size)
-                await until_stopped(replay(source.url, source.id, config.site_of(source), publisher, options), stop)
+            await ingest_source(config, source, publisher, stop)
             await publisher.flush()
 
     return run
+
+
+async def ingest_source(
+    config: FusewatchConfig,
+    source: SourceConfig,
+    sink: MessageSink,
+    stop: asyncio.Event,
+    state: IngestState | None = None,
+) -> IngestState:
+    """One configured source into `sink` until it ends or `stop`: what the ingest role and `fusewatch ingest` run.
+
+    A live source reconnects forever; a file is replayed at real speed, once or (`loop`) in
+    a loop, its wallclock aligned to `windows.size` so every replay falls into the same windows.
+    """
+    state = state if state is not None else IngestState()
+    if open_spec(source.url, dict(source.options)).live:
+        return await ingest_live(
+            source.url,
+            source.id,
+            config.site_of(source),
+            sink,
+            source.reconnect,
+            dict(source.options),
+            state=state,
+            stop=stop,
+        )
+    options = ReplayOptions(speed=1.0, loops=_FOREVER if source.loop else 1, align_s=config.windows.size)
+    result = await until_stopped(replay(source.url, source.id, config.site_of(source), sink, options), stop)
+    state.connects = 1
+    if result is not None:
+        state.messages = result.messages
+    return state
 
 
 def analyze_role(config: FusewatchConfig, telemetry: Telemetry) -> RoleRun:
