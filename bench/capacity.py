@@ -39,7 +39,7 @@ from config.schema import DarknetDetectorConfig, FusewatchConfig
 from daemon.runtime.services import ServiceSet
 from detectors.darknet import RUNTIMES, Runtime
 from streams.kafka import assign_all, ensure_topics, make_consumer
-from streams.models import WindowFeatures
+from streams.models import WINDOW_FEATURES
 
 LATENCY_P95_MS = 5000.0
 WINDOW_S = 2.0
@@ -57,7 +57,7 @@ async def _video_windows(config: FusewatchConfig, since_ms: int, until_ms: int) 
             for record in (r for records in batch.values() for r in records):
                 if not since_ms <= record.timestamp < until_ms:
                     continue
-                features = WindowFeatures.model_validate_json(record.value)
+                features = WINDOW_FEATURES.validate_json(record.value)
                 if features.modality == "video" and "window_end_to_emit" in features.latency_ms:
                     latencies.append(features.latency_ms["window_end_to_emit"])
     finally:

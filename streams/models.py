@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 WIRE_VERSION = 1
 MediaKind = Literal["video", "audio"]
@@ -239,19 +239,49 @@ class SpeechFeatures(WireModel):
     keywords: list[str] = Field(default_factory=list)
 
 
-class WindowFeatures(WireModel):
-    """One (stream, modality, window) on `fw.features`, keyed by site."""
-
+class _WindowFeaturesBase(WireModel):
     v: Literal[1] = 1
     stream: str
     site: str
-    modality: Literal["video", "audio", "speech"]
     window_start: int = Field(description="stream wallclock, ms since epoch")
     window_end: int
-    video: VideoFeatures | None = None
-    audio: AudioFeatures | None = None
-    speech: SpeechFeatures | None = None
     latency_ms: dict[str, float] = Field(default_factory=dict)
+
+
+# Wire v1 records carry every payload key, the other modalities' as null: they are accepted and written so.
+class VideoWindowFeatures(_WindowFeaturesBase):
+    """One stream's video in one window, on `fw.features`."""
+
+    modality: Literal["video"] = "video"
+    video: VideoFeatures
+    audio: None = None
+    speech: None = None
+
+
+class AudioWindowFeatures(_WindowFeaturesBase):
+    """One stream's sound in one window, on `fw.features`."""
+
+    modality: Literal["audio"] = "audio"
+    video: None = None
+    audio: AudioFeatures
+    speech: None = None
+
+
+class SpeechWindowFeatures(_WindowFeaturesBase):
+    """What was said on one stream in one window, on `fw.features`."""
+
+    modality: Literal["speech"] = "speech"
+    video: None = None
+    audio: None = None
+    speech: SpeechFeatures
+
+
+WindowFeatures = Annotated[
+    VideoWindowFeatures | AudioWindowFeatures | SpeechWindowFeatures, Field(discriminator="modality")
+]
+"""One (stream, modality, window) on `fw.features`, keyed by site: the payload its `modality` names."""
+WINDOW_FEATURES: TypeAdapter[WindowFeatures] = TypeAdapter(WindowFeatures)
+"""Parses (`validate_json`) and describes (`json_schema`) a `WindowFeatures` record."""
 
 
 class TermContribution(WireModel):

@@ -28,14 +28,17 @@ from streams.kafka import SourcePosition, assign_all, make_consumer
 from streams.models import (
     Alert,
     AudioFeatures,
+    AudioWindowFeatures,
     ClassStats,
     Detection,
     Evidence,
     MediaMessage,
     SpeechFeatures,
+    SpeechWindowFeatures,
     StreamInit,
     TermContribution,
     VideoFeatures,
+    VideoWindowFeatures,
     WindowFeatures,
     ZoneStats,
 )
@@ -165,10 +168,9 @@ def video(
         else {}
     )
     detections = [Detection(label="person", confidence=0.9, box=(0.1, 0.1, 0.2, 0.5))] * persons
-    return WindowFeatures(
+    return VideoWindowFeatures(
         stream=stream,
         site="hq",
-        modality="video",
         window_start=start,
         window_end=start + W,
         video=VideoFeatures(
@@ -182,10 +184,9 @@ def video(
 
 
 def audio(stream: str, start: int, dbfs: float) -> WindowFeatures:
-    return WindowFeatures(
+    return AudioWindowFeatures(
         stream=stream,
         site="hq",
-        modality="audio",
         window_start=start,
         window_end=start + W,
         audio=AudioFeatures(loudness_dbfs=dbfs, peak_dbfs=dbfs + 10, speech_ratio=0.5),
@@ -193,10 +194,9 @@ def audio(stream: str, start: int, dbfs: float) -> WindowFeatures:
 
 
 def speech(stream: str, start: int, text: str) -> WindowFeatures:
-    return WindowFeatures(
+    return SpeechWindowFeatures(
         stream=stream,
         site="hq",
-        modality="speech",
         window_start=start,
         window_end=start + W,
         speech=SpeechFeatures(text=text),

@@ -16,7 +16,7 @@ from daemon.analyze.context import Shared, StreamContext
 from daemon.analyze.speech_windows import SpeechWindows
 from detectors.base import AudioAnalyzer
 from streams.kafka import SourcePosition
-from streams.models import AudioChunk, AudioFeatures, WindowFeatures
+from streams.models import AudioChunk, AudioFeatures, AudioWindowFeatures
 from streams.windows import AudioWindow, AudioWindower, window_start
 
 QUEUE_WINDOWS = 64
@@ -82,7 +82,7 @@ class AudioWindows:
             context.unfinished.pop(("speech", window.start_ms), None)
             return
         shared.observe("audio", time.perf_counter() - began)
-        features = WindowFeatures(
+        features = AudioWindowFeatures(
             stream=context.stream,
             site=context.site,
             modality="audio",

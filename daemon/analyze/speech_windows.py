@@ -21,7 +21,7 @@ from daemon.analyze.speech import SpeechSegment, SpeechSegmenter, owned_words
 from detectors.base import Transcriber
 from detectors.keywords import KeywordSpotter
 from streams.clock import NS_PER_MS
-from streams.models import SpeechFeatures, WindowFeatures, Word
+from streams.models import SpeechFeatures, SpeechWindowFeatures, Word
 from streams.windows import AudioWindow, window_start
 
 
@@ -102,7 +102,7 @@ class SpeechWindows:
             words = sorted(window.words, key=lambda w: w.start_ms)
             text = " ".join(word.text for word in words)
             confidence = round(sum(w.probability for w in words) / len(words), 4) if words else None
-            features = WindowFeatures(
+            features = SpeechWindowFeatures(
                 stream=context.stream,
                 site=context.site,
                 modality="speech",

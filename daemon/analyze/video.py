@@ -21,7 +21,7 @@ from daemon.analyze.context import Shared, StreamContext
 from daemon.analyze.video_windows import VideoFeatureBuilder, VideoWindowState
 from detectors.motion import MotionGate, MotionSettings
 from streams.kafka import SourcePosition
-from streams.models import Detection, Frame, WindowFeatures
+from streams.models import Detection, Frame, VideoWindowFeatures
 from streams.windows import window_start
 
 
@@ -148,7 +148,7 @@ class VideoWindows:
 
     async def _close(self, window: VideoWindowState) -> None:
         context = self._context
-        features = WindowFeatures(
+        features = VideoWindowFeatures(
             stream=context.stream,
             site=context.site,
             modality="video",

@@ -50,7 +50,7 @@ def schemas(name: str) -> dict[str, Any]:
     available: dict[str, Any] = {
         "config": FusewatchConfig.model_json_schema(by_alias=True),
         "init": models.InitMessage.model_json_schema(),
-        "features": models.WindowFeatures.model_json_schema(),
+        "features": models.WINDOW_FEATURES.json_schema(),
         "alert": models.Alert.model_json_schema(),
         "summary": models.Summary.model_json_schema(),
     }
@@ -686,7 +686,7 @@ async def read_features(config: FusewatchConfig) -> list[models.WindowFeatures]:
         await assign_all(consumer, config.kafka.topics.features)
         found: list[models.WindowFeatures] = []
         while batch := await consumer.getmany(timeout_ms=2000):
-            found += [models.WindowFeatures.model_validate_json(r.value) for rs in batch.values() for r in rs]
+            found += [models.WINDOW_FEATURES.validate_json(r.value) for rs in batch.values() for r in rs]
         return found
     finally:
         await consumer.stop()

@@ -57,7 +57,7 @@ class FeatureSpec:
     def vector(self, window: JoinedWindow) -> npt.NDArray[np.float64]:
         """The window's raw (unstandardised) features, in `names` order; max over streams."""
         values: list[float] = []
-        videos = [f.video for f in window.of("video") if f.video is not None]
+        videos = window.videos()
         for label in self.classes:
             stats = [v.classes[label] for v in videos if label in v.classes]
             values.append(max((s.max_count for s in stats), default=0))
@@ -66,11 +66,11 @@ class FeatureSpec:
             found = [v.zones[zone] for v in videos if zone in v.zones]
             values.append(max((z.occupancy for z in found), default=0.0))
             values.append(max((z.entered for z in found), default=0))
-        audio = [f.audio for f in window.of("audio") if f.audio is not None]
+        audio = window.audios()
         values.append(max((a.loudness_dbfs for a in audio), default=SILENT_DBFS))
         values.append(max((a.peak_dbfs for a in audio), default=SILENT_DBFS))
         values.append(max((a.speech_ratio for a in audio), default=0.0))
-        speech = [f.speech for f in window.of("speech") if f.speech is not None]
+        speech = window.speeches()
         values.append(max((len(s.words) for s in speech), default=0))
         text = " ".join(s.text for s in speech)
         heard = set(KeywordSpotter(self.keywords).find(text)) if self.keywords else set()

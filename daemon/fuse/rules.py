@@ -18,7 +18,17 @@ from dataclasses import asdict, dataclass
 
 from config.schema import EventConfig, Signal, Term
 from detectors.keywords import KeywordSpotter
-from streams.models import Alert, Detection, Evidence, Summary, TermContribution, VideoFeatures, WindowFeatures
+from streams.models import (
+    Alert,
+    AudioFeatures,
+    Detection,
+    Evidence,
+    SpeechFeatures,
+    Summary,
+    TermContribution,
+    VideoFeatures,
+    WindowFeatures,
+)
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -42,6 +52,16 @@ class JoinedWindow:
     def of(self, modality: str, streams: Sequence[str] = ()) -> list[WindowFeatures]:
         return [f for f in self.features if f.modality == modality and (not streams or f.stream in streams)]
 
+    def videos(self, streams: Sequence[str] = ()) -> list[VideoFeatures]:
+        """The video of every stream (of `streams`, when given) in this window."""
+        return [f.video for f in self.features if f.video is not None and (not streams or f.stream in streams)]
+
+    def audios(self, streams: Sequence[str] = ()) -> list[AudioFeatures]:
+        return [f.audio for f in self.features if f.audio is not None and (not streams or f.stream in streams)]
+
+    def speeches(self, streams: Sequence[str] = ()) -> list[SpeechFeatures]:
+        return [f.speech for f in self.features if f.speech is not None and (not streams or f.stream in streams)]
+
     @property
     def streams(self) -> list[str]:
         return sorted({f.stream for f in self.features})
@@ -56,18 +76,12 @@ def signal_value(term: Term, window: JoinedWindow) -> float | None:
     """The term's signal in this window (max over the term's streams); None when nobody measured it."""
     signal = term.parsed
     if signal.modality == "video":
-        values = [
-            value
-            for f in window.of("video", term.streams)
-            if f.video is not None and (value := _video_value(signal, f.video)) is not None
-        ]
+        values = [value for video in window.videos(term.streams) if (value := _video_value(signal, video)) is not None]
         return max(values) if values else None
     if signal.modality == "audio":
-        audio_values = [
-            getattr(f.audio, signal.measure) for f in window.of("audio", term.streams) if f.audio is not None
-        ]
+        audio_values = [getattr(audio, signal.measure) for audio in window.audios(term.streams)]
         return max(audio_values) if audio_values else None
-    speech = [f.speech for f in window.of("speech", term.streams) if f.speech is not None]
+    speech = window.speeches(term.streams)
     if not speech:
         return None
     if signal.measure == "words":
@@ -173,10 +187,9 @@ class EventRule:
     def alert(self, window: JoinedWindow, evaluation: Evaluation) -> Alert:
         """The alert for a fired evaluation, with the evidence an operator needs."""
         used = {stream for term in self.event.terms for stream in term.streams}
-        video = [f for f in window.of("video", sorted(used)) if f.video is not None]
-        best = max(video, key=lambda f: len(f.video.detections) if f.video else 0, default=None)
-        detections: list[Detection] = list(best.video.detections) if best and best.video else []
-        transcript = " ".join(f.speech.text for f in window.of("speech") if f.speech and f.speech.text).strip()
+        best = max(window.videos(sorted(used)), key=lambda video: len(video.detections), default=None)
+        detections: list[Detection] = list(best.detections) if best else []
+        transcript = " ".join(speech.text for speech in window.speeches() if speech.text).strip()
         contributing = sorted(self._contributing(window))
         return Alert(
             id=alert_id(self.event.name, window.site, window.window_start),
@@ -192,7 +205,7 @@ class EventRule:
             evidence=Evidence(
                 transcript=transcript[:500],
                 detections=detections,
-                snapshot=best.video.snapshot if best and best.video else None,
+                snapshot=best.snapshot if best else None,
             ),
         )
 

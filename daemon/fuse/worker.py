@@ -43,7 +43,7 @@ from streams.kafka import (
     make_consumer,
     make_producer,
 )
-from streams.models import Alert, Summary, WindowFeatures
+from streams.models import WINDOW_FEATURES, Alert, Summary, WindowFeatures
 from streams.redis_schema import REDIS_DOWN
 from streams.sinks import KafkaOutputs, RedisOutputs
 from streams.windows import window_size_ms
@@ -463,7 +463,7 @@ class _FuseRole:
         position = SourcePosition(record.topic, record.partition, record.offset)
         reason = None
         try:
-            features = WindowFeatures.model_validate_json(record.value or b"")
+            features = WINDOW_FEATURES.validate_json(record.value or b"")
         except ValidationError as exc:
             reason = f"invalid WindowFeatures: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
         else:

@@ -22,7 +22,7 @@ from daemon.analyze.worker import run_analyze
 from daemon.telemetry.metrics import Telemetry
 from daemon.telemetry.status import StatusStore
 from streams.kafka import MediaPublisher, ensure_topics
-from streams.models import WindowFeatures
+from streams.models import WINDOW_FEATURES, WindowFeatures
 from streams.redis_schema import redis_client
 from streams.sources import ReplayOptions, replay
 from tests.helpers import read_topic
@@ -39,7 +39,7 @@ def _partition(stream: str, partitions: int) -> int:
 
 async def _features(config: FusewatchConfig, one_poll: bool = False) -> list[WindowFeatures]:
     records = await read_topic(config.kafka, config.kafka.topics.features, one_poll=one_poll)
-    return [WindowFeatures.model_validate_json(record.value) for record in records]
+    return [WINDOW_FEATURES.validate_json(record.value) for record in records]
 
 
 async def _split_shown(first: Telemetry, store: StatusStore) -> bool:

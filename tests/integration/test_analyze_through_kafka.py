@@ -11,7 +11,7 @@ import pytest
 from config.schema import DetectorsConfig, FasterWhisperConfig, FusewatchConfig
 from daemon.analyze.worker import run_analyze
 from streams.kafka import MediaPublisher
-from streams.models import WindowFeatures
+from streams.models import WINDOW_FEATURES
 from streams.sources import ReplayOptions, replay
 from tests.helpers import read_topic
 
@@ -42,7 +42,7 @@ async def test_replay_then_analyze_emits_features_for_every_window(
     records = await read_topic(config.kafka, config.kafka.topics.features, quiet_ms=3000)
     windows: dict[tuple[str, str], list[int]] = defaultdict(list)
     for record in records:
-        features = WindowFeatures.model_validate_json(record.value)
+        features = WINDOW_FEATURES.validate_json(record.value)
         assert record.key == b"hq" and features.site == "hq"
         windows[(features.stream, features.modality)].append(features.window_start)
     for stream, (first, last) in walls.items():

@@ -18,7 +18,7 @@ from config.schema import AudioInput, DetectorsConfig, EventConfig, FusewatchCon
 from daemon.fuse.worker import FuseWorker, run_fuse
 from daemon.telemetry.metrics import Telemetry
 from streams.kafka import make_producer
-from streams.models import Alert, AudioFeatures, WindowFeatures
+from streams.models import Alert, AudioFeatures, AudioWindowFeatures, WindowFeatures
 from tests.helpers import eventually, read_topic
 
 pytestmark = pytest.mark.integration
@@ -42,10 +42,9 @@ LOUD = EventConfig.model_validate(
 def _window(site: str, index: int) -> WindowFeatures:
     start = BASE_MS + index * 2000
     dbfs = -10.0 if index % 3 == 0 else -40.0
-    return WindowFeatures(
+    return AudioWindowFeatures(
         stream=f"mic-{site}",
         site=site,
-        modality="audio",
         window_start=start,
         window_end=start + 2000,
         audio=AudioFeatures(loudness_dbfs=dbfs, peak_dbfs=dbfs + 6, speech_ratio=0.0),
