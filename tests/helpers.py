@@ -6,9 +6,8 @@ import asyncio
 import json
 import re
 import socket
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from config import load_config
 from config.schema import EventConfig, FusewatchConfig, KafkaConfig, KafkaTopics
 from daemon.cli.main import default_config_path
 from daemon.fuse.rules import JoinedWindow, alert_id
-from detectors.base import RgbImage
 from detectors.keywords import fold
 from streams.decode import DecodedItem, FrameFilter, MediaDecoder
 from streams.kafka import SourcePosition, assign_all, make_consumer
@@ -93,25 +91,6 @@ def video_frames(path: Path, every: int = 1, limit: int | None = None) -> list[n
             if limit is not None and len(frames) >= limit:
                 break
     return frames
-
-
-class CountingDetector:
-    """Answers one detection per image after `delay` seconds per batch, recording batch sizes."""
-
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-        self.batches: list[int] = []
-
-    @property
-    def labels(self) -> Sequence[str]:
-        return ("person",)
-
-    def detect(self, images: Sequence[RgbImage]) -> list[list[Detection]]:
-        time.sleep(self.delay)
-        self.batches.append(len(images))
-        return [
-            [Detection(label="person", confidence=float(image[0, 0, 0]) / 255, box=(0, 0, 1, 1))] for image in images
-        ]
 
 
 async def decoded_items(

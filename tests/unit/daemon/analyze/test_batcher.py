@@ -9,8 +9,8 @@ from fractions import Fraction
 import numpy as np
 
 from daemon.analyze.batcher import DetectionBatcher
+from detectors.testing import CountingDetector
 from streams.models import Detection, Frame
-from tests.helpers import CountingDetector
 
 
 def _frame(stream: str, n: int, live: bool = True) -> Frame:

@@ -13,10 +13,10 @@ from daemon.analyze.memory import ListFeatureSink
 from daemon.analyze.worker import AnalyzeWorker
 from detectors import registry
 from detectors.base import RgbImage
+from detectors.testing import CountingDetector
 from streams.decode import DecodedItem
 from streams.kafka import SourcePosition
 from streams.models import Frame, WindowFeatures
-from tests.helpers import CountingDetector
 
 NS = 1_000_000_000
 FPS = 5
