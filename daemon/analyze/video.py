@@ -69,6 +69,10 @@ class VideoWindows:
         self._windows: OrderedDict[int, VideoWindowState] = OrderedDict()
         self._pending: deque[_PendingFrame] = deque()
         self._frontier = -1
+        # The init the previous sampled frame was decoded after. A window whose first frame
+        # comes after a newer init is held at this older one: the newer init may be stamped
+        # after the window's start, and a reader resuming there would skip the window.
+        self._restart: SourcePosition | None = None
 
     @classmethod
     def for_source(
@@ -94,8 +98,10 @@ class VideoWindows:
             return
         if start not in self._windows:
             self._windows[start] = VideoWindowState(start, start + self._shared.size_ms)
-            if restart is not None:
-                self._context.mark_unfinished("video", start, restart)
+            hold = self._restart if self._restart is not None and restart != self._restart else restart
+            if hold is not None:
+                self._context.mark_unfinished("video", start, hold)
+        self._restart = restart
         self._frontier = max(self._frontier, start)
         last = self._last_detection
         if not await self._moved(frame, start) and last is not None and _reusable(last):
