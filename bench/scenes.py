@@ -136,13 +136,7 @@ def scene_config(
                 group_prefix=f"bench{suffix}",
                 media_partitions=max(4, len(streams)),
                 session_timeout=6.0,
-                topics=KafkaTopics(
-                    media=f"m.{suffix}",
-                    features=f"f.{suffix}",
-                    alerts=f"a.{suffix}",
-                    summaries=f"s.{suffix}",
-                    dead_letter=f"d.{suffix}",
-                ),
+                topics=KafkaTopics.suffixed(suffix),
             ),
             "redis": demo.redis.model_copy(
                 update={"url": f"redis://{services.redis.address}/0", "key_prefix": f"bench{suffix}"}

@@ -62,6 +62,12 @@ class KafkaTopics(Section):
     summaries: str = "fw.summaries"
     dead_letter: str = "fw.dead-letter"
 
+    @classmethod
+    def suffixed(cls, suffix: str) -> KafkaTopics:
+        """The default names with `.suffix` added: topics of their own on a shared broker (tests, benches)."""
+        defaults = cls()
+        return cls(**{name: f"{value}.{suffix}" for name, value in defaults.model_dump().items()})
+
 
 class KafkaConfig(Section):
     """How to reach the Kafka-protocol broker; secrets come from `${ENV}` substitution.

@@ -72,13 +72,7 @@ async def fw_config(services: ServiceSet) -> AsyncIterator[FusewatchConfig]:
         group_prefix=f"t{suffix}",
         media_partitions=4,
         session_timeout=6.0,
-        topics=KafkaTopics(
-            media=f"fw.media.{suffix}",
-            features=f"fw.features.{suffix}",
-            alerts=f"fw.alerts.{suffix}",
-            summaries=f"fw.summaries.{suffix}",
-            dead_letter=f"fw.dead-letter.{suffix}",
-        ),
+        topics=KafkaTopics.suffixed(suffix),
     )
     await asyncio.wait_for(ensure_topics(kafka), 30)
     yield FusewatchConfig(

@@ -335,13 +335,7 @@ async def test_kafka_over_mutual_tls_produces_and_consumes(
                 ssl_certfile=str(pki.client_cert),
                 ssl_keyfile=str(pki.client_key),
                 media_partitions=1,
-                topics=KafkaTopics(
-                    media=f"m.{suffix}",
-                    features=f"f.{suffix}",
-                    alerts=f"a.{suffix}",
-                    summaries=f"s.{suffix}",
-                    dead_letter=f"d.{suffix}",
-                ),
+                topics=KafkaTopics.suffixed(suffix),
             )
             await asyncio.wait_for(ensure_topics(kafka, wait=10), 15)
             producer = make_producer(kafka)
