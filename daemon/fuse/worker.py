@@ -335,9 +335,9 @@ class FuseWorker:
             if evaluation.fired:
                 alert = rule.alert(window, evaluation).model_copy(update={"published_ns": time.time_ns()})
                 self.counters.alerts += 1
-                self.on_alert(alert)
                 for output in self._outputs:
                     await output.publish_alert(alert)
+                self.on_alert(alert)  # after the outputs: the alert latency metric ends here
             self._dirty[(window.site, rule.event.name)] = json.dumps(state.to_dict())
         for summary in summaries(window):
             self.counters.summaries += 1

@@ -58,7 +58,7 @@ class Metrics:
         self.alerts = Counter("fusewatch_alerts", "Alerts raised", ["event", "site"], registry=r)
         self.alert_latency = Histogram(
             "fusewatch_alert_latency_seconds",
-            "Window end (stream wallclock) to alert published",
+            "Window end (stream wallclock) to the alert written to Redis (buffered while it is down) and sent to Kafka",
             ["event"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
