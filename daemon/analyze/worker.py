@@ -88,8 +88,8 @@ class _StreamState:
         self.audio = audio
 
 
-_SEGMENTER_DEFAULTS = FasterWhisperConfig(type="faster-whisper")
-"""Where no transcriber is configured, speech is still segmented (for the windows), by its defaults."""
+_SPEECH_DEFAULTS = FasterWhisperConfig(type="faster-whisper")
+"""How utterances are cut when a transcriber is handed in without a transcriber config (tests, benches)."""
 
 
 class AnalyzeWorker:
@@ -109,12 +109,8 @@ class AnalyzeWorker:
         self.default_fps = VideoInput().sample_fps  # a stream not in the config
         self.labels = list(detector.labels)
         self.snapshot_dir = snapshot_dir
-        speech = config.detectors.transcriber
-        segmenting = speech if speech is not None else _SEGMENTER_DEFAULTS
-        self.segment_pad_s = segmenting.segment_overlap
-        self.min_silence_s = segmenting.min_silence
-        self.max_segment_s = segmenting.max_segment
-        self._spotter = KeywordSpotter(list(speech.keywords) if speech is not None else [])
+        self._speech = config.detectors.transcriber or _SPEECH_DEFAULTS
+        self._spotter = KeywordSpotter(list(self._speech.keywords))
         self._analyzer = analyzer
         self._transcriber = transcriber
         self._sink = sink
@@ -270,9 +266,9 @@ class AnalyzeWorker:
             if self._transcriber is not None:
                 segmenter = SpeechSegmenter(
                     threshold=self.config.detectors.audio.vad_threshold,
-                    pad_s=self.segment_pad_s,
-                    max_segment_s=self.max_segment_s,
-                    min_silence_s=self.min_silence_s,
+                    pad_s=self._speech.segment_overlap,
+                    max_segment_s=self._speech.max_segment,
+                    min_silence_s=self._speech.min_silence,
                 )
                 speech = SpeechWindows(
                     context, self._shared, segmenter, self._transcriber, self._spotter, self._audio_executor
