@@ -12,27 +12,16 @@ import pytest
 
 from config.schema import FusewatchConfig, RedisConfig
 from daemon.console.alerts import AlertStore
-from daemon.fuse.rules import alert_id
 from daemon.runtime.services import EmbeddedService
-from streams.models import Alert, Summary, TermContribution
+from streams.models import Alert, Summary
 from streams.sinks import RedisOutputs
+from tests.helpers import make_alert
 
 pytestmark = pytest.mark.integration
 
 
 def _alert(window_start: int, event: str = "distress") -> Alert:
-    return Alert(
-        id=alert_id(event, "hq", window_start),
-        event=event,
-        site="hq",
-        streams=["cam"],
-        window_start=window_start,
-        window_end=window_start + 2000,
-        score=0.9,
-        threshold=0.8,
-        terms=[TermContribution(signal="video.person.count", weight=0.9, value=2, g=1, contribution=0.9)],
-        severity="high",
-    )
+    return make_alert(event, "hq", window_start)
 
 
 @pytest.fixture

@@ -39,13 +39,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from config import ConfigError, FusewatchConfig, load_config, load_config_text
 from config.schema import KafkaConfig, KafkaTopics, RedisConfig
 from daemon.console.alerts import AlertStore
-from daemon.fuse.rules import alert_id
 from daemon.runtime.services import ServiceSet, free_port, tansu_binary
 from daemon.telemetry.logs import configure_logging
 from streams.kafka import assign_all, client_options, ensure_topics, make_consumer, make_producer
-from streams.models import Alert, TermContribution
+from streams.models import Alert
 from streams.redis_schema import redis_client
 from streams.sinks import RedisOutputs
+from tests.helpers import make_alert
 from tests.support.tls import Pki, TansuBroker, TlsRedis, make_pki, server_context, tls_front, tls_redis
 
 pytestmark = pytest.mark.integration
@@ -105,18 +105,7 @@ def load_site(tmp_path: Path, text: str, redis_password: str = REDIS_PASSWORD) -
 
 
 def _alert(window_start: int) -> Alert:
-    return Alert(
-        id=alert_id("distress", "hq", window_start),
-        event="distress",
-        site="hq",
-        streams=["cam"],
-        window_start=window_start,
-        window_end=window_start + 2000,
-        score=0.9,
-        threshold=0.8,
-        terms=[TermContribution(signal="video.person.count", weight=0.9, value=2, g=1, contribution=0.9)],
-        severity="high",
-    )
+    return make_alert("distress", "hq", window_start)
 
 
 def assert_no_secret(text: str, where: str) -> None:
