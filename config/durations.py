@@ -1,4 +1,4 @@
-"""Human durations in YAML (`500ms`, `2s`, `5m`, `1h`) parsed to seconds.
+"""Human durations in YAML (`500ms`, `2s`, `5m`, `1h`, `7d`) parsed to seconds.
 
 Operators write durations the way they speak; the daemon works in float seconds, always
 finite: `.inf`, `.nan` and integers too large for a float are errors, not timeouts that never end.
@@ -13,8 +13,8 @@ from typing import Annotated
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PATTERN = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?")  # on stripped text: no two `\s*` to backtrack between
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PATTERN = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")  # on stripped text: no two `\s*` to backtrack between
 
 
 def parse_duration(value: object) -> float:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from config.durations import Duration
@@ -60,6 +60,7 @@ class KafkaTopics(Section):
     features: str = "fw.features"
     alerts: str = "fw.alerts"
     summaries: str = "fw.summaries"
+    clips: str = "fw.clips"
     dead_letter: str = "fw.dead-letter"
 
     @classmethod
@@ -707,6 +708,29 @@ class OutputsConfig(Section):
     snapshots_dir: str = ".cache/snapshots"
 
 
+class ClipStoreConfig(Section):
+    """Where clips are kept, and for how long: the oldest go first when either bound is reached."""
+
+    path: str = Field(default=".cache/clips", min_length=1, description="a directory; created when missing")
+    max_age: Duration = Field(default=7 * 86400.0, gt=0, description="clips older than this are deleted")
+    max_bytes: ByteSize = Field(default=ByteSize(10 * 2**30), gt=0, description="e.g. 10GiB, 500MB")
+
+
+class ClipsConfig(Section):
+    """The clips role: an MP4 per alert and stream, remuxed from the packets on `fw.media`."""
+
+    pre_roll: Duration = Field(default=5.0, description="before the alert's window, from the keyframe at or before")
+    post_roll: Duration = Field(default=5.0, description="after the alert's window")
+    max_keyframe_interval: Duration = Field(
+        default=60.0, gt=0, description="how far before the clip's start the keyframe is looked for"
+    )
+    wait: Duration = Field(
+        default=30.0,
+        description="how long past the clip's end (wallclock) to wait for its packets before cutting what arrived",
+    )
+    store: ClipStoreConfig = ClipStoreConfig()
+
+
 class WebConfig(Section):
     """Dashboard, SSE feed, /metrics and health endpoints."""
 
@@ -778,6 +802,7 @@ class FusewatchConfig(Section):
     windows: WindowsConfig = WindowsConfig()
     events: list[EventConfig] = Field(default_factory=list)
     outputs: OutputsConfig = OutputsConfig()
+    clips: ClipsConfig = ClipsConfig()
     web: WebConfig = WebConfig()
 
     @model_validator(mode="after")

@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 
 from config.schema import KafkaConfig
 from streams.backoff import SERVICE_RETRY
+from streams.clock import NS_PER_MS
 from streams.models import MediaMessage
 from streams.wire import WireRecord, encode_media
 
@@ -100,6 +101,7 @@ def topic_partitions(config: KafkaConfig) -> dict[str, int]:
         t.features: config.media_partitions,
         t.alerts: 1,
         t.summaries: config.media_partitions,
+        t.clips: 1,
         t.dead_letter: 1,
     }
 
@@ -171,8 +173,14 @@ class MediaPublisher:
         if self.failed:
             raise Unacknowledged(self.failed, self.sent, self.last_error)
         record = encode_media(message)
+        # The record's timestamp is the stream's wallclock, so a span of a stream is found by time
+        # (`streams.media_span`) and time-based retention follows the media, not the send.
         future: asyncio.Future[Any] = await self._producer.send(
-            self._topic, value=record.value, key=record.key, headers=record.headers
+            self._topic,
+            value=record.value,
+            key=record.key,
+            headers=record.headers,
+            timestamp_ms=message.wall_ns // NS_PER_MS,
         )
         self.sent += 1
         future.add_done_callback(self._acknowledged)

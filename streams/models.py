@@ -334,6 +334,33 @@ class Summary(WireModel):
     transcript: str = ""
 
 
+class Clip(WireModel):
+    """An MP4 of one stream's span in the clip store, remuxed from `fw.media`: on `fw.clips` and in Redis.
+
+    The span asked for is `requested_from_ms`..`requested_to_ms`; what the file holds starts at
+    the keyframe at or before it (`start_ms`) and ends with the last packet at or before its
+    end (`end_ms`). `complete` is false when the stream ended or went silent before that end.
+    """
+
+    v: Literal[1] = 1
+    id: str = Field(description="the clip's name in the store: `<alert id>-<stream>` for an alert's clip")
+    alert_id: str | None = None
+    site: str
+    stream: str
+    requested_from_ms: int = Field(description="stream wallclock, ms since epoch")
+    requested_to_ms: int
+    start_ms: int
+    end_ms: int
+    starts_late: bool = Field(description="the first keyframe the topic held came after the requested start")
+    complete: bool
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    packets: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    cut_ms: float = Field(ge=0, description="time spent reading and remuxing")
+    created_ms: int
+
+
 class InitTrack(WireModel):
     """JSON shape of one track inside an `init` message."""
 

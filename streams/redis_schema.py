@@ -1,6 +1,6 @@
 """Every Redis key fusewatch uses, and the scripts that write them: the one schema writers and readers share.
 
-Writers: `streams.sinks.RedisOutputs` (alerts, latest summaries, rule state) and
+Writers: `streams.sinks.RedisOutputs` (alerts, latest summaries, rule state), the clips role, and
 `daemon.telemetry.status.StatusStore` (stream and role status); readers: the console's
 alert store, feed and dashboard, and `fusewatch status`. `P` is `redis.key_prefix`:
 
@@ -10,6 +10,7 @@ alert store, feed and dashboard, and `fusewatch status`. `P` is `redis.key_prefi
 | `P:alerts:id:<id>` | string | fuse | the entry id of that alert, as long as the entry is in the stream |
 | `P:alerts:live` | pub/sub | fuse | the alert JSON, once per new alert |
 | `P:summary:latest` | hash | fuse | `<stream>` → newest `Summary` JSON, `<stream>:start` → its window start |
+| `P:clips:<alert id>` | hash | clips | stream → `Clip` JSON of the alert's clip; expires after `clips.store.max_age` |
 | `P:acks`, `P:acks:live` | hash, pub/sub | console | alert id → acknowledgement JSON; announcements |
 | `P:rules:<site>` | hash | fuse | event → rule state JSON; `__closed_upto__` → last closed window start |
 | `P:status:streams` | hash | analyze | stream → `StreamStatus` JSON |
@@ -18,7 +19,10 @@ alert store, feed and dashboard, and `fusewatch status`. `P` is `redis.key_prefi
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.schema import RedisConfig
+from streams.backoff import SERVICE_RETRY
+
+log = logging.getLogger(__name__)
 
 # KEYS: alert id key, alerts stream, live channel.
 # ARGV: alert JSON, MAXLEN, alert id, id key prefix, most entries trimmed in one call.
@@ -99,6 +106,7 @@ class RedisKeys:
         self.rules = f"{prefix}:rules"
         self.status_streams = f"{prefix}:status:streams"
         self.status_roles = f"{prefix}:status:roles"
+        self.clips = f"{prefix}:clips"
 
     def alert_id(self, alert_id: str) -> str:
         return f"{self.alert_id_prefix}{alert_id}"
@@ -109,6 +117,9 @@ class RedisKeys:
 
     def rules_of(self, site: str) -> str:
         return f"{self.rules}:{site}"
+
+    def clips_of(self, alert_id: str) -> str:
+        return f"{self.clips}:{alert_id}"
 
 
 def redis_client(config: RedisConfig, socket_timeout: float = 2.0) -> aioredis.Redis:
@@ -145,3 +156,17 @@ def redis_client(config: RedisConfig, socket_timeout: float = 2.0) -> aioredis.R
 def redis_text(value: bytes | str) -> str:
     """A Redis reply value as text (the clients here return bytes)."""
     return value.decode() if isinstance(value, bytes) else value
+
+
+async def until_redis(step: Callable[[], Awaitable[None]], stop: asyncio.Event | None, role: str) -> None:
+    """Run a step that needs Redis; while Redis is down, log and retry with backoff (until `stop`)."""
+    delays = SERVICE_RETRY.delays()
+    while True:
+        try:
+            await step()
+            return
+        except REDIS_DOWN as exc:
+            if stop is not None and stop.is_set():
+                raise
+            log.warning("%s: redis unavailable (%s), retrying in %.1fs", role, exc, delays.next)
+            await delays.wait()

@@ -53,6 +53,7 @@ def schemas(name: str) -> dict[str, Any]:
         "features": models.WINDOW_FEATURES.json_schema(),
         "alert": models.Alert.model_json_schema(),
         "summary": models.Summary.model_json_schema(),
+        "clip": models.Clip.model_json_schema(),
     }
     if name == "all":
         return available
@@ -381,6 +382,71 @@ async def fuse(config: FusewatchConfig, idle: float | None) -> int:
         f"{worker.joiner.counters.late} late records"
     )
     return 0
+
+
+# --------------------------------------------------------------------------- clip
+
+
+def parse_time(text: str, now: float | None = None) -> int:
+    """A moment as ms since epoch: `2026-12-07T10:14:30` (local time unless it names a zone),
+    epoch milliseconds, or a duration ago (`90s`, `5m`)."""
+    from datetime import datetime
+
+    from config.durations import parse_duration
+
+    now = time.time() if now is None else now
+    raw = text.strip()
+    if raw.isdecimal() and len(raw) >= 12:
+        return int(raw)
+    try:
+        return round((now - parse_duration(raw)) * 1000)
+    except ValueError:
+        pass
+    try:
+        return round(datetime.fromisoformat(raw).timestamp() * 1000)
+    except ValueError:
+        raise UserError(
+            f"not a time: {text!r} (use 2026-12-07T10:14:30, epoch milliseconds, or a duration ago such as 90s)"
+        ) from None
+
+
+async def clip(config: FusewatchConfig, stream: str, start: str, end: str, output: Path, wait: float) -> int:
+    """`fusewatch clip`: any span of a stream still on `fw.media` as an MP4, remuxed (no re-encoding)."""
+    from daemon.clips.cut import cut_clip
+    from streams.media_span import MediaSpanReader, SpanError
+    from streams.remux import RemuxError
+
+    from_ms, to_ms = parse_time(start), parse_time(end)
+    if to_ms <= from_ms:
+        raise UserError(f"--to ({end}) must be after --from ({start})")
+    deadline = time.monotonic() + max(to_ms - time.time() * 1000, 0) / 1000 + wait
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.with_name(f".{output.name}.partial")
+    made: models.Clip | None = None
+    try:
+        async with MediaSpanReader(config.kafka, config.clips.max_keyframe_interval) as reader:
+            made = await cut_clip(reader, stream, from_ms, to_ms, deadline, staging, output.stem)
+        staging.replace(output)
+    except (SpanError, RemuxError) as exc:
+        raise UserError(str(exc)) from None
+    except KafkaConnectionError as exc:
+        raise UserError(f"cannot reach Kafka at {', '.join(config.kafka.bootstrap_servers)}: {exc}") from None
+    finally:
+        if made is None:
+            staging.unlink(missing_ok=True)
+    notes = [] if made.complete else ["the stream ended or went silent before the end"]
+    if made.starts_late:
+        notes.append("the topic held no keyframe before the start: the clip starts later")
+    console.print(
+        f"{output}: {made.bytes} bytes, {(made.end_ms - made.start_ms) / 1000:.1f} s from "
+        f"{_clock(made.start_ms)} to {_clock(made.end_ms)} ({made.video_codec or 'no video'}, "
+        f"{made.audio_codec or 'no audio'}), cut in {made.cut_ms:.0f} ms" + "".join(f"; {n}" for n in notes)
+    )
+    return 0
+
+
+def _clock(ms: int) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ms / 1000)) + f".{ms % 1000:03d}"
 
 
 # --------------------------------------------------------------------------- eval

@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser("schema", help="print JSON Schemas of the config and wire messages")
     schema.add_argument(
-        "name", nargs="?", default="all", help="config, init, features, alert, summary or all (default)"
+        "name", nargs="?", default="all", help="config, init, features, alert, summary, clip or all (default)"
     )
 
     services = commands.add_parser("services", help="embedded Kafka-protocol broker and Redis")
@@ -96,19 +96,31 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--labels", nargs="*", default=[], help="labels JSON per media (default: NAME.labels.json)")
     fit.add_argument("--out", required=True, help="model file to write (JSON)")
 
-    run = commands.add_parser("run", help="run roles (ingest, analyze, fuse, web) supervised in one process")
+    run = commands.add_parser("run", help="run roles (ingest, analyze, fuse, clips, web) supervised in one process")
     run.add_argument("config", nargs="?", help="site file (default: the embedded demo config)")
     run.add_argument(
         "--role",
         action="append",
         default=[],
-        help="all (default), ingest, analyze, fuse or web; repeat or comma-separate for several",
+        help="all (default), ingest, analyze, fuse, clips or web; repeat or comma-separate for several",
     )
     run.add_argument(
         "--metrics-port",
         type=int,
         default=None,
         help="without the web role: serve /metrics, /healthz and /readyz on this port",
+    )
+
+    clip = commands.add_parser("clip", help="cut a span of a stream from fw.media into an MP4 (no re-encoding)")
+    clip.add_argument("--config")
+    clip.add_argument("--stream", required=True, help="stream (source) id")
+    clip.add_argument(
+        "--from", dest="start", required=True, help="2026-12-07T10:14:30, epoch ms, or a duration ago (90s)"
+    )
+    clip.add_argument("--to", dest="end", required=True, help="same forms as --from")
+    clip.add_argument("-o", "--output", required=True, help="MP4 file to write")
+    clip.add_argument(
+        "--wait", type=float, default=5.0, help="seconds to wait past --to for the stream's packets (default 5)"
     )
 
     feed = commands.add_parser("alerts", help="the alert feed from Redis (JSON lines when piped)")
@@ -176,6 +188,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "eval": lambda a: commands.evaluate(load_config(a.config), a.media, a.labels, a.tolerance, a.json_out),
         "fusion": lambda a: commands.train_fusion(load_config(a.config), a.event, a.media, a.labels, a.out),
         "run": lambda a: commands.run(_load(a.config), commands.parse_roles(a.role), a.metrics_port),
+        "clip": lambda a: commands.clip(_load(a.config), a.stream, a.start, a.end, Path(a.output), a.wait),
         "alerts": lambda a: commands.alerts(_load(a.config), a.site, a.event, a.since, a.limit, a.follow, a.json_lines),
         "status": lambda a: commands.status(_load(a.config), a.json_out),
         "demo": lambda a: commands.demo(_load(a.config), Path(a.media_dir)),

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,7 +33,6 @@ from config.schema import FusewatchConfig
 from daemon.fuse.learned import LearnedRule
 from daemon.fuse.rules import EventRule, JoinedWindow, RuleState, summaries
 from daemon.telemetry.metrics import LagGauge, Metrics, Telemetry
-from streams.backoff import SERVICE_RETRY
 from streams.checkpoint import Checkpoint
 from streams.kafka import (
     DeadLetters,
@@ -44,7 +43,7 @@ from streams.kafka import (
     make_producer,
 )
 from streams.models import WINDOW_FEATURES, Alert, Summary, WindowFeatures
-from streams.redis_schema import REDIS_DOWN
+from streams.redis_schema import until_redis
 from streams.sinks import KafkaOutputs, RedisOutputs
 from streams.windows import window_size_ms
 from streams.wire import WireRecord
@@ -468,7 +467,7 @@ class _FuseRole:
             reason = f"invalid WindowFeatures: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
         else:
             try:
-                await _until_redis(functools.partial(self.worker.handle, features, position), self.stop)
+                await until_redis(functools.partial(self.worker.handle, features, position), self.stop, "fuse")
             except OutOfRange as exc:
                 self.worker.joiner.counters.out_of_range += 1
                 reason = str(exc)
@@ -517,17 +516,3 @@ class _FuseRole:
 def _observe_alert(metrics: Metrics, alert: Alert) -> None:
     metrics.alerts.labels(alert.event, alert.site).inc()
     metrics.alert_latency.labels(alert.event).observe(max(time.time() - alert.window_end / 1000, 0.0))
-
-
-async def _until_redis(step: Callable[[], Awaitable[None]], stop: asyncio.Event | None) -> None:
-    """Run a step that may need Redis (loading rule state); wait for Redis with backoff if it is down."""
-    delays = SERVICE_RETRY.delays()
-    while True:
-        try:
-            await step()
-            return
-        except REDIS_DOWN as exc:
-            if stop is not None and stop.is_set():
-                raise
-            log.warning("fuse: redis unavailable (%s), retrying in %.1fs", exc, delays.next)
-            await delays.wait()

@@ -81,6 +81,19 @@ class Metrics:
             "Outputs dropped, oldest first, from a full buffer while Redis was down",
             registry=r,
         )
+        self.clips = Counter(
+            "fusewatch_clips",
+            "Alert clips by outcome: written, existing (in the store already), failed, beyond_retention",
+            ["outcome"],
+            registry=r,
+        )
+        self.clip_seconds = Histogram(
+            "fusewatch_clip_cut_seconds",
+            "Reading a clip's packets from fw.media and remuxing them (waiting for its post-roll excluded)",
+            buckets=_INFERENCE_BUCKETS,
+            registry=r,
+        )
+        self.clip_bytes = Counter("fusewatch_clip_bytes", "Bytes of clips written to the clip store", registry=r)
         self.role_restarts = Counter("fusewatch_role_restarts", "Roles restarted after a crash", ["role"], registry=r)
         self.role_up = Gauge("fusewatch_role_up", "1 while a role runs", ["role"], registry=r)
         self.partitions_revoked = Counter(

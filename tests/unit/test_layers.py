@@ -1,8 +1,8 @@
 """Imports only run down the layers of docs/design.md ("Module map"), function-local ones included.
 
 config ← streams ← detectors ← daemon, and inside the daemon: telemetry ← analyze | fuse |
-console ← evaluation ← runtime ← cli. A module may import its own folder and anything
-below; `analyze`, `fuse` and `console` never import each other.
+console | clips ← evaluation ← runtime ← cli. A module may import its own folder and anything
+below; `analyze`, `fuse`, `console` and `clips` never import each other.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ RANKS = {
     "daemon.analyze": 4,
     "daemon.fuse": 4,
     "daemon.console": 4,
+    "daemon.clips": 4,
     "daemon.evaluation": 5,
     "daemon.runtime": 6,
     "daemon.cli": 7,
@@ -78,5 +79,6 @@ def test_every_daemon_folder_says_its_job() -> None:
         "analyze",
         "fuse",
         "console",
+        "clips",
         "telemetry",
     }, "a new folder gets a layer here"

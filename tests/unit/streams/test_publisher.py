@@ -23,7 +23,9 @@ class ScriptedProducer:
         self.good = good
         self.pending: list[asyncio.Future[Any]] = []
 
-    async def send(self, topic: str, value: bytes | None, key: bytes | None, headers: Any) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Any, timestamp_ms: int | None = None
+    ) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending.append(future)
         return future

@@ -46,9 +46,10 @@ def test_console_script_is_installed() -> None:
 def test_schema_prints_every_wire_message(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     schemas = json.loads(capsys.readouterr().out)
-    assert set(schemas) == {"config", "init", "features", "alert", "summary"}
+    assert set(schemas) == {"config", "init", "features", "alert", "summary", "clip"}
     assert "for" in json.dumps(schemas["config"]["$defs"]["EventConfig"]["properties"])
     assert schemas["alert"]["properties"]["id"]["type"] == "string"
+    assert "starts_late" in schemas["clip"]["properties"]
 
 
 def test_unknown_schema_and_bad_speed_are_user_errors(capsys: pytest.CaptureFixture[str]) -> None:
