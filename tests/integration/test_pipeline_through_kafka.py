@@ -1,4 +1,4 @@
-"""Replay → analyze → fuse through the embedded broker and Redis, with the demo's events."""
+"""Replay → analyze → fuse → clips through the embedded broker and Redis, with the demo's events."""
 
 from __future__ import annotations
 
@@ -6,18 +6,21 @@ import asyncio
 import json
 from pathlib import Path
 
+import av
 import pytest
 
 from config import load_config
-from config.schema import FusewatchConfig
+from config.schema import ClipsConfig, ClipStoreConfig, FasterWhisperConfig, FusewatchConfig
 from daemon.analyze.worker import run_analyze
 from daemon.cli.main import default_config_path
+from daemon.clips.worker import run_clips
 from daemon.fuse.worker import run_fuse
+from detectors import registry
 from streams.kafka import MediaPublisher
-from streams.models import Alert, Summary
+from streams.models import Alert, Clip, Summary
 from streams.redis_schema import RedisKeys, redis_client
 from streams.sources import ReplayOptions, replay
-from tests.helpers import read_topic
+from tests.helpers import load_audio_16k, normalise, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +29,7 @@ async def _topic(config: FusewatchConfig, topic: str) -> list[tuple[bytes, bytes
     return [(record.key, record.value) for record in await read_topic(config.kafka, topic)]
 
 
-async def test_distress_alert_reaches_redis_and_kafka_exactly_once(
+async def test_distress_alert_reaches_redis_and_kafka_exactly_once_with_its_clip(
     fw_config: FusewatchConfig, media_dir: Path, tmp_path: Path
 ) -> None:
     demo = load_config(default_config_path(), env={})
@@ -36,6 +39,7 @@ async def test_distress_alert_reaches_redis_and_kafka_exactly_once(
             "redis": fw_config.redis,
             "detectors": demo.detectors.model_copy(update={"when_behind": "wait"}),
             "outputs": demo.outputs.model_copy(update={"snapshots_dir": str(tmp_path)}),
+            "clips": ClipsConfig(wait=5.0, store=ClipStoreConfig(path=str(tmp_path / "clips"))),
         }
     )
     async with MediaPublisher(config.kafka) as publisher:
@@ -72,3 +76,37 @@ async def test_distress_alert_reaches_redis_and_kafka_exactly_once(
     assert [key for key, _ in kafka_alerts] == [alerts[0].id.encode()], "keyed by alert id"
     summaries = await _topic(config, config.kafka.topics.summaries)
     assert {json.loads(v)["stream"] for _, v in summaries} == {"lobby", "street"}
+
+    await _check_the_clips(config, alerts[0], tmp_path / "clips")
+
+
+async def _check_the_clips(config: FusewatchConfig, alert: Alert, store: Path) -> None:
+    """The clips role cuts one clip per stream of the alert; read again, it writes none twice."""
+    clipper = await asyncio.wait_for(run_clips(config, idle_timeout=2.0), 120)
+    assert clipper.counters.written == len(alert.streams) and clipper.counters.failed == 0
+    records = [Clip.model_validate_json(value) for _, value in await _topic(config, config.kafka.topics.clips)]
+    lobby = next(clip for clip in records if clip.stream == "lobby")
+    assert lobby.alert_id == alert.id and lobby.complete and not lobby.starts_late
+    pre, post = config.clips.pre_roll * 1000, config.clips.post_roll * 1000
+    assert lobby.start_ms <= alert.window_start - pre and lobby.end_ms >= alert.window_end + post - 1000
+    path = store / f"{lobby.id}.mp4"
+    with av.open(str(path)) as container:
+        assert {s.type for s in container.streams} == {"video", "audio"}
+        seconds = float(container.duration or 0) / av.time_base
+        first = next(container.decode(video=0))
+        assert first.key_frame and seconds >= (pre + post + (alert.window_end - alert.window_start)) / 1000 - 0.5
+    whisper = registry.transcriber(FasterWhisperConfig(type="faster-whisper"))
+    assert "help" in normalise(whisper.transcribe(load_audio_16k(path)).text)
+
+    redis = redis_client(config.redis)
+    try:
+        stored = await redis.hgetall(RedisKeys(config.redis.key_prefix).clips_of(alert.id))
+    finally:
+        await redis.aclose()
+    assert Clip.model_validate_json(stored[b"lobby"]) == lobby
+
+    written = path.stat().st_mtime_ns
+    again = config.model_copy(update={"kafka": config.kafka.model_copy(update={"group_prefix": "clips-again"})})
+    second = await asyncio.wait_for(run_clips(again, idle_timeout=2.0), 120)
+    assert (second.counters.written, second.counters.existing) == (0, len(alert.streams))
+    assert path.stat().st_mtime_ns == written
