@@ -1,8 +1,8 @@
 """The terminal side of the alert feed and of the status view: `fusewatch alerts` and `fusewatch status`.
 
-On a terminal an alert is one readable line (time, site, event, score, the terms that made
-it fire, what was said); piped elsewhere it is one JSON object per line, so `jq` and log
-shippers can take it.
+On a terminal an alert is one readable line (time, site, event, score, its streams, the
+terms that made it fire and the stream of each, what was said); piped elsewhere it is one
+JSON object per line, so `jq` and log shippers can take it.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ _SEVERITY_STYLE = {
 
 
 def top_terms(alert: Alert, count: int = 3) -> str:
-    """The terms that contributed most, e.g. `speech.keywords +0.60, video.person.count +0.40`."""
+    """The terms that contributed most and the stream that gave each its value, e.g.
+    `speech.keywords@lobby +0.60, video.person.count@lobby +0.40` (no `@` in alerts older than that)."""
     ranked = sorted((t for t in alert.terms if t.contribution > 0), key=lambda t: -t.contribution)[:count]
-    return ", ".join(f"{t.signal} +{t.contribution:.2f}" for t in ranked)
+    return ", ".join(f"{t.signal}{f'@{t.stream}' if t.stream else ''} +{t.contribution:.2f}" for t in ranked)
 
 
 def _clock(ms: int) -> str:

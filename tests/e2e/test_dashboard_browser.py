@@ -80,6 +80,7 @@ async def test_a_published_alert_shows_up_live_with_its_snapshot_and_can_be_ackn
     await expect(page.locator("#transcript")).to_have_text("help somebody call the police")
     await expect(page.locator("#terms tbody tr")).to_have_count(2)
     await expect(page.locator("#terms .contribution").nth(1)).to_have_text("0.60")
+    await expect(page.locator("#terms .stream").nth(1)).to_have_text("lobby")
     await expect(page.locator("#detections tbody tr")).to_have_count(1)
 
     second = await (await browser.new_context()).new_page()
