@@ -292,6 +292,12 @@ class TermContribution(WireModel):
     value: float | None
     g: float = Field(ge=0, le=1)
     contribution: float
+    # Added to v1 without a version bump: absent (null) in alerts written before it existed.
+    stream: str | None = Field(
+        default=None,
+        description="the stream whose signal gave `value` (the largest over the term's streams, the first "
+        "by name on a tie); null when no stream measured it, and absent in alerts older than the field",
+    )
 
 
 class Evidence(WireModel):

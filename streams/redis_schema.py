@@ -14,7 +14,12 @@ alert store, feed and dashboard, and `fusewatch status`. `P` is `redis.key_prefi
 | `P:acks`, `P:acks:live` | hash, pub/sub | console | alert id → acknowledgement JSON; announcements |
 | `P:rules:<site>` | hash | fuse | event → rule state JSON; `__closed_upto__` → last closed window start |
 | `P:status:streams` | hash | analyze | stream → `StreamStatus` JSON |
-| `P:status:roles` | hash | run | `<host:pid>/<role>` → `RoleStatus` JSON |
+| `P:status:roles` | hash | run | `<host:pid>/<role>` → `RoleStatus` JSON (see below) |
+
+A `fusewatch run` process rewrites its role records every 2 s and, stopping cleanly, once
+more with `departed_ms` set. Every run process's report also deletes (HDEL) any process's
+records departed, or silent, for longer than `ROLE_EXPIRY_MS` (10 min,
+`daemon.telemetry.status`): Redis 7.0 has no per-field expiry (HEXPIRE needs 7.4).
 """
 
 from __future__ import annotations

@@ -254,8 +254,10 @@ def make_alert(
         threshold=0.8,
         severity="high",
         terms=[
-            TermContribution(signal="video.person.count", weight=0.4, value=2.0, g=1.0, contribution=0.4),
-            TermContribution(signal="speech.keywords", weight=0.6, value=1.0, g=1.0, contribution=0.6),
+            TermContribution(
+                signal="video.person.count", weight=0.4, value=2.0, g=1.0, contribution=0.4, stream="lobby"
+            ),
+            TermContribution(signal="speech.keywords", weight=0.6, value=1.0, g=1.0, contribution=0.6, stream="lobby"),
         ],
         evidence=Evidence(
             transcript=transcript,

@@ -1,8 +1,8 @@
 """The terminal side of the alert feed and of the status view: `fusewatch alerts` and `fusewatch status`.
 
-On a terminal an alert is one readable line (time, site, event, score, the terms that made
-it fire, what was said); piped elsewhere it is one JSON object per line, so `jq` and log
-shippers can take it.
+On a terminal an alert is one readable line (time, site, event, score, its streams, the
+terms that made it fire and the stream of each, what was said); piped elsewhere it is one
+JSON object per line, so `jq` and log shippers can take it.
 """
 
 from __future__ import annotations
@@ -34,13 +34,32 @@ _SEVERITY_STYLE = {
 
 
 def top_terms(alert: Alert, count: int = 3) -> str:
-    """The terms that contributed most, e.g. `speech.keywords +0.60, video.person.count +0.40`."""
+    """The terms that contributed most and the stream that gave each its value, e.g.
+    `speech.keywords@lobby +0.60, video.person.count@lobby +0.40` (no `@` in alerts older than that)."""
     ranked = sorted((t for t in alert.terms if t.contribution > 0), key=lambda t: -t.contribution)[:count]
-    return ", ".join(f"{t.signal} +{t.contribution:.2f}" for t in ranked)
+    return ", ".join(f"{t.signal}{f'@{t.stream}' if t.stream else ''} +{t.contribution:.2f}" for t in ranked)
 
 
 def _clock(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def ago(ms: int) -> str:
+    """A duration for people: `12 s`, `7 min`, `3 h`, `2 d`."""
+    seconds = max(ms, 0) // 1000
+    for unit, size in (("d", 86_400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def role_state(role: dict[str, Any], now: int) -> str:
+    """A role row's state as rich markup: its own while live; else when it left, in red when it
+    stopped reporting without saying goodbye (crashed, killed or cut off from Redis)."""
+    if role["live"]:
+        return escape(role["state"])
+    since = ago(now - role["gone_ms"])
+    return f"[red]stopped reporting {since} ago[/]" if role["stale"] else f"[dim]departed {since} ago[/]"
 
 
 def _share(part: int | None, whole: int | None) -> str:
@@ -119,7 +138,8 @@ async def read_status(config: FusewatchConfig) -> dict[str, Any]:
 
 
 def status_tables(overview: dict[str, Any]) -> list[Table]:
-    """`fusewatch status` on a terminal: one table of streams, one of roles."""
+    """`fusewatch status` on a terminal: one table of streams, one of roles (each role once
+    unless several live processes run it; see `daemon.telemetry.status.role_rows`)."""
     now = overview["now_ms"]
     streams = Table(
         "stream", "fps", "dropped", "no motion", "lag", "last window", "last alert", "seen", "said", title="streams"
@@ -149,7 +169,7 @@ def status_tables(overview: dict[str, Any]) -> list[Table]:
         roles.add_row(
             role["role"],
             role["process"],
-            role["state"] + (" [red](stale)[/]" if role["stale"] else ""),
+            role_state(role, now),
             str(role["restarts"]),
             shown,
             escape(role["last_error"])[:80],

@@ -9,14 +9,15 @@ names, mean, scale, coefficients): readable, diffable, and nothing is unpickled.
 
 An event with `fusion: learned` fires when the model's probability reaches `threshold`
 (for `for` windows, then `cooldown`, exactly like weighted events). Each feature's term in
-the alert is its log-odds contribution, with g = its logistic share (0.5 is neutral).
+the alert is its log-odds contribution, with g = its logistic share (0.5 is neutral), and
+names the stream that gave the feature's value, as weighted terms do.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from config.schema import EventConfig, FusewatchConfig
-from daemon.fuse.rules import EventRule, JoinedWindow
+from daemon.fuse.rules import EventRule, JoinedWindow, strongest
 from detectors.keywords import KeywordSpotter
 from streams.models import TermContribution
 
@@ -56,26 +57,48 @@ class FeatureSpec:
 
     def vector(self, window: JoinedWindow) -> npt.NDArray[np.float64]:
         """The window's raw (unstandardised) features, in `names` order; max over streams."""
-        values: list[float] = []
-        videos = window.videos()
+        return np.asarray([value for value, _ in self.readings(window)], dtype=np.float64)
+
+    def readings(self, window: JoinedWindow) -> list[tuple[float, str | None]]:
+        """Each feature's raw value, in `names` order, with the stream that gave it (the max over
+        streams, the first by name on a tie, as for weighted terms); no stream where none measured
+        it (the value is then the feature's default) or, for a keyword, where only the streams'
+        texts joined contain it."""
+        out: list[tuple[float, str | None]] = []
+        videos = sorted(((f.stream, f.video) for f in window.features if f.video is not None), key=_stream)
         for label in self.classes:
-            stats = [v.classes[label] for v in videos if label in v.classes]
-            values.append(max((s.max_count for s in stats), default=0))
-            values.append(max((len(s.new_tracks) for s in stats), default=0))
+            out.append(_max(((s, v.classes[label].max_count if label in v.classes else 0) for s, v in videos), 0))
+            out.append(_max(((s, len(v.classes[label].new_tracks) if label in v.classes else 0) for s, v in videos), 0))
         for zone in self.zones:
-            found = [v.zones[zone] for v in videos if zone in v.zones]
-            values.append(max((z.occupancy for z in found), default=0.0))
-            values.append(max((z.entered for z in found), default=0))
-        audio = window.audios()
-        values.append(max((a.loudness_dbfs for a in audio), default=SILENT_DBFS))
-        values.append(max((a.peak_dbfs for a in audio), default=SILENT_DBFS))
-        values.append(max((a.speech_ratio for a in audio), default=0.0))
-        speech = window.speeches()
-        values.append(max((len(s.words) for s in speech), default=0))
-        text = " ".join(s.text for s in speech)
-        heard = set(KeywordSpotter(self.keywords).find(text)) if self.keywords else set()
-        values += [1.0 if keyword in heard else 0.0 for keyword in self.keywords]
-        return np.asarray(values, dtype=np.float64)
+            found = [(s, v.zones[zone]) for s, v in videos if zone in v.zones]
+            out.append(_max(((s, z.occupancy) for s, z in found), 0.0))
+            out.append(_max(((s, z.entered) for s, z in found), 0))
+        audio = sorted(((f.stream, f.audio) for f in window.features if f.audio is not None), key=_stream)
+        out.append(_max(((s, a.loudness_dbfs) for s, a in audio), SILENT_DBFS))
+        out.append(_max(((s, a.peak_dbfs) for s, a in audio), SILENT_DBFS))
+        out.append(_max(((s, a.speech_ratio) for s, a in audio), 0.0))
+        speech = [(f.stream, f.speech) for f in window.features if f.speech is not None]
+        out.append(_max(((s, len(sp.words)) for s, sp in sorted(speech, key=_stream)), 0))
+        text = " ".join(sp.text for _, sp in speech)
+        spotter = KeywordSpotter(self.keywords) if self.keywords else None
+        heard = set(spotter.find(text)) if spotter else set()
+        by_stream = sorted(((s, set(spotter.find(sp.text))) for s, sp in speech), key=_stream) if spotter else []
+        for keyword in self.keywords:
+            if keyword in heard:
+                out.append((1.0, next((s for s, found in by_stream if keyword in found), None)))
+            else:
+                out.append((0.0, by_stream[0][0] if by_stream else None))
+        return out
+
+
+def _stream(pair: tuple[str, object]) -> str:
+    return pair[0]
+
+
+def _max(readings: Iterable[tuple[str, float]], default: float) -> tuple[float, str | None]:
+    """The largest reading as (value, stream), the first stream by name on a tie; (default, None) without any."""
+    best = strongest(readings)
+    return (float(best.value), best.stream) if best is not None else (float(default), None)
 
 
 @dataclass(frozen=True)
@@ -170,19 +193,20 @@ class LearnedRule(EventRule):
         self.model = model or LearnedModel.load(Path(event.model))
 
     def score(self, window: JoinedWindow) -> tuple[float, tuple[TermContribution, ...]]:
-        raw = self.model.spec.vector(window)
+        readings = self.model.spec.readings(window)
+        raw = np.asarray([value for value, _ in readings], dtype=np.float64)
         parts = self.model.contributions(raw)
         terms = tuple(
             TermContribution(
                 signal=name,
                 weight=round(coef, 4),
-                value=float(value),
+                value=value,
                 g=round(1.0 / (1.0 + math.exp(-max(min(part, 50.0), -50.0))), 4),
                 contribution=round(float(part), 4),
+                stream=stream,
             )
-            for name, coef, value, part in zip(self.model.names, self.model.coef, raw, parts, strict=True)
+            for name, coef, (value, stream), part in zip(
+                self.model.names, self.model.coef, readings, parts, strict=True
+            )
         )
         return round(self.model.probability(raw), 4), terms
-
-    def _contributing(self, window: JoinedWindow) -> set[str]:
-        return set(window.streams)

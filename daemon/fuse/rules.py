@@ -4,8 +4,9 @@ An event is a list of terms. Each term reads one signal of a joined (site, windo
 example the largest person count any camera saw, or whether a microphone heard "help" —
 maps it to g ∈ [0, 1] with a predicate or a linear ramp, and weighs it with α. The event's
 score is Σ αᵢ gᵢ; it fires when the score reaches `threshold` for `for` consecutive
-windows, then rests for `cooldown`. Every alert carries each term's contribution, so an
-operator sees why it fired. Rules are evaluated in window order per site, and their
+windows, then rests for `cooldown`. Every alert carries each term's contribution and the
+stream that gave its value, so an operator sees why it fired and where; the alert names
+only those streams and takes its evidence from them. Rules are evaluated in window order per site, and their
 state (streak, cooldown) is a small serialisable object, so it can be kept across restarts.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 from config.schema import EventConfig, Signal, Term
@@ -72,22 +73,45 @@ def alert_id(event: str, site: str, window_start: int) -> str:
     return hashlib.sha256(f"{event}\x1f{site}\x1f{window_start}".encode()).hexdigest()[:24]
 
 
+@dataclass(frozen=True)
+class Reading:
+    """A signal's value in one window and the stream that gave it, so an alert can say where it came from."""
+
+    value: float
+    stream: str
+
+
+def strongest(readings: Iterable[tuple[str, float]]) -> Reading | None:
+    """The largest of (stream, value) readings; on a tie the first stream by name; None when there are none."""
+    best: Reading | None = None
+    for stream, value in sorted(readings, key=lambda reading: reading[0]):
+        if best is None or value > best.value:
+            best = Reading(value, stream)
+    return best
+
+
+def signal_reading(term: Term, window: JoinedWindow) -> Reading | None:
+    """The term's signal in this window (max over the term's streams) and its stream; None when nobody measured it."""
+    signal = term.parsed
+    features = window.of(signal.modality, term.streams)
+    if signal.modality == "video":
+        return strongest(
+            (f.stream, value)
+            for f in features
+            if f.video is not None and (value := _video_value(signal, f.video)) is not None
+        )
+    if signal.modality == "audio":
+        return strongest((f.stream, float(getattr(f.audio, signal.measure))) for f in features if f.audio is not None)
+    if signal.measure == "words":
+        return strongest((f.stream, float(len(f.speech.words))) for f in features if f.speech is not None)
+    spotter = KeywordSpotter(term.match)
+    return strongest((f.stream, float(len(spotter.find(f.speech.text)))) for f in features if f.speech is not None)
+
+
 def signal_value(term: Term, window: JoinedWindow) -> float | None:
     """The term's signal in this window (max over the term's streams); None when nobody measured it."""
-    signal = term.parsed
-    if signal.modality == "video":
-        values = [value for video in window.videos(term.streams) if (value := _video_value(signal, video)) is not None]
-        return max(values) if values else None
-    if signal.modality == "audio":
-        audio_values = [getattr(audio, signal.measure) for audio in window.audios(term.streams)]
-        return max(audio_values) if audio_values else None
-    speech = window.speeches(term.streams)
-    if not speech:
-        return None
-    if signal.measure == "words":
-        return float(max(len(s.words) for s in speech))
-    spotter = KeywordSpotter(term.match)
-    return float(max(len(spotter.find(s.text)) for s in speech))
+    reading = signal_reading(term, window)
+    return reading.value if reading is not None else None
 
 
 def _video_value(signal: Signal, video: VideoFeatures) -> float | None:
@@ -159,7 +183,8 @@ class EventRule:
     def score(self, window: JoinedWindow) -> tuple[float, tuple[TermContribution, ...]]:
         contributions = []
         for term in self.event.terms:
-            value = signal_value(term, window)
+            reading = signal_reading(term, window)
+            value = reading.value if reading is not None else None
             g = term_score(term, value)
             contributions.append(
                 TermContribution(
@@ -168,6 +193,7 @@ class EventRule:
                     value=value,
                     g=round(g, 4),
                     contribution=round(term.weight * g, 4),
+                    stream=reading.stream if reading is not None else None,
                 )
             )
         return round(sum(c.contribution for c in contributions), 4), tuple(contributions)
@@ -185,40 +211,56 @@ class EventRule:
         return Evaluation(self.event.name, score, contributions, fired)
 
     def alert(self, window: JoinedWindow, evaluation: Evaluation) -> Alert:
-        """The alert for a fired evaluation, with the evidence an operator needs."""
-        used = {stream for term in self.event.terms for stream in term.streams}
-        best = max(window.videos(sorted(used)), key=lambda video: len(video.detections), default=None)
-        detections: list[Detection] = list(best.detections) if best else []
-        transcript = " ".join(speech.text for speech in window.speeches() if speech.text).strip()
-        contributing = sorted(self._contributing(window))
+        """The alert for a fired evaluation, with the evidence an operator needs.
+
+        Its `streams` are those that gave a contributing term (contribution > 0) its value, and
+        the evidence comes from them: see `alert_evidence`.
+        """
+        contributing = [term for term in evaluation.terms if term.contribution > 0 and term.stream is not None]
+        streams = sorted({term.stream for term in contributing if term.stream is not None}) or window.streams
         return Alert(
             id=alert_id(self.event.name, window.site, window.window_start),
             event=self.event.name,
             site=window.site,
-            streams=contributing or window.streams,
+            streams=streams,
             window_start=window.window_start,
             window_end=window.window_end,
             score=evaluation.score,
             threshold=self.event.threshold,
             terms=list(evaluation.terms),
             severity=self.event.severity,
-            evidence=Evidence(
-                transcript=transcript[:500],
-                detections=detections,
-                snapshot=best.snapshot if best else None,
-            ),
+            evidence=alert_evidence(window, contributing, streams),
         )
 
-    def _contributing(self, window: JoinedWindow) -> set[str]:
-        """Streams that on their own give some term a g > 0."""
-        found: set[str] = set()
-        for term in self.event.terms:
-            modality = term.parsed.modality
-            for features in window.of(modality, term.streams):
-                alone = JoinedWindow(window.site, window.window_start, window.window_end, (features,))
-                if term_score(term, signal_value(term, alone)) > 0:
-                    found.add(features.stream)
-        return found
+
+def alert_evidence(window: JoinedWindow, contributing: Sequence[TermContribution], streams: Sequence[str]) -> Evidence:
+    """What the alert's own streams showed: no camera or microphone that gave no term its value.
+
+    Snapshot and detections: the video of the stream that gave the most contributing video
+    term its value; without a contributing video term, the video of `streams` with most
+    detections (first by name on a tie). Transcript: the speech of the streams that gave a
+    contributing speech term its value, else of every stream in `streams`.
+    """
+    videos = {f.stream: f.video for f in window.features if f.video is not None}
+    video_terms = [term for term in contributing if _modality(term.signal) == "video" and term.stream in videos]
+    best: VideoFeatures | None = None
+    if video_terms:
+        top = max(video_terms, key=lambda term: term.contribution)  # the first of equals, in term order
+        best = videos[top.stream] if top.stream is not None else None
+    else:
+        shown = [videos[stream] for stream in sorted(streams) if stream in videos]
+        best = max(shown, key=lambda video: len(video.detections), default=None)
+    spoken = {term.stream for term in contributing if _modality(term.signal) == "speech" and term.stream is not None}
+    said = spoken or set(streams)
+    texts = sorted((f.stream, f.speech.text) for f in window.features if f.speech is not None and f.stream in said)
+    transcript = " ".join(text for _, text in texts if text).strip()
+    detections: list[Detection] = list(best.detections) if best else []
+    return Evidence(transcript=transcript[:500], detections=detections, snapshot=best.snapshot if best else None)
+
+
+def _modality(signal: str) -> str:
+    """`video`, `audio` or `speech`: the first part of a term's signal (weighted and learned alike)."""
+    return signal.split(".", 1)[0]
 
 
 def summaries(window: JoinedWindow) -> list[Summary]:

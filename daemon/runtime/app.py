@@ -2,11 +2,11 @@
 
 Every role runs as a task of one `asyncio.TaskGroup`, under a `Supervisor` that restarts a
 crashed role with exponential backoff, counts and logs the crash, and publishes each
-role's state (to metrics and to Redis for `fusewatch status`), so no role is ever silently
-dead. Shutdown has two stages: the first SIGTERM/SIGINT sets the stop event, and every
-role drains (analyze and fuse flush their outputs and commit offsets); a second signal
-cancels everything at once, and if blocking inference still holds the process, it exits
-hard a few seconds later.
+role's state (to metrics and to Redis for `fusewatch status`; marked departed when the
+process stops), so no role is ever silently dead. Shutdown has two stages: the first
+SIGTERM/SIGINT sets the stop event, and every role drains (analyze and fuse flush their
+outputs and commit offsets); a second signal cancels everything at once, and if blocking
+inference still holds the process, it exits hard a few seconds later.
 """
 
 from __future__ import annotations
@@ -103,7 +103,9 @@ class Supervisor:
             await delays.wait(self.stop)
         state.state = "stopped"
 
-    def statuses(self) -> list[RoleStatus]:
+    def statuses(self, departed: bool = False) -> list[RoleStatus]:
+        """Every role's record for Redis; `departed`: this process's last, marking it gone."""
+        now = now_ms()
         return [
             RoleStatus(
                 role=s.name,
@@ -111,8 +113,9 @@ class Supervisor:
                 state=s.state,
                 restarts=s.restarts,
                 last_error=s.last_error[:500],
-                updated_ms=now_ms(),
+                updated_ms=now,
                 consumer=self._consumer(s.name),
+                departed_ms=now if departed else None,
             )
             for s in self.roles.values()
         ]
@@ -321,18 +324,25 @@ async def run_app(
 
 
 async def _report_roles(config: FusewatchConfig, supervisor: Supervisor, every: float) -> None:
-    """Role states to Redis every `every` seconds and once more at the end (best effort)."""
+    """Role states to Redis every `every` seconds, pruning every process's expired records, and
+    once more at the end, marked departed (best effort: a process that cannot say goodbye
+    goes stale instead)."""
     client = redis_client(config.redis)
     store = StatusStore(client, config.redis.key_prefix)
     try:
         while True:
+            leaving = supervisor.stop.is_set() and all(
+                s.state in ("stopped", "finished") for s in supervisor.roles.values()
+            )
             try:
-                await store.write_roles(supervisor.statuses())
+                await store.write_roles(supervisor.statuses(departed=leaving))
+                if not leaving:
+                    await store.prune_roles()
             except REDIS_DOWN as exc:
                 log.debug("role status not written (redis: %s)", exc)
             except Exception:
                 log.exception("role status not written")
-            if supervisor.stop.is_set() and all(s.state in ("stopped", "finished") for s in supervisor.roles.values()):
+            if leaving:
                 return
             await asyncio.sleep(every if not supervisor.stop.is_set() else 0.2)
     finally:

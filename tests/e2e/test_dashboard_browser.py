@@ -3,7 +3,8 @@
 An operator signs in through the login link, keeps the alert list open, and an alert
 published by the fuse stage's Redis writer appears without a reload within 2 s. Its detail
 page shows the snapshot, the transcript and why it fired; an acknowledgement made there is
-visible to a second operator at once. Screenshots are kept as test artefacts.
+visible to a second operator at once. The roles panel lists live processes, and a role
+none runs once, as departed. Screenshots are kept as test artefacts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
 from config.schema import FusewatchConfig
+from daemon.telemetry.status import RoleStatus, StatusStore, now_ms
+from streams.redis_schema import redis_client
 from tests.helpers import make_alert
 from tests.support.web import TOKEN, Web, running_web, write_snapshot
 
@@ -80,6 +83,7 @@ async def test_a_published_alert_shows_up_live_with_its_snapshot_and_can_be_ackn
     await expect(page.locator("#transcript")).to_have_text("help somebody call the police")
     await expect(page.locator("#terms tbody tr")).to_have_count(2)
     await expect(page.locator("#terms .contribution").nth(1)).to_have_text("0.60")
+    await expect(page.locator("#terms .stream").nth(1)).to_have_text("lobby")
     await expect(page.locator("#detections tbody tr")).to_have_count(1)
 
     second = await (await browser.new_context()).new_page()
@@ -94,6 +98,40 @@ async def test_a_published_alert_shows_up_live_with_its_snapshot_and_can_be_ackn
     # The other operator's list updates over the event stream, no reload.
     await expect(second.locator(f"#alert-{alert.id} .acked")).to_have_text("✓ dana", timeout=2_000)
     await operator.close()
+
+
+async def test_the_roles_panel_shows_live_processes_and_a_departed_role_once(browser: Browser, web: Web) -> None:
+    now = now_ms()
+
+    def role(name: str, process: str, age_ms: int, departed: bool) -> RoleStatus:
+        at = now - age_ms
+        return RoleStatus(
+            role=name,
+            process=process,
+            state="stopped" if departed else "running",
+            restarts=0,
+            last_error="",
+            updated_ms=at,
+            departed_ms=at if departed else None,
+        )
+
+    client = redis_client(web.config.redis)
+    try:
+        await StatusStore(client, web.config.redis.key_prefix).write_roles(
+            [
+                role("analyze", "h:1", 120_000, departed=True),  # an earlier run's, beside the live one
+                role("analyze", "h:2", 0, departed=False),
+                role("fuse", "h:1", 180_000, departed=True),
+                role("fuse", "h:0", 240_000, departed=False),  # killed before that: stale
+            ]
+        )
+    finally:
+        await client.aclose()
+    page = await (await browser.new_context()).new_page()
+    await page.goto(f"{web.url}/login?token={TOKEN}")
+    items = page.locator("#roles li")
+    await expect(items).to_have_text(["analyze — running", "fuse — departed 3 min ago"], timeout=5_000)
+    await expect(items.nth(1)).to_have_class("role departed")
 
 
 async def test_the_browser_without_the_token_gets_the_login_page_and_no_data(browser: Browser, web: Web) -> None:

@@ -56,8 +56,12 @@ async def test_distress_alert_reaches_redis_and_kafka_exactly_once_with_its_clip
         entries = await redis.xrange(keys.alerts)
         alerts = [Alert.model_validate_json(fields[b"alert"]) for _, fields in entries]
         assert [a.event for a in alerts] == ["distress"]
-        # Both recordings are cameras of the demo site: the street's people count too; the call
-        # for help comes from the lobby's microphone.
+        # Both recordings are cameras of the demo site: the person count is the larger of the
+        # two (the street's cyclists count too), the call for help comes from the lobby's
+        # microphone. The alert names the streams that gave its contributing terms, no other.
+        terms = {term.signal: term for term in alerts[0].terms}
+        assert terms["speech.keywords"].stream == "lobby" and terms["video.person.count"].stream in ("lobby", "street")
+        assert alerts[0].streams == sorted({t.stream for t in alerts[0].terms if t.contribution > 0 and t.stream})
         assert "lobby" in alerts[0].streams and "help" in alerts[0].evidence.transcript.lower()
         assert alerts[0].evidence.snapshot and (tmp_path / alerts[0].evidence.snapshot).is_file()
         latest = {k.decode(): v for k, v in (await redis.hgetall(keys.latest)).items() if not k.endswith(b":start")}

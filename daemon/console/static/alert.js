@@ -1,4 +1,4 @@
-// fusewatch alert detail: snapshot, transcript, detections and every term's contribution.
+// fusewatch alert detail: snapshot, transcript, detections and every term's contribution and stream.
 "use strict";
 
 const alertId = decodeURIComponent(location.pathname.split("/").pop());
@@ -9,11 +9,12 @@ function render(alert) {
     ? el("p", {id: "ack-state", class: "acked"}, `acknowledged by ${alert.ack.by} at ${time(alert.ack.at_ms)}`)
     : el("p", {id: "ack-state"}, el("button", {id: "ack", class: "ack"}, "acknowledge"));
   const terms = el("table", {id: "terms"},
-    el("thead", {}, el("tr", {}, ...["signal", "weight", "value", "g", "contribution"].map(h => el("th", {}, h)))),
+    el("thead", {}, el("tr", {}, ...["signal", "stream", "weight", "value", "g", "contribution"].map(h => el("th", {}, h)))),
     el("tbody", {}, ...alert.terms.map(t => el("tr", {},
-      el("td", {}, t.signal), el("td", {}, t.weight.toFixed(2)), el("td", {}, t.value === null ? "–" : t.value),
+      el("td", {}, t.signal), el("td", {class: "stream"}, t.stream ?? "–"), el("td", {}, t.weight.toFixed(2)),
+      el("td", {}, t.value === null ? "–" : t.value),
       el("td", {}, t.g.toFixed(2)), el("td", {class: "contribution"}, t.contribution.toFixed(2))))),
-    el("tfoot", {}, el("tr", {}, el("td", {colspan: "4"}, `score (threshold ${alert.threshold})`),
+    el("tfoot", {}, el("tr", {}, el("td", {colspan: "5"}, `score (threshold ${alert.threshold})`),
       el("td", {}, alert.score.toFixed(2)))));
   const detections = el("table", {id: "detections"},
     el("thead", {}, el("tr", {}, ...["label", "confidence", "track", "box"].map(h => el("th", {}, h)))),

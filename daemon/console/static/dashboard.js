@@ -90,14 +90,32 @@ function streamCard(row) {
       el("dt", {}, "last alert"), el("dd", {}, row.last_alert ? el("a", {href: `/alerts/${row.last_alert.id}`}, `${row.last_alert.event} ${time(row.last_alert.window_start)}`) : "–")));
 }
 
+function ago(ms) {
+  const seconds = Math.max(0, Math.floor(ms / 1000));
+  for (const [unit, size] of [["d", 86400], ["h", 3600], ["min", 60]]) {
+    if (seconds >= size) return `${Math.floor(seconds / size)} ${unit}`;
+  }
+  return `${seconds} s`;
+}
+
+// One line per live process of a role; a role without one is listed once, by when it left
+// (the server sends only that row, see daemon/telemetry/status.py role_rows).
+function roleItem(r, now) {
+  if (r.live) {
+    return el("li", {class: `role ${r.state}`, title: r.process}, `${r.role} — ${r.state}${r.restarts ? `, ${r.restarts} restarts` : ""}`);
+  }
+  const since = ago(now - r.gone_ms);
+  return el("li", {class: `role ${r.stale ? "stale" : "departed"}`, title: r.process},
+    `${r.role} — ${r.stale ? `stopped reporting ${since} ago` : `departed ${since} ago`}`);
+}
+
 async function loadStreams() {
   try {
     const response = await fetch("/api/streams");
     if (response.ok) {
       const data = await response.json();
       if (data.streams.length) document.getElementById("streams").replaceChildren(...data.streams.map(streamCard));
-      document.getElementById("roles").replaceChildren(...data.roles.map(r =>
-        el("li", {class: `role ${r.stale ? "stale" : r.state}`}, `${r.role} — ${r.state}${r.restarts ? `, ${r.restarts} restarts` : ""}`)));
+      document.getElementById("roles").replaceChildren(...data.roles.map(r => roleItem(r, data.now_ms)));
     }
   } finally {
     setTimeout(loadStreams, 2000);

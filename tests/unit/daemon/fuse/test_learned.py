@@ -45,6 +45,24 @@ def test_feature_vector_has_a_named_slot_for_everything() -> None:
     assert empty["audio.loudness_dbfs"] == -120 and empty["speech.words"] == 0
 
 
+def test_each_feature_names_the_stream_that_gave_its_value() -> None:
+    window = joined(
+        0,
+        speech("street", 0, "help"),
+        video("street", 0, 1, door_occupancy=3),
+        video("lobby", 0, 2, door_occupancy=1),
+        speech("lobby", 0, "nothing here"),
+    )
+    readings = dict(zip(SPEC.names, SPEC.readings(window), strict=True))
+    assert readings["video.person.count"] == (2.0, "lobby")
+    assert readings["video.zone.door.occupancy"] == (3.0, "street")
+    assert readings["video.car.count"] == (0.0, "lobby"), "nobody saw a car: a tie at 0, first by name"
+    assert readings["speech.keyword.help"] == (1.0, "street")
+    assert readings["speech.keyword.police"] == (0.0, "lobby")
+    assert readings["audio.loudness_dbfs"] == (-120.0, None), "no microphone measured it"
+    assert [value for value, _ in readings.values()] == SPEC.vector(window).tolist()
+
+
 def test_trained_model_separates_and_survives_a_json_round_trip(tmp_path: Path) -> None:
     windows, labels = _windows()
     model = train(SPEC, windows, labels)
@@ -75,6 +93,9 @@ def test_learned_rule_fires_with_per_feature_contributions(tmp_path: Path) -> No
     evaluation = rule.evaluate(windows[1], RuleState())
     alert = rule.alert(windows[1], evaluation)
     assert alert.score > 0.5 and {t.signal for t in alert.terms} == set(SPEC.names)
+    streams = {t.signal: t.stream for t in alert.terms}
+    assert streams["video.person.count"] == "cam" and streams["speech.keyword.help"] == "mic"
+    assert alert.streams == sorted({t.stream for t in alert.terms if t.contribution > 0 and t.stream is not None})
     assert sum(t.contribution for t in alert.terms) == pytest.approx(
         float(np.log(alert.score / (1 - alert.score))) - rule.model.intercept, abs=0.01
     )

@@ -5,11 +5,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
+import uuid
 
 import pytest
 
-from daemon.runtime.app import Backoff, Supervisor, until_stopped
+from config.schema import FusewatchConfig, KafkaConfig, RedisConfig
+from daemon.runtime.app import Backoff, Supervisor, run_app, until_stopped
+from daemon.runtime.services import ServiceSet
 from daemon.telemetry.metrics import Telemetry
+from daemon.telemetry.status import ROLE_EXPIRY_MS, RoleStatus, StatusStore, now_ms
+from streams.redis_schema import redis_client
 from tests.helpers import eventually
 
 
@@ -85,6 +91,9 @@ async def test_stop_during_backoff_ends_the_role_at_once() -> None:
     assert supervisor.roles["fuse"].state == "stopped"
     statuses = supervisor.statuses()
     assert [(s.role, s.state, s.restarts) for s in statuses] == [("fuse", "stopped", 1)]
+    assert statuses[0].departed_ms is None
+    last = supervisor.statuses(departed=True)[0]
+    assert last.departed_ms == last.updated_ms
 
 
 async def test_until_stopped_cancels_the_work_when_stop_is_set_and_passes_its_errors_on() -> None:
@@ -133,3 +142,68 @@ async def test_a_crash_inside_a_task_group_is_logged_with_its_real_traceback(cap
     text = logging.Formatter().formatException(crash.exc_info) if crash.exc_info else ""
     assert "in explode" in text and "ValueError: Invalid layout: 0 channels" in text
     assert "NoneType: None" not in text
+
+
+async def test_a_run_process_prunes_expired_role_records_and_marks_its_own_departed(services: ServiceSet) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    config = FusewatchConfig(
+        site="test",
+        kafka=KafkaConfig(bootstrap_servers=[services.kafka.address]),
+        redis=RedisConfig(url=f"redis://{services.redis.address}/0", key_prefix=prefix),
+    )
+    client = redis_client(config.redis)
+    store = StatusStore(client, prefix)
+    now = now_ms()
+
+    def earlier(role: str, process: str, ago_ms: int, departed: bool) -> RoleStatus:
+        at = now - ago_ms
+        state = "stopped" if departed else "running"
+        return RoleStatus(
+            role=role,
+            process=process,
+            state=state,
+            restarts=0,
+            last_error="",
+            updated_ms=at,
+            departed_ms=at if departed else None,
+        )
+
+    await store.write_roles(
+        [
+            earlier("fuse", "old:1", ROLE_EXPIRY_MS + 60_000, departed=True),
+            earlier("web", "old:2", ROLE_EXPIRY_MS + 60_000, departed=False),
+            earlier("analyze", "old:3", 60_000, departed=False),
+        ]
+    )
+    stop = asyncio.Event()
+    telemetry = Telemetry()
+
+    async def analyze(stop: asyncio.Event) -> None:
+        await stop.wait()
+
+    app = asyncio.create_task(
+        run_app(config, (), "token", stop=stop, telemetry=telemetry, report_every=0.05, extra={"analyze": analyze})
+    )
+    mine = f"{telemetry.process}/analyze"
+    try:
+        wanted = {b"old:3/analyze", mine.encode()}  # the records gone past the expiry deleted, departed or not
+        deadline = time.monotonic() + 5
+        while (fields := set(await client.hkeys(store.keys.status_roles))) != wanted:
+            assert time.monotonic() < deadline, fields
+            await asyncio.sleep(0.05)
+        running = (await store.overview())["roles"]
+        assert [(r["role"], r["process"], r["state"], r["live"]) for r in running] == [
+            ("analyze", telemetry.process, "running", True)
+        ], "the stale analyze of an earlier process is not shown beside the live one"
+        stop.set()
+        await asyncio.wait_for(app, 5)
+        left = (await store.overview())["roles"]
+        assert [(r["role"], r["process"], r["state"], r["live"], r["stale"]) for r in left] == [
+            ("analyze", telemetry.process, "stopped", False, False)
+        ], "once, as departed: the process that left last"
+        assert left[0]["departed_ms"] is not None and left[0]["gone_ms"] == left[0]["departed_ms"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(app, 5)
+        await client.delete(store.keys.status_roles)
+        await client.aclose()
