@@ -65,7 +65,9 @@ from config.schema import FusewatchConfig, WebConfig
 from daemon.console.alerts import AlertFilter, AlertStore
 from daemon.telemetry.metrics import Telemetry
 from daemon.telemetry.status import StatusStore
+from streams.clip_store import open_store
 from streams.kafka import client_options
+from streams.models import Alert, Clip
 from streams.redis_schema import REDIS_DOWN, RedisKeys, redis_client, redis_text
 
 log = logging.getLogger(__name__)
@@ -74,9 +76,9 @@ _PING_S = 15.0
 _KAFKA_CHECK_S = 3.0
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _FORM = "application/x-www-form-urlencoded"
-# The pages load only their own scripts, styles and snapshots, and never run inside a frame.
+# The pages load only their own scripts, styles, snapshots and clips, and never run inside a frame.
 _CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; connect-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 _SECURITY_HEADERS = {
@@ -87,6 +89,17 @@ _SECURITY_HEADERS = {
     "referrer-policy": "same-origin",
     "x-content-type-options": "nosniff",
 }
+
+
+def _snapshot_url(alert: Alert) -> str | None:
+    snapshot = alert.evidence.snapshot
+    return f"/snapshots/{quote(snapshot)}" if snapshot else None
+
+
+def _snapshot_stream(alert: Alert) -> str | None:
+    """Snapshots are written as `<site>/<stream>/<window start>.jpg`."""
+    parts = (alert.evidence.snapshot or "").split("/")
+    return parts[1] if len(parts) == 3 else None
 
 
 def _static(name: str) -> str:
@@ -365,6 +378,7 @@ class Dashboard:
         self.status = StatusStore(self.redis, config.redis.key_prefix)
         self.keys = RedisKeys(config.redis.key_prefix)
         self.snapshots = Path(config.outputs.snapshots_dir).resolve() if config.outputs.snapshots_dir else None
+        self.clips = open_store(config.clips.store)
 
     # ------------------------------------------------------------------ auth
 
@@ -427,6 +441,17 @@ class Dashboard:
             return PlainTextResponse("not found", status_code=404)
         return FileResponse(path, media_type="image/jpeg")
 
+    async def clip(self, request: Request) -> Response:
+        """A clip from the store; FileResponse answers Range requests (206), so the player can seek."""
+        name = request.path_params["name"].removesuffix(".mp4")
+        try:
+            path = await asyncio.to_thread(self.clips.local_path, name)
+        except ValueError:
+            return PlainTextResponse("not a clip name", status_code=400)
+        if path is None:
+            return PlainTextResponse("no such clip (not cut yet, or removed by retention)", status_code=404)
+        return FileResponse(path, media_type="video/mp4")
+
     # ------------------------------------------------------------------ API
 
     async def list_alerts(self, request: Request) -> Response:
@@ -438,16 +463,38 @@ class Dashboard:
             return JSONResponse({"error": "limit and since_ms must be integers"}, status_code=400)
         where = AlertFilter(site=params.get("site") or None, event=params.get("event") or None, since_ms=since)
         alerts = await self.alerts.recent(limit, where)
-        return JSONResponse({"alerts": [a.as_dict() for a in alerts]})
+        return JSONResponse({"alerts": [a.as_dict() | {"snapshot_url": _snapshot_url(a.alert)} for a in alerts]})
 
     async def get_alert(self, request: Request) -> Response:
         stored = await self.alerts.get(request.path_params["alert_id"])
         if stored is None:
             return JSONResponse({"error": "no such alert"}, status_code=404)
         data = stored.as_dict()
-        snapshot = stored.alert.evidence.snapshot
-        data["snapshot_url"] = f"/snapshots/{quote(snapshot)}" if snapshot else None
+        data["snapshot_url"] = _snapshot_url(stored.alert)
+        data["snapshot_stream"] = stream = _snapshot_stream(stored.alert)
+        data["zones"] = self._zones(stream)
+        data["clips"] = await self._clips(stored.alert)
         return JSONResponse(data)
+
+    def _zones(self, stream: str | None) -> list[dict[str, object]]:
+        """The zones of the snapshot's source, to draw over it."""
+        source = next((s for s in self.config.sources if s.id == stream), None)
+        if source is None:
+            return []
+        return [{"name": zone.name, "polygon": zone.polygon} for zone in source.video.zones]
+
+    async def _clips(self, alert: Alert) -> list[dict[str, object]]:
+        """The alert's clips that the store still holds, by stream, each with its URL."""
+        raw = await self.redis.hgetall(self.keys.clips_of(alert.id))
+        out = []
+        for value in raw.values():
+            try:
+                clip = Clip.model_validate_json(value)
+            except ValueError:
+                continue
+            if await asyncio.to_thread(self.clips.has, clip.id):
+                out.append(json.loads(clip.model_dump_json()) | {"url": f"/clips/{quote(clip.id)}.mp4"})
+        return sorted(out, key=lambda clip: str(clip["stream"]))
 
     async def ack_alert(self, request: Request) -> Response:
         alert_id = request.path_params["alert_id"]
@@ -605,6 +652,7 @@ def create_app(
             Route("/alerts/{alert_id}", handlers.alert_page),
             Route("/static/{name}", handlers.static_file),
             Route("/snapshots/{path:path}", handlers.snapshot),
+            Route("/clips/{name}", handlers.clip),
             Route("/api/alerts", handlers.list_alerts),
             Route("/api/alerts/{alert_id}", handlers.get_alert),
             Route("/api/alerts/{alert_id}/ack", handlers.ack_alert, methods=["POST"]),

@@ -18,9 +18,14 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
-from config.schema import FusewatchConfig
+from config.schema import ClipsConfig, ClipStoreConfig, FusewatchConfig, SourceConfig, VideoInput, Zone
+from daemon.clips.worker import ClipsWorker
 from daemon.telemetry.status import RoleStatus, StatusStore, now_ms
-from streams.redis_schema import redis_client
+from streams.clip_store import DirectoryClipStore
+from streams.models import Clip, Detection, MediaMessage
+from streams.redis_schema import RedisKeys, redis_client
+from streams.sources import Demuxer, open_spec
+from streams.testing import MemorySpanSource
 from tests.helpers import make_alert
 from tests.support.web import TOKEN, Web, running_web, write_snapshot
 
@@ -83,7 +88,7 @@ async def test_a_published_alert_shows_up_live_with_its_snapshot_and_can_be_ackn
     await expect(page.locator("#transcript")).to_have_text("help somebody call the police")
     await expect(page.locator("#terms tbody tr")).to_have_count(2)
     await expect(page.locator("#terms .contribution").nth(1)).to_have_text("0.60")
-    await expect(page.locator("#terms .stream").nth(1)).to_have_text("lobby")
+    await expect(page.locator("#terms .term-stream").nth(1)).to_have_text("lobby")
     await expect(page.locator("#detections tbody tr")).to_have_count(1)
 
     second = await (await browser.new_context()).new_page()
@@ -98,6 +103,74 @@ async def test_a_published_alert_shows_up_live_with_its_snapshot_and_can_be_ackn
     # The other operator's list updates over the event stream, no reload.
     await expect(second.locator(f"#alert-{alert.id} .acked")).to_have_text("✓ dana", timeout=2_000)
     await operator.close()
+
+
+def _lobby(media_dir: Path, base_ms: int) -> list[MediaMessage]:
+    with Demuxer(open_spec(str(media_dir / "lobby.ts")), "lobby", "test", live=False) as demuxer:
+        return [m for _, m in demuxer.messages(lambda t: base_ms * 1_000_000 + round(t * 1e9))]
+
+
+async def test_the_alert_page_plays_its_clip_and_draws_boxes_and_zones(
+    browser: Browser, fw_config: FusewatchConfig, media_dir: Path, tmp_path: Path
+) -> None:
+    zones = [
+        Zone(name="door", polygon=[(0.0, 0.0), (0.3, 0.0), (0.3, 0.5)]),
+        Zone(name="desk", polygon=[(0.5, 0.5), (1.0, 0.5), (1.0, 1.0), (0.5, 1.0)]),
+    ]
+    lobby = SourceConfig(id="lobby", url=str(media_dir / "lobby.ts"), video=VideoInput(zones=zones))
+    config = fw_config.model_copy(update={"sources": [lobby]})
+    async with running_web(config, tmp_path / "snapshots") as web:
+        base = int(time.time() * 1000) // 2000 * 2000 - 120_000
+        window = base + 30_000
+        alert = make_alert(
+            "distress", "test", window, snapshot=write_snapshot(web.snapshots, f"test/lobby/{window}.jpg")
+        )
+        people = [
+            Detection(label="person", confidence=0.91, box=(0.1, 0.2, 0.3, 0.9), track_id=3),
+            Detection(label="person", confidence=0.72, box=(0.6, 0.1, 0.8, 0.7), track_id=7),
+        ]
+        alert = alert.model_copy(update={"evidence": alert.evidence.model_copy(update={"detections": people})})
+        await web.outputs.publish_alert(alert)
+        page = await (await browser.new_context(viewport={"width": 1400, "height": 900})).new_page()
+        await page.goto(f"{web.url}/login?token={TOKEN}")
+        await page.goto(f"{web.url}/alerts/{alert.id}")
+        await expect(page.locator("#no-clip")).to_be_visible()
+        await expect(page.locator("#overlay rect.box")).to_have_count(2)
+        await expect(page.locator("#overlay .detection text").first).to_have_text("person #3 0.91")
+        await expect(page.locator("#overlay .zone polygon")).to_have_count(2)
+
+        # The clips role cuts the clip and records it; the open page picks it up by itself.
+        settings = ClipsConfig(wait=0.0, store=ClipStoreConfig(path=web.config.clips.store.path))
+        client = redis_client(web.config.redis)
+        key = RedisKeys(web.config.redis.key_prefix).clips_of(alert.id)
+
+        async def record(clip: Clip) -> None:
+            await client.hset(key, clip.stream, clip.model_dump_json())
+
+        store = DirectoryClipStore(settings.store)
+        try:
+            worker = ClipsWorker(settings, MemorySpanSource(_lobby(media_dir, base)), store, record)
+            assert await worker.handle(alert) == []
+        finally:
+            await client.aclose()
+        player = page.locator("#clip-lobby")
+        await expect(player).to_be_visible(timeout=10_000)
+        duration = await player.evaluate(
+            "v => v.readyState >= 1 ? v.duration"
+            " : new Promise(done => v.addEventListener('loadedmetadata', () => done(v.duration)))"
+        )
+        expected = settings.pre_roll + (alert.window_end - alert.window_start) / 1000 + settings.post_roll
+        assert expected - 0.5 <= duration <= expected + settings.max_keyframe_interval, duration
+        assert await player.evaluate("v => v.videoWidth") == 768
+        seeked = await player.evaluate(
+            "v => new Promise(done => { v.addEventListener('seeked', () => done(v.currentTime), {once: true});"
+            " v.currentTime = v.duration / 2; })"
+        )
+        assert abs(seeked - duration / 2) < 1.0, "the player seeks (the server answers Range requests)"
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-alert-clip.png"), full_page=True)
+
+        await page.goto(f"{web.url}/")
+        await expect(page.locator(f"#alert-{alert.id} img.thumb")).to_be_visible(timeout=5_000)
 
 
 async def test_the_roles_panel_shows_live_processes_and_a_departed_role_once(browser: Browser, web: Web) -> None:

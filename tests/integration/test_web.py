@@ -18,6 +18,9 @@ import pytest
 from config.schema import FusewatchConfig
 from daemon.console.web import COOKIE
 from daemon.telemetry.metrics import Telemetry
+from streams.clip_store import DirectoryClipStore
+from streams.models import Clip
+from streams.redis_schema import RedisKeys
 from tests.helpers import free_port, make_alert
 from tests.support.web import TOKEN, Web, running_web, write_snapshot
 
@@ -41,6 +44,7 @@ async def web(fw_config: FusewatchConfig, tmp_path: Path) -> AsyncIterator[Web]:
         "/healthz",
         "/readyz",
         "/snapshots/x.jpg",
+        "/clips/x.mp4",
         "/static/dashboard.js",
     ],
 )
@@ -114,6 +118,47 @@ async def test_alerts_are_listed_newest_first_filtered_found_by_id_and_acknowled
     # Stored in Redis: any other dashboard process sees it.
     raw = await web.outputs.client.hget(f"{web.config.redis.key_prefix}:acks", alerts[0].id)
     assert raw is not None and json.loads(raw)["by"] == "dana"
+
+
+async def test_clips_are_served_with_ranges_and_listed_on_their_alert(web: Web) -> None:
+    alert = make_alert("distress", "test", int(time.time() * 1000) // 2000 * 2000)
+    await web.outputs.publish_alert(alert)
+    store = DirectoryClipStore(web.config.clips.store)
+    clip = Clip(
+        id=f"{alert.id}-lobby",
+        alert_id=alert.id,
+        site="test",
+        stream="lobby",
+        requested_from_ms=alert.window_start - 5000,
+        requested_to_ms=alert.window_end + 5000,
+        start_ms=alert.window_start - 6000,
+        end_ms=alert.window_end + 5000,
+        starts_late=False,
+        complete=True,
+        packets=3,
+        bytes=1000,
+        cut_ms=12.0,
+        created_ms=alert.window_end,
+    )
+    staging = store.staging_file()
+    staging.write_bytes(bytes(range(256)) * 4)
+    store.put(clip, staging)
+    keys = RedisKeys(web.config.redis.key_prefix)
+    async with web.client() as client:
+        assert (await client.get(f"/api/alerts/{alert.id}")).json()["clips"] == [], "not recorded yet"
+        await web.outputs.client.hset(keys.clips_of(alert.id), "lobby", clip.model_dump_json())
+        listed = (await client.get(f"/api/alerts/{alert.id}")).json()["clips"]
+        assert [c["url"] for c in listed] == [f"/clips/{clip.id}.mp4"] and listed[0]["start_ms"] == clip.start_ms
+        whole = await client.get(listed[0]["url"])
+        assert whole.status_code == 200 and whole.headers["content-type"] == "video/mp4" and len(whole.content) == 1024
+        part = await client.get(listed[0]["url"], headers={"Range": "bytes=256-511"})
+        assert part.status_code == 206 and part.content == bytes(range(256))
+        assert part.headers["content-range"] == "bytes 256-511/1024"
+        assert (await client.get("/clips/..%2Fsecret.mp4")).status_code in (400, 404)
+        assert (await client.get("/clips/.hidden.mp4")).status_code == 400
+        assert (await client.get("/clips/nothing-here.mp4")).status_code == 404
+        store.root.joinpath(f"{clip.id}.mp4").unlink()  # removed by retention: no longer offered
+        assert (await client.get(f"/api/alerts/{alert.id}")).json()["clips"] == []
 
 
 async def test_the_event_stream_delivers_new_alerts_and_acks_within_two_seconds(web: Web) -> None:

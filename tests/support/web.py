@@ -66,6 +66,9 @@ async def running_web(
         update={
             "web": WebConfig.model_validate(config.web.model_dump() | (web or {}) | {"port": port}),
             "outputs": config.outputs.model_copy(update={"snapshots_dir": str(snapshots)}),
+            "clips": config.clips.model_copy(
+                update={"store": config.clips.store.model_copy(update={"path": str(snapshots.parent / "clips")})}
+            ),
         }
     )
     telemetry = telemetry or Telemetry()

@@ -1,7 +1,57 @@
-// fusewatch alert detail: snapshot, transcript, detections and every term's contribution and stream.
+// fusewatch alert detail: the clips, the snapshot with its boxes and zones drawn over it, the
+// transcript, detections and every term's contribution and stream.
 "use strict";
 
 const alertId = decodeURIComponent(location.pathname.split("/").pop());
+const SVG = "http://www.w3.org/2000/svg";
+const CLIP_POLL_MS = 3000;
+let clipPoll = null;
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(text(child)));
+  return node;
+}
+
+// Boxes (normalised x1, y1, x2, y2) and zone polygons (normalised points) in the image's own pixels,
+// so labels keep their shape whatever size the image is shown at.
+function overlay(image, alert) {
+  const w = image.naturalWidth, h = image.naturalHeight;
+  const scale = w / (image.clientWidth || w), font = 12 * scale;  // 12 screen pixels at the size shown
+  const zones = alert.zones.map(z => svg("g", {class: "zone"},
+    svg("polygon", {points: z.polygon.map(([x, y]) => `${x * w},${y * h}`).join(" ")}),
+    svg("text", {x: z.polygon[0][0] * w + 3 * scale, y: z.polygon[0][1] * h + font, "font-size": font, "stroke-width": 3 * scale}, z.name)));
+  const boxes = alert.evidence.detections.map(d => {
+    const [x1, y1, x2, y2] = d.box;
+    const label = `${d.label}${d.track_id === null || d.track_id === undefined ? "" : ` #${d.track_id}`} ${d.confidence.toFixed(2)}`;
+    return svg("g", {class: "detection"},
+      svg("rect", {class: "box", x: x1 * w, y: y1 * h, width: (x2 - x1) * w, height: (y2 - y1) * h}),
+      svg("text", {x: x1 * w + 2 * scale, y: Math.max(y1 * h - 3 * scale, font), "font-size": font, "stroke-width": 3 * scale}, label));
+  });
+  return svg("svg", {id: "overlay", viewBox: `0 0 ${w} ${h}`, preserveAspectRatio: "none"}, ...zones, ...boxes);
+}
+
+function snapshot(alert) {
+  if (!alert.snapshot_url) return el("p", {class: "muted"}, "no snapshot");
+  const image = el("img", {id: "snapshot", src: alert.snapshot_url, alt: "snapshot of the window"});
+  const frame = el("div", {class: "frame"}, image);
+  image.addEventListener("load", () => frame.append(overlay(image, alert)));
+  return el("figure", {class: "snapshot"}, frame,
+    el("figcaption", {class: "muted"}, `${alert.snapshot_stream ?? ""} · ${alert.evidence.detections.length} detections`));
+}
+
+function clips(alert) {
+  if (!alert.clips.length) {
+    return el("p", {id: "no-clip", class: "muted"}, "clip: not cut yet (the clips role waits for the post-roll)");
+  }
+  return el("div", {class: "clips"}, ...alert.clips.map(c => el("figure", {class: "clip"},
+    el("video", {id: `clip-${c.stream}`, class: "clip-video", src: c.url, controls: "", preload: "metadata"}),
+    el("figcaption", {class: "muted"},
+      `${c.stream} · ${time(c.start_ms)} – ${time(c.end_ms)} · ${((c.end_ms - c.start_ms) / 1000).toFixed(1)} s`
+        + `${c.complete ? "" : " · ends early (the stream stopped)"}${c.starts_late ? " · starts late" : ""}`,
+      " · ", el("a", {href: c.url, download: `${c.id}.mp4`}, "download")))));
+}
 
 function render(alert) {
   const detail = document.getElementById("detail");
@@ -11,7 +61,7 @@ function render(alert) {
   const terms = el("table", {id: "terms"},
     el("thead", {}, el("tr", {}, ...["signal", "stream", "weight", "value", "g", "contribution"].map(h => el("th", {}, h)))),
     el("tbody", {}, ...alert.terms.map(t => el("tr", {},
-      el("td", {}, t.signal), el("td", {class: "stream"}, t.stream ?? "–"), el("td", {}, t.weight.toFixed(2)),
+      el("td", {}, t.signal), el("td", {class: "term-stream"}, t.stream ?? "–"), el("td", {}, t.weight.toFixed(2)),
       el("td", {}, t.value === null ? "–" : t.value),
       el("td", {}, t.g.toFixed(2)), el("td", {class: "contribution"}, t.contribution.toFixed(2))))),
     el("tfoot", {}, el("tr", {}, el("td", {colspan: "5"}, `score (threshold ${alert.threshold})`),
@@ -26,7 +76,7 @@ function render(alert) {
     el("p", {}, `${time(alert.window_start)} – ${time(alert.window_end)} · streams ${alert.streams.join(", ")} · severity ${alert.severity}`),
     ack,
     el("div", {class: "evidence"},
-      alert.snapshot_url ? el("img", {id: "snapshot", src: alert.snapshot_url, alt: "snapshot of the window"}) : el("p", {class: "muted"}, "no snapshot"),
+      el("div", {}, clips(alert), snapshot(alert)),
       el("div", {},
         el("h3", {}, "Why it fired"), terms,
         el("h3", {}, "Said"), el("blockquote", {id: "transcript"}, alert.evidence.transcript || "(nothing)"),
@@ -45,7 +95,11 @@ async function load() {
     document.getElementById("detail").replaceChildren(el("p", {class: "error"}, response.status === 404 ? "No such alert." : `Error ${response.status}`));
     return;
   }
-  render(await response.json());
+  const alert = await response.json();
+  render(alert);
+  // A fresh alert's clip comes once its post-roll is on the topic: look again until it is there.
+  clearTimeout(clipPoll);
+  if (!alert.clips.length && Date.now() - alert.window_end < 120_000) clipPoll = setTimeout(load, CLIP_POLL_MS);
 }
 
 load();

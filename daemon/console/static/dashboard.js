@@ -21,6 +21,9 @@ function row(alert) {
     ? el("span", {class: "acked", title: time(alert.ack.at_ms)}, `✓ ${alert.ack.by}`)
     : el("button", {class: "ack", "data-id": alert.id}, "acknowledge");
   const tr = el("tr", {id: `alert-${alert.id}`, class: `alert sev-${alert.severity}${alert.ack ? " is-acked" : ""}`, "data-id": alert.id},
+    el("td", {class: "thumb"}, alert.snapshot_url
+      ? el("a", {href: `/alerts/${alert.id}`}, el("img", {class: "thumb", src: alert.snapshot_url, alt: "", loading: "lazy"}))
+      : ""),
     el("td", {}, el("a", {href: `/alerts/${alert.id}`}, time(alert.window_start))),
     el("td", {}, alert.site),
     el("td", {class: "event"}, el("a", {href: `/alerts/${alert.id}`}, alert.event)),
@@ -62,6 +65,8 @@ function connect() {
   source.addEventListener("alert", message => {
     const alert = JSON.parse(message.data);
     alert.ack = alerts.get(alert.id)?.ack || null;
+    const shot = alert.evidence.snapshot;
+    alert.snapshot_url = shot ? `/snapshots/${shot.split("/").map(encodeURIComponent).join("/")}` : null;
     alerts.set(alert.id, alert);
     render();
   });
