@@ -1,7 +1,8 @@
 """`fusewatch demo`, the README's first command, end to end in a fresh working directory.
 
 It starts the embedded broker and Redis, replays the sample recordings in a loop at real
-speed through every role, prints the lobby's distress alert as it fires, and a Ctrl-C
+speed through every role, prints the lobby's distress alert as it fires, serves the alert's
+clip on the dashboard once the clips role has cut it, and a Ctrl-C
 (SIGINT) stops everything: exit code 0 and no process left behind.
 """
 
@@ -24,6 +25,21 @@ from tests.helpers import free_port
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _the_alert_page_offers_its_clip(web: int, alert_id: str) -> None:
+    """The clips role cuts the alert's clip once its post-roll is on the topic; the dashboard serves it."""
+    auth = {"Authorization": "Bearer demo-token"}
+    clips: list[dict[str, object]] = []
+    deadline = time.monotonic() + 60
+    while not clips and time.monotonic() < deadline:
+        time.sleep(1.0)
+        clips = httpx.get(f"http://127.0.0.1:{web}/api/alerts/{alert_id}", headers=auth).json()["clips"]
+    assert [c["stream"] for c in clips if c["stream"] == "lobby"], f"no clip of the lobby within 60 s: {clips}"
+    lobby = next(c for c in clips if c["stream"] == "lobby")
+    assert lobby["video_codec"] == "h264" and lobby["audio_codec"] == "aac"
+    head = httpx.get(f"http://127.0.0.1:{web}{lobby['url']}", headers=auth | {"Range": "bytes=0-15"})
+    assert head.status_code == 206 and head.content[4:8] == b"ftyp"
 
 
 def test_demo_prints_the_alert_live_serves_the_dashboard_and_ctrl_c_leaves_no_process(
@@ -68,6 +84,7 @@ def test_demo_prints_the_alert_live_serves_the_dashboard_and_ctrl_c_leaves_no_pr
         assert f"http://127.0.0.1:{web}/login?token=demo-token" in printed
         listed = httpx.get(f"http://127.0.0.1:{web}/api/alerts", headers={"Authorization": "Bearer demo-token"})
         assert alert["id"] in {a["id"] for a in listed.json()["alerts"]}
+        _the_alert_page_offers_its_clip(web, alert["id"])
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(90) == 0, stderr_log.read_text()[-3000:]
