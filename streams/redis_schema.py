@@ -1,6 +1,6 @@
 """Every Redis key fusewatch uses, and the scripts that write them: the one schema writers and readers share.
 
-Writers: `streams.sinks.RedisOutputs` (alerts, latest summaries, rule state) and
+Writers: `streams.sinks.RedisOutputs` (alerts, latest and period summaries, rule state) and
 `daemon.telemetry.status.StatusStore` (stream and role status); readers: the console's
 alert store, feed and dashboard, and `fusewatch status`. `P` is `redis.key_prefix`:
 
@@ -10,10 +10,14 @@ alert store, feed and dashboard, and `fusewatch status`. `P` is `redis.key_prefi
 | `P:alerts:id:<id>` | string | fuse | the entry id of that alert, as long as the entry is in the stream |
 | `P:alerts:live` | pub/sub | fuse | the alert JSON, once per new alert |
 | `P:summary:latest` | hash | fuse | `<stream>` → newest `Summary` JSON, `<stream>:start` → its window start |
+| `P:summaries:<stream>:<period_s>` | sorted set | fuse | `PeriodSummary` JSON, score: period start |
 | `P:acks`, `P:acks:live` | hash, pub/sub | console | alert id → acknowledgement JSON; announcements |
-| `P:rules:<site>` | hash | fuse | event → rule state JSON; `__closed_upto__` → last closed window start |
+| `P:rules:<site>` | hash | fuse | event → rule state JSON; `__closed_upto__`, `__rolling__:<stream>` (below) |
 | `P:status:streams` | hash | analyze | stream → `StreamStatus` JSON |
 | `P:status:roles` | hash | run | `<host:pid>/<role>` → `RoleStatus` JSON |
+
+In `P:rules:<site>`, `__closed_upto__` is the start of the site's last closed window and
+`__rolling__:<stream>` the stream's open period summaries (`daemon.fuse.rolling`).
 """
 
 from __future__ import annotations
@@ -84,6 +88,16 @@ end
 return 0
 """
 
+# KEYS: the stream's sorted set for one period. ARGV: period start, PeriodSummary JSON, how many to keep.
+# One summary per period start: a re-emitted one (a partial period completed, a window re-read after a
+# restart) replaces the one before; then only the newest `keep` periods stay.
+PERIOD_SUMMARY = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[3]) - 1)
+return 1
+"""
+
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -94,6 +108,7 @@ class RedisKeys:
         self.alerts = f"{prefix}:alerts"
         self.live = f"{prefix}:alerts:live"
         self.latest = f"{prefix}:summary:latest"
+        self.summaries = f"{prefix}:summaries"
         self.acks = f"{prefix}:acks"
         self.acks_live = f"{prefix}:acks:live"
         self.rules = f"{prefix}:rules"
@@ -109,6 +124,10 @@ class RedisKeys:
 
     def rules_of(self, site: str) -> str:
         return f"{self.rules}:{site}"
+
+    def period_summaries(self, stream: str, period_s: int) -> str:
+        """The sorted set of a stream's summaries over `period_s`-long periods."""
+        return f"{self.summaries}:{stream}:{period_s}"
 
 
 def redis_client(config: RedisConfig, socket_timeout: float = 2.0) -> aioredis.Redis:
