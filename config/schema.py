@@ -697,6 +697,44 @@ class EventConfig(Section):
         return self
 
 
+# --------------------------------------------------------------------------- rolling summaries
+
+
+class SummariesConfig(Section):
+    """Rolling summaries per stream and period (docs/design.md §7): what an operator asks after the fact.
+
+    Per-window summaries say what a stream saw in 2 s; a shift report needs minutes and hours.
+    Periods are aligned to multiples of their length since the epoch (a 1 m period starts on a
+    full minute), so every worker cuts a stream's history the same way; a window belongs to the
+    period its start falls in (with a window size that does not divide a period, the window
+    that straddles a boundary counts wholly in the earlier period). An empty list turns rolling
+    summaries off.
+    """
+
+    periods: list[Duration] = Field(default_factory=lambda: [60.0, 3600.0], max_length=8)
+    loud_dbfs: float = Field(
+        default=-20.0, le=0, description="an audio window at or above this RMS level is a loud moment"
+    )
+    keep: int = Field(
+        default=1440,
+        ge=1,
+        le=1_000_000,
+        description="period summaries kept in Redis per stream and period (1440: a day of 1 m periods)",
+    )
+
+    @field_validator("periods")
+    @classmethod
+    def _whole_seconds(cls, periods: list[float]) -> list[float]:
+        for index, period in enumerate(periods):
+            if period < 1 or period != int(period):
+                raise PydanticCustomError(
+                    "period", "a period is whole seconds, at least 1 s, got {got}", {"got": period, "at": (index,)}
+                )
+        for index, shown in _duplicates([f"{period:g} s" for period in periods]):
+            raise PydanticCustomError("duplicate", "duplicate period {got}", {"got": shown, "at": (index,)})
+        return periods
+
+
 # --------------------------------------------------------------------------- outputs, web
 
 
@@ -804,6 +842,7 @@ class FusewatchConfig(Section):
     outputs: OutputsConfig = OutputsConfig()
     clips: ClipsConfig = ClipsConfig()
     web: WebConfig = WebConfig()
+    summaries: SummariesConfig = SummariesConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> FusewatchConfig:

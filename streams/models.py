@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
 WIRE_VERSION = 1
 MediaKind = Literal["video", "audio"]
@@ -365,6 +365,98 @@ class Clip(WireModel):
     bytes: int = Field(ge=0)
     cut_ms: float = Field(ge=0, description="time spent reading and remuxing")
     created_ms: int
+
+
+class PeriodObjects(WireModel):
+    """One class of object over a period."""
+
+    max_count: int = Field(ge=0, description="most seen at once in any window")
+    mean_count: float = Field(ge=0, description="mean over the period's video windows (absent in one: 0)")
+    new_tracks: int = Field(ge=0, description="distinct track ids first seen in the period")
+
+
+class PeriodZone(WireModel):
+    """One zone over a period."""
+
+    entries: int = Field(ge=0, description="sum of the windows' entries")
+    max_occupancy: float = Field(ge=0, description="most objects in the zone at once")
+    dwell_s: float = Field(ge=0, description="the longest stay seen (the maximum, not a sum)")
+
+
+class SaidLine(WireModel):
+    """What was said, with its wallclock span (ms): word times when known, else window bounds."""
+
+    start_ms: int
+    end_ms: int
+    text: str
+
+
+class LoudMoment(WireModel):
+    """Consecutive windows at or above `summaries.loud_dbfs`, with their loudest levels."""
+
+    start_ms: int
+    end_ms: int
+    loudness_dbfs: float
+    peak_dbfs: float
+
+
+class PeriodLoudness(WireModel):
+    """Sound level over a period."""
+
+    mean_dbfs: float = Field(description="energy mean of the windows' RMS levels, not a mean of decibels")
+    peak_dbfs: float
+    loud_moments: list[LoudMoment] = Field(default_factory=list)
+
+
+class AlertRef(WireModel):
+    """An alert fired in the period that names the stream (`Alert.streams`)."""
+
+    id: str
+    event: str
+    score: float
+    window_start: int
+
+
+class PeriodSummary(WireModel):
+    """What one stream saw, heard and alerted on over a period (1 min, 1 h…), on `fw.summaries`.
+
+    Shares the topic (key: stream) with the per-window `Summary`; `kind` tells them apart
+    (`SUMMARY_RECORD`). `complete` is false for a period cut short by the end of input; a later
+    summary of the same (stream, period_s, period_start) replaces it.
+    """
+
+    v: Literal[1] = 1
+    kind: Literal["period"] = "period"
+    stream: str
+    site: str
+    period_s: int = Field(gt=0)
+    period_start: int = Field(description="wallclock ms, a multiple of period_s")
+    period_end: int
+    complete: bool = True
+    windows: int = Field(ge=0, description="windows of the stream folded in")
+    video_windows: int = Field(default=0, ge=0)
+    audio_windows: int = Field(default=0, ge=0)
+    first_window: int
+    last_window: int
+    objects: dict[str, PeriodObjects] = Field(default_factory=dict)
+    zones: dict[str, PeriodZone] = Field(default_factory=dict)
+    speech: list[SaidLine] = Field(default_factory=list)
+    keywords: list[str] = Field(default_factory=list)
+    loudness: PeriodLoudness | None = None
+    alerts: list[AlertRef] = Field(default_factory=list)
+
+
+def _summary_kind(value: object) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "period" if kind == "period" else "window"
+
+
+SummaryRecord = Annotated[
+    Annotated[Summary, Tag("window")] | Annotated[PeriodSummary, Tag("period")], Discriminator(_summary_kind)
+]
+"""A record of `fw.summaries`: a `PeriodSummary` when `kind` is "period", else (no `kind`) a per-window `Summary`."""
+SUMMARY_RECORD: TypeAdapter[SummaryRecord] = TypeAdapter(SummaryRecord)
+"""Parses (`validate_json`) and describes (`json_schema`) a record of `fw.summaries`."""
 
 
 class InitTrack(WireModel):

@@ -1,6 +1,6 @@
 """Every Redis key fusewatch uses, and the scripts that write them: the one schema writers and readers share.
 
-Writers: `streams.sinks.RedisOutputs` (alerts, latest summaries, rule state), the clips role, and
+Writers: `streams.sinks.RedisOutputs` (alerts, latest and period summaries, rule state), the clips role, and
 `daemon.telemetry.status.StatusStore` (stream and role status); readers: the console's
 alert store, feed and dashboard, and `fusewatch status`. `P` is `redis.key_prefix`:
 
@@ -11,8 +11,9 @@ alert store, feed and dashboard, and `fusewatch status`. `P` is `redis.key_prefi
 | `P:alerts:live` | pub/sub | fuse | the alert JSON, once per new alert |
 | `P:summary:latest` | hash | fuse | `<stream>` → newest `Summary` JSON, `<stream>:start` → its window start |
 | `P:clips:<alert id>` | hash | clips | stream → `Clip` JSON of the alert's clip; expires after `clips.store.max_age` |
+| `P:summaries:<stream>:<period_s>` | sorted set | fuse | `PeriodSummary` JSON, score: period start |
 | `P:acks`, `P:acks:live` | hash, pub/sub | console | alert id → acknowledgement JSON; announcements |
-| `P:rules:<site>` | hash | fuse | event → rule state JSON; `__closed_upto__` → last closed window start |
+| `P:rules:<site>` | hash | fuse | event → rule state JSON; `__closed_upto__`, `__rolling__:<stream>` (below) |
 | `P:status:streams` | hash | analyze | stream → `StreamStatus` JSON |
 | `P:status:roles` | hash | run | `<host:pid>/<role>` → `RoleStatus` JSON (see below) |
 
@@ -20,6 +21,9 @@ A `fusewatch run` process rewrites its role records every 2 s and, stopping clea
 more with `departed_ms` set. Every run process's report also deletes (HDEL) any process's
 records departed, or silent, for longer than `ROLE_EXPIRY_MS` (10 min,
 `daemon.telemetry.status`): Redis 7.0 has no per-field expiry (HEXPIRE needs 7.4).
+
+In `P:rules:<site>`, `__closed_upto__` is the start of the site's last closed window and
+`__rolling__:<stream>` the stream's open period summaries (`daemon.fuse.rolling`).
 """
 
 from __future__ import annotations
@@ -96,6 +100,16 @@ end
 return 0
 """
 
+# KEYS: the stream's sorted set for one period. ARGV: period start, PeriodSummary JSON, how many to keep.
+# One summary per period start: a re-emitted one (a partial period completed, a window re-read after a
+# restart) replaces the one before; then only the newest `keep` periods stay.
+PERIOD_SUMMARY = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[3]) - 1)
+return 1
+"""
+
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
@@ -106,6 +120,7 @@ class RedisKeys:
         self.alerts = f"{prefix}:alerts"
         self.live = f"{prefix}:alerts:live"
         self.latest = f"{prefix}:summary:latest"
+        self.summaries = f"{prefix}:summaries"
         self.acks = f"{prefix}:acks"
         self.acks_live = f"{prefix}:acks:live"
         self.rules = f"{prefix}:rules"
@@ -125,6 +140,10 @@ class RedisKeys:
 
     def clips_of(self, alert_id: str) -> str:
         return f"{self.clips}:{alert_id}"
+
+    def period_summaries(self, stream: str, period_s: int) -> str:
+        """The sorted set of a stream's summaries over `period_s`-long periods."""
+        return f"{self.summaries}:{stream}:{period_s}"
 
 
 def redis_client(config: RedisConfig, socket_timeout: float = 2.0) -> aioredis.Redis:

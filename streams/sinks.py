@@ -7,7 +7,9 @@ is kept. The id → entry keys are trimmed with the stream (`alerts_maxlen`): th
 more of them than alerts kept. When Redis is unreachable, outputs wait in a bounded buffer
 (counted; the oldest is dropped only when the buffer is full) and are written, in order, as
 soon as it answers again. Kafka alerts are keyed by alert id so downstream consumers can
-deduplicate too.
+deduplicate too. Period summaries go to a sorted set per (stream, period) where one per
+period start is kept (a re-emitted one replaces it), trimmed to the newest `keep`; on Kafka
+they share `fw.summaries` with the per-window summaries, keyed by stream.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from aiokafka import AIOKafkaProducer
 from config.schema import KafkaConfig, RedisConfig
 from streams.backoff import SERVICE_RETRY, Backoff
 from streams.kafka import PendingAcks
-from streams.models import Alert, Summary
+from streams.models import Alert, PeriodSummary, Summary
 from streams.redis_schema import (
     LATEST_SUMMARY,
+    PERIOD_SUMMARY,
     PUBLISH_ALERT,
     REDIS_DOWN,
     TRIM_STEP,
@@ -56,20 +59,25 @@ class _RuleState:
     state_json: str
 
 
-_Pending = Alert | Summary | _RuleState
+_Pending = Alert | Summary | PeriodSummary | _RuleState
 """What waits in the buffer for Redis: each written by its own command."""
 
 
 class RedisOutputs:
-    """Alerts, latest summaries and rule state in Redis, buffered while Redis is down."""
+    """Alerts, latest and period summaries and rule state in Redis, buffered while Redis is down.
 
-    def __init__(self, config: RedisConfig, client: aioredis.Redis | None = None) -> None:
+    `summaries_keep`: period summaries kept per stream and period (`summaries.keep`).
+    """
+
+    def __init__(self, config: RedisConfig, client: aioredis.Redis | None = None, summaries_keep: int = 1440) -> None:
         self._config = config
+        self._summaries_keep = summaries_keep
         self._client = client or redis_client(config)
         self.keys = RedisKeys(config.key_prefix)
         self._buffer: deque[_Pending] = deque()
         self._alert_script = self._client.register_script(PUBLISH_ALERT)
         self._summary_script = self._client.register_script(LATEST_SUMMARY)
+        self._period_script = self._client.register_script(PERIOD_SUMMARY)
         self.counters = OutputCounters()
 
     @property
@@ -88,6 +96,10 @@ class RedisOutputs:
         await self.flush(raise_on_error=False)
 
     async def publish_summary(self, summary: Summary) -> None:
+        self._enqueue(summary)
+        await self.flush(raise_on_error=False)
+
+    async def publish_period_summary(self, summary: PeriodSummary) -> None:
         self._enqueue(summary)
         await self.flush(raise_on_error=False)
 
@@ -151,12 +163,18 @@ class RedisOutputs:
                 keys=[self.keys.latest], args=[output.stream, output.window_start, output.model_dump_json()]
             )
             self.counters.summaries += 1
+        elif isinstance(output, PeriodSummary):
+            await self._period_script(
+                keys=[self.keys.period_summaries(output.stream, output.period_s)],
+                args=[output.period_start, output.model_dump_json(), self._summaries_keep],
+            )
         else:
             await self._client.hset(self.keys.rules_of(output.site), output.event, output.state_json)
 
 
 class KafkaOutputs:
-    """`fw.alerts` keyed by alert id and `fw.summaries` keyed by stream; `flush` awaits the acks."""
+    """`fw.alerts` keyed by alert id and `fw.summaries` (window and period summaries) keyed by stream;
+    `flush` awaits the acks."""
 
     def __init__(self, config: KafkaConfig, producer: AIOKafkaProducer) -> None:
         self._topics = config.topics
@@ -171,6 +189,13 @@ class KafkaOutputs:
         )
 
     async def publish_summary(self, summary: Summary) -> None:
+        self._acks.add(
+            await self._producer.send(
+                self._topics.summaries, key=summary.stream.encode(), value=summary.model_dump_json().encode()
+            )
+        )
+
+    async def publish_period_summary(self, summary: PeriodSummary) -> None:
         self._acks.add(
             await self._producer.send(
                 self._topics.summaries, key=summary.stream.encode(), value=summary.model_dump_json().encode()

@@ -7,7 +7,7 @@ import json
 import re
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from streams.models import (
     VideoFeatures,
     VideoWindowFeatures,
     WindowFeatures,
+    Word,
     ZoneStats,
 )
 from streams.redis_schema import RedisKeys, redis_client
@@ -139,13 +140,22 @@ W = 2000
 
 
 def video(
-    stream: str, start: int, persons: int, door_occupancy: float = 0, snapshot: str | None = None
+    stream: str,
+    start: int,
+    persons: int,
+    door_occupancy: float = 0,
+    snapshot: str | None = None,
+    *,
+    classes: dict[str, ClassStats] | None = None,
+    zones: dict[str, ZoneStats] | None = None,
 ) -> WindowFeatures:
-    classes = (
-        {"person": ClassStats(max_count=persons, mean_count=persons, max_confidence=0.9, new_tracks=[1])}
-        if persons
-        else {}
-    )
+    """A video window with `persons` people (track 1 new), or with the given `classes` and `zones`."""
+    if classes is None:
+        classes = (
+            {"person": ClassStats(max_count=persons, mean_count=persons, max_confidence=0.9, new_tracks=[1])}
+            if persons
+            else {}
+        )
     detections = [Detection(label="person", confidence=0.9, box=(0.1, 0.1, 0.2, 0.5))] * persons
     return VideoWindowFeatures(
         stream=stream,
@@ -155,30 +165,33 @@ def video(
         video=VideoFeatures(
             frames=10,
             classes=classes,
-            zones={"door": ZoneStats(occupancy=door_occupancy)},
+            zones=zones if zones is not None else {"door": ZoneStats(occupancy=door_occupancy)},
             detections=detections,
             snapshot=snapshot,
         ),
     )
 
 
-def audio(stream: str, start: int, dbfs: float) -> WindowFeatures:
+def audio(stream: str, start: int, dbfs: float, *, peak: float | None = None) -> WindowFeatures:
+    """An audio window at `dbfs` RMS, its peak `peak` (default 10 dB above)."""
     return AudioWindowFeatures(
         stream=stream,
         site="hq",
         window_start=start,
         window_end=start + W,
-        audio=AudioFeatures(loudness_dbfs=dbfs, peak_dbfs=dbfs + 10, speech_ratio=0.5),
+        audio=AudioFeatures(loudness_dbfs=dbfs, peak_dbfs=dbfs + 10 if peak is None else peak, speech_ratio=0.5),
     )
 
 
-def speech(stream: str, start: int, text: str) -> WindowFeatures:
+def speech(
+    stream: str, start: int, text: str, *, words: Sequence[Word] = (), keywords: Sequence[str] = ()
+) -> WindowFeatures:
     return SpeechWindowFeatures(
         stream=stream,
         site="hq",
         window_start=start,
         window_end=start + W,
-        speech=SpeechFeatures(text=text),
+        speech=SpeechFeatures(text=text, words=list(words), keywords=list(keywords)),
     )
 
 
@@ -241,13 +254,14 @@ def make_alert(
     window_start: int = 1_700_000_000_000,
     snapshot: str | None = None,
     transcript: str = "help somebody call the police",
+    streams: Sequence[str] = ("lobby",),
 ) -> Alert:
     """An alert as the fuse stage makes it: deterministic id, two terms, evidence."""
     return Alert(
         id=alert_id(event, site, window_start),
         event=event,
         site=site,
-        streams=["lobby"],
+        streams=list(streams),
         window_start=window_start,
         window_end=window_start + 2000,
         score=1.0,

@@ -54,6 +54,7 @@ def schemas(name: str) -> dict[str, Any]:
         "alert": models.Alert.model_json_schema(),
         "summary": models.Summary.model_json_schema(),
         "clip": models.Clip.model_json_schema(),
+        "period-summary": models.PeriodSummary.model_json_schema(),
     }
     if name == "all":
         return available
@@ -667,6 +668,38 @@ async def alerts(
         await show_alerts(config, where, limit, follow, AlertPrinter(json_lines=True if json_lines else None), stop)
     except REDIS_DOWN as exc:
         raise UserError(f"cannot reach Redis at {config.redis.url}: {exc}") from exc
+    return 0
+
+
+async def summary(config: FusewatchConfig, stream: str, since: str, period: str | None, json_lines: bool) -> int:
+    """`fusewatch summary`: a stream's rolling summaries of one period length from Redis."""
+    from config.durations import parse_duration
+    from daemon.console.feed import since_ms
+    from daemon.console.summaries import SummaryPrinter, period_label, show_summaries
+
+    try:
+        since_at = since_ms(parse_duration(since))
+    except ValueError as exc:
+        raise UserError(f"--since: {exc}") from None
+    configured = sorted(int(p) for p in config.summaries.periods)
+    try:
+        seconds = parse_duration(period) if period is not None else float(configured[0] if configured else 60)
+    except ValueError as exc:
+        raise UserError(f"--period: {exc}") from None
+    if seconds < 1 or seconds != int(seconds):
+        raise UserError(f"--period: whole seconds, at least 1 s, got {period}")
+    printer = SummaryPrinter(json_lines=True if json_lines else None)
+    try:
+        shown = await show_summaries(config, stream, int(seconds), since_at, printer)
+    except REDIS_DOWN as exc:
+        raise UserError(f"cannot reach Redis at {config.redis.url}: {exc}") from exc
+    if not shown:
+        periods = ", ".join(period_label(p) for p in configured) or "none"
+        console.print(
+            f"no {period_label(int(seconds))} summaries of {stream!r} in the last {since} "
+            f"(configured periods: {periods})",
+            markup=False,
+        )
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`fusewatch` command line: config checks, schemas, services, replay/ingest, workers, `run`, feeds, demo.
+"""`fusewatch` command line: config checks, schemas, services, replay/ingest, workers, `run`, feeds, summaries, demo.
 
 Each sub-command is a thin shell over the library: it parses arguments, loads the config
 (the embedded demo config when none is given), runs one coroutine and maps failures to a
@@ -47,7 +47,10 @@ def _parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser("schema", help="print JSON Schemas of the config and wire messages")
     schema.add_argument(
-        "name", nargs="?", default="all", help="config, init, features, alert, summary, clip or all (default)"
+        "name",
+        nargs="?",
+        default="all",
+        help="config, init, features, alert, summary, period-summary, clip or all (default)",
     )
 
     services = commands.add_parser("services", help="embedded Kafka-protocol broker and Redis")
@@ -132,6 +135,13 @@ def _parser() -> argparse.ArgumentParser:
     feed.add_argument("--limit", "-n", type=int, default=20, help="how many recent alerts to show first")
     feed.add_argument("--json", dest="json_lines", action="store_true", help="JSON lines even on a terminal")
 
+    summary = commands.add_parser("summary", help="a stream's rolling summaries from Redis (JSON lines when piped)")
+    summary.add_argument("--config")
+    summary.add_argument("--stream", required=True)
+    summary.add_argument("--since", default="1h", help="periods ending in the last DURATION, e.g. 10m (default 1h)")
+    summary.add_argument("--period", help="period length, e.g. 1m or 1h (default: the shortest configured)")
+    summary.add_argument("--json", dest="json_lines", action="store_true", help="JSON lines even on a terminal")
+
     status = commands.add_parser("status", help="per stream fps, dropped frames, lag, last window and alert")
     status.add_argument("--config")
     status.add_argument("--json", dest="json_out", action="store_true")
@@ -190,6 +200,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "run": lambda a: commands.run(_load(a.config), commands.parse_roles(a.role), a.metrics_port),
         "clip": lambda a: commands.clip(_load(a.config), a.stream, a.start, a.end, Path(a.output), a.wait),
         "alerts": lambda a: commands.alerts(_load(a.config), a.site, a.event, a.since, a.limit, a.follow, a.json_lines),
+        "summary": lambda a: commands.summary(_load(a.config), a.stream, a.since, a.period, a.json_lines),
         "status": lambda a: commands.status(_load(a.config), a.json_out),
         "demo": lambda a: commands.demo(_load(a.config), Path(a.media_dir)),
     }

@@ -61,8 +61,10 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from config.durations import parse_duration
 from config.schema import FusewatchConfig, WebConfig
 from daemon.console.alerts import AlertFilter, AlertStore
+from daemon.console.summaries import MAX_PERIODS, SummaryStore
 from daemon.telemetry.metrics import Telemetry
 from daemon.telemetry.status import StatusStore
 from streams.clip_store import open_store
@@ -376,6 +378,7 @@ class Dashboard:
         self.throttle = throttle or _throttle(config.web)
         self.alerts = AlertStore(self.redis, config.redis.key_prefix)
         self.status = StatusStore(self.redis, config.redis.key_prefix)
+        self.summaries = SummaryStore(self.redis, config.redis.key_prefix)
         self.keys = RedisKeys(config.redis.key_prefix)
         self.snapshots = Path(config.outputs.snapshots_dir).resolve() if config.outputs.snapshots_dir else None
         self.clips = open_store(config.clips.store)
@@ -512,6 +515,28 @@ class Dashboard:
 
     async def streams(self, request: Request) -> Response:
         return JSONResponse(await self.status.overview())
+
+    async def list_summaries(self, request: Request) -> Response:
+        """A stream's period summaries, oldest first (for a timeline): `stream` (required), `period`
+        (`1m`, `1h` or seconds; default the shortest configured), `since_ms` (periods ending after
+        it), `limit` (the newest that many, default 1440)."""
+        params = request.query_params
+        stream = params.get("stream", "")
+        if not stream:
+            return _error(400, "stream is required, e.g. /api/summaries?stream=lobby&period=1m")
+        configured = sorted(self.config.summaries.periods) or [60.0]
+        try:
+            period = parse_duration(params.get("period") or configured[0])
+            since = int(params["since_ms"]) if "since_ms" in params else None
+            limit = min(max(int(params.get("limit", "1440")), 1), MAX_PERIODS)
+        except ValueError:
+            return _error(400, "period must be a duration such as 1m or 3600; since_ms and limit integers")
+        if period < 1 or period != int(period):
+            return _error(400, f"period must be whole seconds, at least 1 s, got {period:g} s")
+        found = await self.summaries.recent(stream, int(period), since, limit)
+        return JSONResponse(
+            {"stream": stream, "period_s": int(period), "summaries": [s.model_dump(mode="json") for s in found]}
+        )
 
     async def events(self, request: Request) -> Response:
         """Server-sent events: `alert` (the alert JSON) and `ack` ({id, ack}) as they happen.
@@ -657,6 +682,7 @@ def create_app(
             Route("/api/alerts/{alert_id}", handlers.get_alert),
             Route("/api/alerts/{alert_id}/ack", handlers.ack_alert, methods=["POST"]),
             Route("/api/streams", handlers.streams),
+            Route("/api/summaries", handlers.list_summaries),
             Route("/api/events", handlers.events),
         ]
 

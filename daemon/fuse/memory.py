@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.models import Alert, Summary
+from streams.models import Alert, PeriodSummary, Summary
 
 
 class ListOutputs:
@@ -11,12 +11,16 @@ class ListOutputs:
     def __init__(self) -> None:
         self.alerts: list[Alert] = []
         self.summaries: list[Summary] = []
+        self.period_summaries: list[PeriodSummary] = []
 
     async def publish_alert(self, alert: Alert) -> None:
         self.alerts.append(alert)
 
     async def publish_summary(self, summary: Summary) -> None:
         self.summaries.append(summary)
+
+    async def publish_period_summary(self, summary: PeriodSummary) -> None:
+        self.period_summaries.append(summary)
 
 
 class MemoryRuleStore:

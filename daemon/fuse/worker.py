@@ -8,7 +8,8 @@ every expected input has delivered it or moved past it — inputs that have been
 that is already closed are counted as late.
 
 `FuseWorker` evaluates the events on each closed window, publishes alerts and summaries
-(Redis and Kafka) and keeps each rule's small state (streak, cooldown) in Redis, so a
+(Redis and Kafka), folds the window into the rolling period summaries (`daemon.fuse.rolling`)
+and keeps each rule's small state (streak, cooldown) and the open periods in Redis, so a
 restarted worker continues where the last one stopped. Offsets are committed only up to
 the first record of the oldest open window, after the outputs are acknowledged. Why this
 is not a faust-streaming agent with changelog tables: docs/fuse-without-faust.md.
@@ -31,6 +32,7 @@ from pydantic import ValidationError
 
 from config.schema import FusewatchConfig
 from daemon.fuse.learned import LearnedRule
+from daemon.fuse.rolling import RollingSummarizer
 from daemon.fuse.rules import EventRule, JoinedWindow, RuleState, summaries
 from daemon.telemetry.metrics import LagGauge, Metrics, Telemetry
 from streams.checkpoint import Checkpoint
@@ -42,7 +44,7 @@ from streams.kafka import (
     make_consumer,
     make_producer,
 )
-from streams.models import WINDOW_FEATURES, Alert, Summary, WindowFeatures
+from streams.models import WINDOW_FEATURES, Alert, PeriodSummary, Summary, WindowFeatures
 from streams.redis_schema import until_redis
 from streams.sinks import KafkaOutputs, RedisOutputs
 from streams.windows import window_size_ms
@@ -60,9 +62,11 @@ class Outputs(Protocol):
 
     async def publish_summary(self, summary: Summary) -> None: ...
 
+    async def publish_period_summary(self, summary: PeriodSummary) -> None: ...
+
 
 class RuleStore(Protocol):
-    """Keeps rule states and the last closed window per site across restarts."""
+    """Keeps rule states, the last closed window and the open period summaries per site across restarts."""
 
     async def load_rule_states(self, site: str) -> dict[str, str]: ...
 
@@ -269,6 +273,7 @@ class FuseCounters:
     alerts: int = 0
     evaluations: int = 0
     summaries: int = 0
+    period_summaries: int = 0
     partitions_released: int = 0
 
 
@@ -296,6 +301,7 @@ class FuseWorker:
         self._states: dict[tuple[str, str], RuleState] = {}
         self._dirty: dict[tuple[str, str], str] = {}
         self._loaded: set[str] = set()
+        self.rolling = RollingSummarizer(config.summaries)
         self.counters = FuseCounters()
         self.on_alert: Callable[[Alert], None] = lambda alert: None
 
@@ -310,8 +316,10 @@ class FuseWorker:
             await self._on_closed(window)
 
     async def finish(self) -> None:
+        """End of input: close every open window, then show the open periods as they stand (incomplete)."""
         for window in self.joiner.close_all():
             await self._on_closed(window)
+        await self._publish_periods(self.rolling.partial())
 
     async def _load(self, site: str) -> None:
         if site in self._loaded or self._store is None:
@@ -323,8 +331,10 @@ class FuseWorker:
                 self._states[(rule.event.name, site)] = RuleState(**json.loads(saved[rule.event.name]))
         if self.CLOSED_KEY in saved:
             self.joiner.resume(site, int(saved[self.CLOSED_KEY]))
+        self.rolling.restore(site, saved)
 
     async def _on_closed(self, window: JoinedWindow) -> None:
+        fired: list[Alert] = []
         for rule in self._rules:
             if not rule.applies_to(window.site):
                 continue
@@ -337,12 +347,20 @@ class FuseWorker:
                 for output in self._outputs:
                     await output.publish_alert(alert)
                 self.on_alert(alert)  # after the outputs: the alert latency metric ends here
+                fired.append(alert)
             self._dirty[(window.site, rule.event.name)] = json.dumps(state.to_dict())
         for summary in summaries(window):
             self.counters.summaries += 1
             for output in self._outputs:
                 await output.publish_summary(summary)
+        await self._publish_periods(self.rolling.fold(window, fired))
         self._dirty[(window.site, self.CLOSED_KEY)] = str(window.window_start)
+
+    async def _publish_periods(self, periods: list[PeriodSummary]) -> None:
+        for period in periods:
+            self.counters.period_summaries += 1
+            for output in self._outputs:
+                await output.publish_period_summary(period)
 
     def release(self, partitions: set[tuple[str, int]]) -> list[str]:
         """Forget the sites of `partitions` (revoked in a rebalance): their windows, rule states and closed mark.
@@ -354,6 +372,7 @@ class FuseWorker:
         self.counters.partitions_released += len(partitions)
         for site in sites:
             self._loaded.discard(site)
+            self.rolling.forget(site)
             for key in [key for key in self._states if key[1] == site]:
                 del self._states[key]
             for key in [key for key in self._dirty if key[0] == site]:
@@ -365,12 +384,16 @@ class FuseWorker:
 
         Saved only then, a restarted worker that re-reads from the committed offsets re-evaluates
         exactly the windows whose outputs may not have been delivered (duplicates are harmless:
-        alert ids are deterministic and Redis writes idempotent).
+        alert ids are deterministic and Redis writes idempotent). The closed marks go last, so a
+        stored mark never runs ahead of the stored open periods: windows after the mark are read
+        again, and the summarizer skips those it already folded.
         """
         if self._store is None:
             return
         dirty, self._dirty = self._dirty, {}
-        for (site, key), value in dirty.items():
+        marks = {key: value for key, value in dirty.items() if key[1] == self.CLOSED_KEY}
+        rules = {key: value for key, value in dirty.items() if key[1] != self.CLOSED_KEY}
+        for (site, key), value in [*rules.items(), *self.rolling.take_dirty().items(), *marks.items()]:
             await self._store.save_rule_state(site, key, value)
 
 
@@ -415,7 +438,7 @@ class _FuseRole:
         group = f"{config.kafka.group_prefix}-fuse"
         self.producer = make_producer(config.kafka)
         self.consumer = make_consumer(config.kafka, group=group)
-        self.redis_outputs = RedisOutputs(config.redis)
+        self.redis_outputs = RedisOutputs(config.redis, summaries_keep=config.summaries.keep)
         self.kafka_outputs = KafkaOutputs(config.kafka, self.producer)
         outputs: list[Outputs] = []
         if config.outputs.redis:

@@ -12,8 +12,9 @@ import pytest
 
 from config.schema import FusewatchConfig, RedisConfig
 from daemon.console.alerts import AlertStore
+from daemon.console.summaries import SummaryStore
 from daemon.runtime.services import EmbeddedService
-from streams.models import Alert, Summary
+from streams.models import Alert, PeriodSummary, Summary
 from streams.sinks import RedisOutputs
 from tests.helpers import make_alert
 
@@ -147,5 +148,43 @@ async def test_an_alert_stored_by_an_older_version_leaves_with_its_id_key(fw_con
             await sink.publish_alert(_alert(n * 2000))
         assert await sink.client.xlen(sink.keys.alerts) == 100
         assert await sink.client.exists(sink.keys.alert_id(old.id)) == 0
+    finally:
+        await sink.close()
+
+
+def _period(start_min: int, windows: int = 30, complete: bool = True) -> PeriodSummary:
+    start = start_min * 60_000
+    return PeriodSummary(
+        stream="cam",
+        site="hq",
+        period_s=60,
+        period_start=start,
+        period_end=start + 60_000,
+        complete=complete,
+        windows=windows,
+        first_window=start,
+        last_window=start + (windows - 1) * 2000,
+    )
+
+
+async def test_period_summaries_keep_one_per_period_the_newest_kept_and_read_back_by_time(
+    fw_config: FusewatchConfig,
+) -> None:
+    sink = RedisOutputs(fw_config.redis, summaries_keep=5)
+    try:
+        await sink.publish_period_summary(_period(0, windows=4, complete=False))  # the end of a replay
+        await sink.publish_period_summary(_period(0))  # the period completed later: replaces it
+        for minute in range(1, 8):
+            await sink.publish_period_summary(_period(minute))
+        await sink.publish_period_summary(_period(7))  # emitted again after a restart: still one
+        store = SummaryStore(sink.client, fw_config.redis.key_prefix)
+        kept = await store.recent("cam", 60)
+        assert [s.period_start // 60_000 for s in kept] == [3, 4, 5, 6, 7], "the newest 5, oldest first"
+        since = await store.recent("cam", 60, since_ms=5 * 60_000 + 30_000)
+        assert [s.period_start // 60_000 for s in since] == [5, 6, 7], "periods that end after `since`"
+        assert [s.period_start // 60_000 for s in await store.recent("cam", 60, limit=2)] == [6, 7]
+        assert await store.recent("cam", 3600) == [] and await store.recent("other", 60) == []
+        await sink.client.zadd(sink.keys.period_summaries("cam", 60), {"not a summary": 9 * 60_000})
+        assert len(await store.recent("cam", 60)) == 5 and store.invalid == 1
     finally:
         await sink.close()

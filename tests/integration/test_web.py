@@ -19,7 +19,7 @@ from config.schema import FusewatchConfig
 from daemon.console.web import COOKIE
 from daemon.telemetry.metrics import Telemetry
 from streams.clip_store import DirectoryClipStore
-from streams.models import Clip
+from streams.models import AlertRef, Clip, PeriodSummary
 from streams.redis_schema import RedisKeys
 from tests.helpers import free_port, make_alert
 from tests.support.web import TOKEN, Web, running_web, write_snapshot
@@ -39,6 +39,7 @@ async def web(fw_config: FusewatchConfig, tmp_path: Path) -> AsyncIterator[Web]:
         "/api/alerts",
         "/api/alerts/abc",
         "/api/streams",
+        "/api/summaries?stream=lobby",
         "/api/events",
         "/metrics",
         "/healthz",
@@ -159,6 +160,36 @@ async def test_clips_are_served_with_ranges_and_listed_on_their_alert(web: Web) 
         assert (await client.get("/clips/nothing-here.mp4")).status_code == 404
         store.root.joinpath(f"{clip.id}.mp4").unlink()  # removed by retention: no longer offered
         assert (await client.get(f"/api/alerts/{alert.id}")).json()["clips"] == []
+
+
+async def test_period_summaries_of_a_stream_are_listed_oldest_first_for_a_timeline(web: Web) -> None:
+    minute = int(time.time() * 1000) // 60_000 * 60_000
+    for start in (minute - 180_000, minute - 120_000, minute - 60_000):
+        await web.outputs.publish_period_summary(
+            PeriodSummary(
+                stream="lobby",
+                site="test",
+                period_s=60,
+                period_start=start,
+                period_end=start + 60_000,
+                windows=30,
+                first_window=start,
+                last_window=start + 58_000,
+                alerts=[AlertRef(id="a1", event="distress", score=1.0, window_start=start)],
+            )
+        )
+    async with web.client() as client:
+        listed = (await client.get("/api/summaries", params={"stream": "lobby", "period": "1m"})).json()
+        assert listed["period_s"] == 60
+        assert [s["period_start"] for s in listed["summaries"]] == [minute - 180_000, minute - 120_000, minute - 60_000]
+        assert listed["summaries"][0]["alerts"][0]["event"] == "distress"
+        since = await client.get("/api/summaries", params={"stream": "lobby", "since_ms": minute - 90_000})
+        assert [s["period_start"] for s in since.json()["summaries"]] == [minute - 120_000, minute - 60_000]
+        hourly = await client.get("/api/summaries", params={"stream": "lobby", "period": "3600"})
+        assert hourly.json()["summaries"] == []
+        for bad in ({}, {"stream": "lobby", "period": "soon"}, {"stream": "lobby", "since_ms": "x"}):
+            response = await client.get("/api/summaries", params=bad)
+            assert response.status_code == 400 and response.json()["error"]
 
 
 async def test_the_event_stream_delivers_new_alerts_and_acks_within_two_seconds(web: Web) -> None:

@@ -43,6 +43,16 @@ CASES: list[tuple[str, str, str]] = [
     ),
     ("zero window size", BASE + "windows:\n  size: 0s\n", "site.yaml:8: windows.size: must be > 0, got 0.0"),
     (
+        "summary period twice",
+        BASE + "summaries:\n  periods: [1m, 1h, 60s]\n",
+        "site.yaml:8: summaries.periods[2]: duplicate period 60 s",
+    ),
+    (
+        "summary period not whole seconds",
+        BASE + "summaries:\n  periods: [1m, 500ms]\n",
+        "site.yaml:8: summaries.periods[1]: a period is whole seconds, at least 1 s, got 0.5",
+    ),
+    (
         "bad URL scheme",
         BASE + "  - id: cam3\n    url: ftp://cam3.local/x\n",
         "site.yaml:8: sources[2].url: unsupported URL scheme 'ftp' "

@@ -46,7 +46,8 @@ def test_console_script_is_installed() -> None:
 def test_schema_prints_every_wire_message(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schema"]) == 0
     schemas = json.loads(capsys.readouterr().out)
-    assert set(schemas) == {"config", "init", "features", "alert", "summary", "clip"}
+    assert set(schemas) == {"config", "init", "features", "alert", "summary", "period-summary", "clip"}
+    assert schemas["period-summary"]["properties"]["kind"]["const"] == "period"
     assert "for" in json.dumps(schemas["config"]["$defs"]["EventConfig"]["properties"])
     assert schemas["alert"]["properties"]["id"]["type"] == "string"
     assert "starts_late" in schemas["clip"]["properties"]
@@ -56,3 +57,10 @@ def test_unknown_schema_and_bad_speed_are_user_errors(capsys: pytest.CaptureFixt
     assert main(["schema", "nope"]) == 1
     assert main(["replay", "x.ts", "--stream-id", "a", "--speed", "fast"]) == 1
     assert "--speed: expected a number or 'max'" in capsys.readouterr().err
+
+
+def test_summary_arguments_are_checked_before_redis_is_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summary", "--stream", "lobby", "--period", "1.5s"]) == 1
+    assert "--period: whole seconds, at least 1 s, got 1.5s" in capsys.readouterr().err
+    assert main(["summary", "--stream", "lobby", "--since", "yesterday"]) == 1
+    assert "--since: expected a duration" in capsys.readouterr().err

@@ -11,12 +11,14 @@ from config.schema import (
     FasterWhisperConfig,
     FusewatchConfig,
     SourceConfig,
+    SummariesConfig,
     VideoInput,
     WindowsConfig,
 )
 from daemon.fuse.memory import ListOutputs, MemoryRuleStore
 from daemon.fuse.worker import FuseWorker, OutOfRange, WindowJoiner
 from streams.kafka import SourcePosition
+from streams.models import WindowFeatures
 from streams.testing import ManualClock
 from tests.helpers import DISTRESS, audio, speech, video
 
@@ -169,3 +171,58 @@ async def test_a_stored_mark_far_ahead_of_the_wallclock_is_ignored() -> None:
         await worker.handle(features)
     assert [a.window_start for a in out.alerts] == [now_ms]
     assert worker.joiner.counters.marks_ignored == 1
+
+
+HOUR_MS = 1_699_999_200_000  # a multiple of 1 h: 10 s periods start on it
+
+
+def _site_windows(starts: range) -> list[list[WindowFeatures]]:
+    """Per window: the camera's people, the microphone's level and what it heard (a call for help at +4 s)."""
+    return [
+        [
+            video("cam", start, 1 + (start // 2000) % 3),
+            audio("mic", start, -35 + (start // 2000) % 4 * 5),
+            speech("mic", start, "help!" if start == HOUR_MS + 4000 else ""),
+        ]
+        for start in starts
+    ]
+
+
+async def _feed(worker: FuseWorker, windows: list[list[WindowFeatures]]) -> None:
+    for window in windows:
+        for features in window:
+            await worker.handle(features)
+
+
+async def test_a_period_spanning_a_restart_is_summarised_as_in_one_run() -> None:
+    config = _config([DISTRESS]).model_copy(update={"summaries": SummariesConfig(periods=[10.0])})
+    windows = _site_windows(range(HOUR_MS, HOUR_MS + 12_000, 2000))
+    straight = ListOutputs()
+    await _feed(FuseWorker(config, [straight], MemoryRuleStore(), ManualClock().monotonic), windows)
+    assert [(p.stream, p.windows, len(p.alerts)) for p in straight.period_summaries] == [("cam", 5, 1), ("mic", 5, 1)]
+
+    out, store = ListOutputs(), MemoryRuleStore()
+    first = FuseWorker(config, [out], store, ManualClock().monotonic)
+    await _feed(first, windows[:3])
+    await first.persist()
+    # The closed mark stored last is older than the stored periods (a crash between the two writes):
+    # windows +2 s and +4 s are closed again by the next worker, but not folded again.
+    await store.save_rule_state("hq", FuseWorker.CLOSED_KEY, str(HOUR_MS))
+    again = FuseWorker(config, [out], store, ManualClock().monotonic)
+    await _feed(again, windows)  # read again from an older commit
+    assert again.joiner.counters.late == 3 and again.rolling.counters.refolds_skipped == 4
+    assert out.period_summaries == straight.period_summaries
+
+
+async def test_periods_open_at_the_end_of_input_are_published_incomplete() -> None:
+    config = _config().model_copy(update={"summaries": SummariesConfig(periods=[10.0])})
+    out = ListOutputs()
+    worker = FuseWorker(config, [out], None, ManualClock().monotonic)
+    await _feed(worker, _site_windows(range(HOUR_MS, HOUR_MS + 4000, 2000)))
+    assert out.period_summaries == []
+    await worker.finish()
+    assert [(p.stream, p.windows, p.complete) for p in out.period_summaries] == [
+        ("cam", 2, False),
+        ("mic", 2, False),
+    ]
+    assert worker.counters.period_summaries == 2
