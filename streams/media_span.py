@@ -8,7 +8,11 @@ record with the stream's wallclock), and then a forward read of that stream's me
 Finding the offset: the broker's time index (`offsets_for_times`) where it answers true;
 otherwise a binary search over the record timestamps, which costs one fetch per step. The
 embedded broker (Tansu) answers every time lookup with offset 0, so it always takes the
-second way. Either way the read starts `lookback` before the span, doubling up to
+second way. The reader keeps the (offset, timestamp) points its probes and reads met, a
+sparse index of its own, and starts each search between the nearest of them: clips are
+cut near each other and near the log end, so later searches take a few steps.
+
+Either way the read starts `lookback` before the span, doubling up to
 `max_keyframe_interval` until a keyframe at or before the span's start is in what was read.
 
 `SpanCollector` decides, message by message, where the clip starts and ends; it knows
@@ -17,6 +21,7 @@ nothing of Kafka, so its rules are tested on their own.
 
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -33,6 +38,9 @@ from streams.wire import WireError, WireRecord, decode_media
 
 _FIRST_LOOKBACK_MS = 10_000
 _POLL_MS = 250
+_PROBE_FETCH_BYTES = 64 * 1024  # a probe needs one record: the broker still sends a whole batch
+_INDEX_EVERY = 64  # a scan remembers the timestamp of every 64th record it reads
+_INDEX_SIZE = 8192  # (offset, timestamp) points kept per partition
 
 
 class SpanError(RuntimeError):
@@ -179,12 +187,19 @@ class MediaSpanReader:
         self._topic = config.topics.media
         self._max_lookback_ms = max(round(max_keyframe_interval * 1000), 1)
         self._consumer: AIOKafkaConsumer = make_consumer(config, group=None)
+        self._probe: AIOKafkaConsumer = make_consumer(
+            config, group=None, max_partition_fetch_bytes=_PROBE_FETCH_BYTES, fetch_max_bytes=_PROBE_FETCH_BYTES
+        )
+        self._index: dict[TopicPartition, SparseIndex] = {}
         self.malformed = 0  # records of the stream that are not wire format v1, skipped
+        self.probes = 0  # single-record fetches made to find offsets
 
     async def start(self) -> None:
         await self._consumer.start()
+        await self._probe.start()
 
     async def stop(self) -> None:
+        await self._probe.stop()
         await self._consumer.stop()
 
     async def __aenter__(self) -> MediaSpanReader:
@@ -215,7 +230,8 @@ class MediaSpanReader:
             raise SpanError(f"the span ends ({_ms(to_ms * NS_PER_MS)}) before it starts ({_ms(from_ms * NS_PER_MS)})")
         tp = await self.partition_of(stream)
         self._consumer.assign([tp])
-        begin = (await self._consumer.beginning_offsets([tp]))[tp]
+        self._probe.assign([tp])
+        begin = (await self._probe.beginning_offsets([tp]))[tp]
         first = await self._record_at(tp, begin)
         if first is None:
             raise SpanError(f"{tp.topic}[{tp.partition}] holds no records: nothing of stream {stream}")
@@ -238,6 +254,7 @@ class MediaSpanReader:
     ) -> bool:
         """Feed the stream's messages from `start` on; False when the start was missed and may be read from earlier."""
         key = collector.stream.encode()
+        index = self._index_of(tp)
         self._consumer.seek(tp, start)
         while True:
             records = (await self._consumer.getmany(tp, timeout_ms=_POLL_MS, max_records=500)).get(tp, [])
@@ -245,6 +262,8 @@ class MediaSpanReader:
                 collector.finish()
                 return True
             for record in records:
+                if record.offset % _INDEX_EVERY == 0:
+                    index.add(record.offset, record.timestamp)
                 if record.key != key:
                     continue
                 message = self._decode(record)
@@ -268,14 +287,15 @@ class MediaSpanReader:
     async def _locate(self, tp: TopicPartition, begin: int, target_ms: int) -> int:
         """The first offset whose record timestamp is at or after `target_ms` (or the log end)."""
         try:
-            answer = (await self._consumer.offsets_for_times({tp: max(target_ms, 0)})).get(tp)
+            answer = (await self._probe.offsets_for_times({tp: max(target_ms, 0)})).get(tp)
         except KafkaError:
             answer = None
         if answer is not None:
             found = await self._record_at(tp, answer.offset)
             if found is not None and found.offset == answer.offset and found.timestamp == answer.timestamp:
                 return int(answer.offset)
-        low, high = begin, (await self._consumer.end_offsets([tp]))[tp]
+        end = (await self._probe.end_offsets([tp]))[tp]
+        low, high = self._index_of(tp).bracket(target_ms, begin, end)
         while low < high:
             middle = (low + high) // 2
             found = await self._record_at(tp, middle)
@@ -289,12 +309,55 @@ class MediaSpanReader:
 
     async def _record_at(self, tp: TopicPartition, offset: int) -> _Found | None:
         """The first record at or after `offset`, or None past the log end."""
-        self._consumer.seek(tp, offset)
+        self.probes += 1
+        self._probe.seek(tp, offset)
         for _ in range(4):
-            records = (await self._consumer.getmany(tp, timeout_ms=_POLL_MS, max_records=1)).get(tp, [])
+            records = (await self._probe.getmany(tp, timeout_ms=_POLL_MS, max_records=1)).get(tp, [])
             if records:
+                self._index_of(tp).add(records[0].offset, records[0].timestamp)
                 return _Found(records[0].offset, records[0].timestamp)
         return None
+
+    def _index_of(self, tp: TopicPartition) -> SparseIndex:
+        return self._index.setdefault(tp, SparseIndex(_INDEX_SIZE))
+
+
+class SparseIndex:
+    """(offset, timestamp) points met on one partition, to narrow a search for a time.
+
+    Timestamps increase only roughly along a partition (several streams' clocks share it),
+    so a bracket is a starting guess for the binary search, as the broker's own index is.
+    When full, the older half of the points (by offset) is dropped: retention removes them first.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._offsets: list[int] = []
+        self._stamps: list[int] = []
+
+    def add(self, offset: int, timestamp: int) -> None:
+        at = bisect.bisect_left(self._offsets, offset)
+        if at < len(self._offsets) and self._offsets[at] == offset:
+            return
+        self._offsets.insert(at, offset)
+        self._stamps.insert(at, timestamp)
+        if len(self._offsets) > self._size:
+            half = self._size // 2
+            del self._offsets[:half], self._stamps[:half]
+
+    def bracket(self, target_ms: int, begin: int, end: int) -> tuple[int, int]:
+        """(low, high) within [begin, end]: after the last known point stamped before `target_ms`,
+        up to the first known point after it stamped at or after it."""
+        low, high = begin, end
+        for offset, stamp in zip(self._offsets, self._stamps, strict=True):
+            if offset < begin or offset >= end:
+                continue
+            if stamp < target_ms:
+                low = offset + 1
+            else:
+                high = offset
+                break
+        return low, max(low, high)
 
 
 def _ms(ns: int) -> str:

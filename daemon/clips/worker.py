@@ -51,6 +51,7 @@ class ClipCounters:
     failed: int = 0
     beyond_retention: int = 0
     malformed: int = 0
+    bytes_written: int = 0
 
 
 class Stopped(Exception):
@@ -117,6 +118,7 @@ class ClipsWorker:
             with contextlib.suppress(FileNotFoundError):
                 staging.unlink()
         self.counters.written += 1
+        self.counters.bytes_written += clip.bytes
         self.cut_seconds.append(clip.cut_ms / 1000)
         log.info(
             "clip %s: %d bytes, %.1f s, cut in %.0f ms",
@@ -210,6 +212,7 @@ class _ClipsRole:
         counters, mirror, clips = self.worker.counters, self.mirror, self.metrics.clips
         for outcome in ("written", "existing", "failed", "beyond_retention"):
             mirror.sync(clips, getattr(counters, outcome), outcome)
+        mirror.sync(self.metrics.clip_bytes, counters.bytes_written)
         mirror.sync(self.metrics.dead_letters, self.dead.count, "clips")
         for seconds in self.worker.take_cut_seconds():
             self.metrics.clip_seconds.observe(seconds)

@@ -1,4 +1,4 @@
-"""Where a clip starts and ends: `SpanCollector` on hand-built message sequences."""
+"""Where a clip starts and ends (`SpanCollector`) and where a search for a time starts (`SparseIndex`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from streams.media_span import SpanCollector, SpanError
+from streams.media_span import SpanCollector, SpanError, SparseIndex
 from streams.models import EndOfStream, MediaMessage, Packet, StreamInit, TrackInfo
 
 S = 1_000_000_000
@@ -108,3 +108,16 @@ def test_an_audio_only_stream_starts_at_the_packet_before_the_start() -> None:
 def test_nothing_in_the_span_is_an_error_that_names_it() -> None:
     with pytest.raises(SpanError, match="no packets of stream cam between"):
         collect(gop_stream(4), 10.0, 12.0).span()
+
+
+def test_the_sparse_index_brackets_a_time_between_the_nearest_known_points() -> None:
+    index = SparseIndex(size=8)
+    for offset, stamp in ((10, 1000), (50, 2000), (90, 3000), (130, 4000)):
+        index.add(offset, stamp)
+    assert index.bracket(2500, 0, 200) == (51, 90)
+    assert index.bracket(500, 0, 200) == (0, 10)
+    assert index.bracket(9000, 0, 200) == (131, 200)
+    assert index.bracket(2500, 60, 200) == (60, 90), "points outside the log are ignored"
+    for offset in range(200, 210):
+        index.add(offset, 9000)
+    assert index.bracket(2500, 0, 300) == (0, 204), "full: the older points (by offset) were dropped"

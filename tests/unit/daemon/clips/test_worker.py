@@ -42,6 +42,7 @@ async def test_an_alert_gets_its_clip_once_however_often_it_is_read(lobby: list[
     assert await first.handle(alert) == []
     clip = published[0]
     assert (first.counters.written, clip.id, clip.alert_id) == (1, f"{alert.id}-lobby", alert.id)
+    assert first.counters.bytes_written == clip.bytes > 100_000
     assert clip.start_ms <= BASE_MS + 25_000 and clip.end_ms >= BASE_MS + 36_000 and clip.complete
     path = first.store.local_path(clip.id)
     assert path is not None
