@@ -459,6 +459,34 @@ SUMMARY_RECORD: TypeAdapter[SummaryRecord] = TypeAdapter(SummaryRecord)
 """Parses (`validate_json`) and describes (`json_schema`) a record of `fw.summaries`."""
 
 
+class Moment(WireModel):
+    """One stream's moment for search: a window, or a run of similar consecutive windows.
+
+    `id` is `<stream>@<start_ms>`: the same windows always give the same moment, so a window
+    read again replaces its moment instead of adding one. `description` is the text that is
+    embedded and indexed for keywords: what was seen, heard and said, in words.
+    """
+
+    v: Literal[1] = 1
+    id: str
+    site: str
+    stream: str
+    start_ms: int = Field(description="stream wallclock of the first window's start, ms since epoch")
+    end_ms: int
+    windows: int = Field(ge=1)
+    objects: dict[str, int] = Field(default_factory=dict, description="class → most seen at once")
+    zones: dict[str, int] = Field(default_factory=dict, description="zone → entries")
+    transcript: str = ""
+    words: list[Word] = Field(default_factory=list)
+    keywords: list[str] = Field(default_factory=list)
+    loudness_dbfs: float | None = None
+    peak_dbfs: float | None = None
+    speech_ratio: float | None = None
+    alerts: list[AlertRef] = Field(default_factory=list)
+    snapshot: str | None = None
+    description: str
+
+
 class InitTrack(WireModel):
     """JSON shape of one track inside an `init` message."""
 

@@ -1,7 +1,7 @@
 """Imports only run down the layers of docs/design.md ("Module map"), function-local ones included.
 
-config ← streams ← detectors ← daemon, and inside the daemon: telemetry ← analyze | fuse |
-console | clips ← evaluation ← runtime ← cli. A module may import its own folder and anything
+config ← streams ← detectors ← daemon, and inside the daemon: telemetry ← search ← analyze |
+fuse | console | clips ← evaluation ← runtime ← cli. A module may import its own folder and anything
 below; `analyze`, `fuse`, `console` and `clips` never import each other.
 """
 
@@ -18,13 +18,14 @@ RANKS = {
     "streams": 1,
     "detectors": 2,
     "daemon.telemetry": 3,
-    "daemon.analyze": 4,
-    "daemon.fuse": 4,
-    "daemon.console": 4,
-    "daemon.clips": 4,
-    "daemon.evaluation": 5,
-    "daemon.runtime": 6,
-    "daemon.cli": 7,
+    "daemon.search": 4,
+    "daemon.analyze": 5,
+    "daemon.fuse": 5,
+    "daemon.console": 5,
+    "daemon.clips": 5,
+    "daemon.evaluation": 6,
+    "daemon.runtime": 7,
+    "daemon.cli": 8,
 }
 
 
@@ -80,5 +81,6 @@ def test_every_daemon_folder_says_its_job() -> None:
         "fuse",
         "console",
         "clips",
+        "search",
         "telemetry",
     }, "a new folder gets a layer here"
