@@ -769,6 +769,28 @@ class ClipsConfig(Section):
     store: ClipStoreConfig = ClipStoreConfig()
 
 
+class SearchConfig(Section):
+    """Cross-media search (docs/design.md §13): where the moment index lives, how moments are cut, what matches."""
+
+    path: str = Field(default=".cache/search", min_length=1, description="the index directory (created when missing)")
+    retention: Duration = Field(
+        default=7 * 86400.0, gt=0, description="moments older than this are forgotten: match fw.media's retention"
+    )
+    moment_max: Duration = Field(
+        default=60.0,
+        gt=0,
+        description="the longest moment: similar consecutive windows merge into one moment within aligned "
+        "blocks of this length",
+    )
+    loud_dbfs: float = Field(default=-20.0, le=0, description="a window at or above this RMS level is described as loud")
+    min_similarity: float = Field(
+        default=0.3,
+        ge=-1,
+        le=1,
+        description="a moment no keyword matched must be at least this close (cosine) to the query to be a result",
+    )
+
+
 class WebConfig(Section):
     """Dashboard, SSE feed, /metrics and health endpoints."""
 
@@ -841,6 +863,7 @@ class FusewatchConfig(Section):
     events: list[EventConfig] = Field(default_factory=list)
     outputs: OutputsConfig = OutputsConfig()
     clips: ClipsConfig = ClipsConfig()
+    search: SearchConfig = SearchConfig()
     web: WebConfig = WebConfig()
     summaries: SummariesConfig = SummariesConfig()
 

@@ -66,6 +66,10 @@ class MomentIndex(Protocol):
         """The stored embedding of a moment (query by example), or None."""
         ...
 
+    def delete(self, ids: Sequence[str]) -> None:
+        """Forget these moments (a rebuilt block no longer makes them); unknown ids are no error."""
+        ...
+
     def delete_before(self, end_ms: int) -> int:
         """Forget the moments that ended before `end_ms` (retention); how many went."""
         ...
