@@ -782,7 +782,9 @@ class SearchConfig(Section):
         description="the longest moment: similar consecutive windows merge into one moment within aligned "
         "blocks of this length",
     )
-    loud_dbfs: float = Field(default=-20.0, le=0, description="a window at or above this RMS level is described as loud")
+    loud_dbfs: float = Field(
+        default=-20.0, le=0, description="a window at or above this RMS level is described as loud"
+    )
     min_similarity: float = Field(
         default=0.3,
         ge=-1,

@@ -671,6 +671,59 @@ async def alerts(
     return 0
 
 
+async def search(
+    config: FusewatchConfig,
+    query: str,
+    filters: dict[str, str | None],
+    limit: int,
+    json_lines: bool,
+    ranking: str,
+) -> int:
+    """`fusewatch search`: moments of every stream matching a text query, from the index; 1 when none does."""
+    from detectors.text_embedding import load_embedder
+
+    from daemon.search.index import MomentFilter
+    from daemon.search.query import Searcher
+    from daemon.search.store import open_index
+
+    stream, since, until = filters.get("stream"), filters.get("since"), filters.get("until")
+    where = MomentFilter(
+        site=filters.get("site"),
+        streams=(stream,) if stream else (),
+        since_ms=parse_time(since) if since else None,
+        until_ms=parse_time(until) if until else None,
+    )
+    path = Path(config.search.path) / "moments"
+    if not path.exists():
+        raise UserError(f"no search index at {path} (the index role writes it: fusewatch run --role index)")
+    index = await asyncio.to_thread(open_index, path)
+    try:
+        searcher = Searcher(index, await asyncio.to_thread(load_embedder), config.search)
+        found = await asyncio.to_thread(searcher.search, query, where, limit, ranking)  # type: ignore[arg-type]
+    finally:
+        await asyncio.to_thread(index.close)
+    if not found:
+        console.print(f"no moment matches {query!r}" + (" with these filters" if any(filters.values()) else ""))
+        return 1
+    if json_lines or not out.is_terminal:
+        for item in found:
+            out.print_json(data=item.as_dict(), indent=None)
+        return 0
+    table = Table("time", "stream", "s", "why", "said / seen")
+    for item in found:
+        moment = item.moment
+        said = moment.transcript or ", ".join(f"{n} {label}" for label, n in moment.objects.items())
+        table.add_row(
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(moment.start_ms / 1000)),
+            moment.stream,
+            f"{(moment.end_ms - moment.start_ms) / 1000:.0f}",
+            item.why,
+            said[:100],
+        )
+    out.print(table)
+    return 0
+
+
 async def summary(config: FusewatchConfig, stream: str, since: str, period: str | None, json_lines: bool) -> int:
     """`fusewatch summary`: a stream's rolling summaries of one period length from Redis."""
     from config.durations import parse_duration

@@ -99,13 +99,15 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--labels", nargs="*", default=[], help="labels JSON per media (default: NAME.labels.json)")
     fit.add_argument("--out", required=True, help="model file to write (JSON)")
 
-    run = commands.add_parser("run", help="run roles (ingest, analyze, fuse, clips, web) supervised in one process")
+    run = commands.add_parser(
+        "run", help="run roles (ingest, analyze, fuse, clips, index, web) supervised in one process"
+    )
     run.add_argument("config", nargs="?", help="site file (default: the embedded demo config)")
     run.add_argument(
         "--role",
         action="append",
         default=[],
-        help="all (default), ingest, analyze, fuse, clips or web; repeat or comma-separate for several",
+        help="all (default), ingest, analyze, fuse, clips, index or web; repeat or comma-separate for several",
     )
     run.add_argument(
         "--metrics-port",
@@ -125,6 +127,17 @@ def _parser() -> argparse.ArgumentParser:
     clip.add_argument(
         "--wait", type=float, default=5.0, help="seconds to wait past --to for the stream's packets (default 5)"
     )
+
+    search = commands.add_parser("search", help="moments of every stream matching a text query (hybrid ranking)")
+    search.add_argument("query")
+    search.add_argument("--config")
+    search.add_argument("--site")
+    search.add_argument("--stream")
+    search.add_argument("--since", help="2026-12-07T10:14:30, epoch ms, or a duration ago (1h)")
+    search.add_argument("--until", help="same forms as --since")
+    search.add_argument("-n", "--limit", type=int, default=10)
+    search.add_argument("--ranking", choices=["hybrid", "keyword", "vector"], default="hybrid")
+    search.add_argument("--json", dest="json_lines", action="store_true", help="JSON lines even on a terminal")
 
     feed = commands.add_parser("alerts", help="the alert feed from Redis (JSON lines when piped)")
     feed.add_argument("--config")
@@ -199,6 +212,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         "fusion": lambda a: commands.train_fusion(load_config(a.config), a.event, a.media, a.labels, a.out),
         "run": lambda a: commands.run(_load(a.config), commands.parse_roles(a.role), a.metrics_port),
         "clip": lambda a: commands.clip(_load(a.config), a.stream, a.start, a.end, Path(a.output), a.wait),
+        "search": lambda a: commands.search(
+            _load(a.config),
+            a.query,
+            {"site": a.site, "stream": a.stream, "since": a.since, "until": a.until},
+            a.limit,
+            a.json_lines,
+            a.ranking,
+        ),
         "alerts": lambda a: commands.alerts(_load(a.config), a.site, a.event, a.since, a.limit, a.follow, a.json_lines),
         "summary": lambda a: commands.summary(_load(a.config), a.stream, a.since, a.period, a.json_lines),
         "status": lambda a: commands.status(_load(a.config), a.json_out),

@@ -31,7 +31,7 @@ from streams.sources import IngestState, MessageSink, ReplayOptions, ingest_live
 
 log = logging.getLogger(__name__)
 
-ROLES = ("ingest", "analyze", "fuse", "clips", "web")
+ROLES = ("ingest", "analyze", "fuse", "clips", "index", "web")
 # A looping file source: replay "forever" (a 2 s loop would take 60 years to run out).
 _FOREVER = 10**9
 T = TypeVar("T")
@@ -226,6 +226,15 @@ def clips_role(config: FusewatchConfig, telemetry: Telemetry) -> RoleRun:
     return run
 
 
+def index_role(config: FusewatchConfig, telemetry: Telemetry) -> RoleRun:
+    async def run(stop: asyncio.Event) -> None:
+        from daemon.search.worker import run_index
+
+        await run_index(config, stop=stop, telemetry=telemetry)
+
+    return run
+
+
 def web_role(
     config: FusewatchConfig,
     telemetry: Telemetry,
@@ -309,6 +318,8 @@ async def run_app(
             tasks.create_task(supervisor.supervise("fuse", fuse_role(config, telemetry)))
         if "clips" in roles:
             tasks.create_task(supervisor.supervise("clips", clips_role(config, telemetry)))
+        if "index" in roles:
+            tasks.create_task(supervisor.supervise("index", index_role(config, telemetry)))
         if "web" in roles:
             tasks.create_task(supervisor.supervise("web", web_role(config, telemetry, roles, token)))
         elif metrics_port is not None:

@@ -59,6 +59,17 @@ class Found:
     rank: Fused
     matched: tuple[str, ...]  # the query's words found in the description
 
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready: the moment, the fused score, each list's rank, and why it matched."""
+        return {
+            "moment": self.moment.model_dump(mode="json"),
+            "score": round(self.rank.score, 6),
+            "keyword_rank": self.rank.keyword_rank,
+            "vector_rank": self.rank.vector_rank,
+            "similarity": None if self.rank.similarity is None else round(self.rank.similarity, 4),
+            "why": self.why,
+        }
+
     @property
     def why(self) -> str:
         reasons = []
