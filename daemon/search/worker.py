@@ -50,6 +50,7 @@ class IndexCounters:
     blocks: int = 0
     upserted: int = 0
     deleted: int = 0
+    moments: int = 0  # in the index when the role stopped
 
 
 class MomentIndexer:
@@ -122,6 +123,7 @@ async def run_index(
     try:
         await role.run(idle_timeout)
     finally:
+        indexer.counters.moments = await asyncio.to_thread(indexer.index.count)
         await asyncio.to_thread(indexer.windows.close)
         await asyncio.to_thread(indexer.index.close)
     return indexer
