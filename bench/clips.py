@@ -3,7 +3,7 @@
 Ours is what the clips role does for one stream of an alert: find the span on the topic
 (through the embedded broker, whose missing time index makes it a binary search over
 record timestamps), read the stream's packets from the keyframe before it, and remux them
-into an MP4 with PyAV (`daemon.clips.cut.cut_clip`). The baseline is what a recorder that
+into an MP4 with PyAV (`streams.clipping.cut_clip`). The baseline is what a recorder that
 keeps files on disk does (Frigate's clip export): `ffmpeg -ss FROM -i FILE -t SPAN -c copy
 -movflags +faststart`, which also starts at the keyframe before FROM. Both cut the same
 spans (pre-roll 5 s + a 2 s window + post-roll 5 s by default) of the lobby and the street
@@ -27,8 +27,8 @@ from typing import Any
 from bench.common import median, percentile, write_result
 from config.schema import ClipsConfig, KafkaConfig, KafkaTopics
 from daemon.cli.commands import fetch_media
-from daemon.clips.cut import cut_clip
 from daemon.runtime.services import ServiceSet
+from streams.clipping import cut_clip
 from streams.clock import NS_PER_MS
 from streams.kafka import MediaPublisher, ensure_topics
 from streams.media_span import MediaSpanReader

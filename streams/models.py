@@ -349,7 +349,10 @@ class Clip(WireModel):
     """
 
     v: Literal[1] = 1
-    id: str = Field(description="the clip's name in the store: `<alert id>-<stream>` for an alert's clip")
+    id: str = Field(
+        description="the clip's name in the store: `<alert id>-<stream>` for an alert's clip, "
+        "`span-<stream>-<from ms>-<to ms>` for a span cut from the dashboard"
+    )
     alert_id: str | None = None
     site: str
     stream: str

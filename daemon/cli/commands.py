@@ -413,7 +413,7 @@ def parse_time(text: str, now: float | None = None) -> int:
 
 async def clip(config: FusewatchConfig, stream: str, start: str, end: str, output: Path, wait: float) -> int:
     """`fusewatch clip`: any span of a stream still on `fw.media` as an MP4, remuxed (no re-encoding)."""
-    from daemon.clips.cut import cut_clip
+    from streams.clipping import cut_clip
     from streams.media_span import MediaSpanReader, SpanError
     from streams.remux import RemuxError
 

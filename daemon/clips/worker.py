@@ -26,10 +26,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from config.schema import ClipsConfig, FusewatchConfig
-from daemon.clips.cut import cut_clip
 from daemon.telemetry.metrics import Telemetry
 from streams.checkpoint import Checkpoint
 from streams.clip_store import ClipStore, open_store
+from streams.clipping import cut_clip
 from streams.kafka import DeadLetters, PendingAcks, SourcePosition, ensure_topics, make_consumer, make_producer
 from streams.media_span import BeyondRetention, MediaSpanReader, SpanError, SpanSource
 from streams.models import Alert, Clip

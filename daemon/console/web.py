@@ -3,7 +3,9 @@
 A Starlette app served by uvicorn inside `fusewatch run` (role `web`). The pages are plain
 HTML + JavaScript shipped in `daemon/console/static/` (no front-end build): the alert list loads
 from `/api/alerts` and then follows `/api/events`, a server-sent-event stream fed by the
-Redis pub/sub channels the fuse stage and acknowledgements publish on.
+Redis pub/sub channels the fuse stage and acknowledgements publish on. A stream's timeline
+(`/streams/<stream>`) draws `/api/summaries` and opens a clicked moment through
+`/api/snapshots` and `POST /api/clips` (`daemon/console/moments.py`).
 
 Every path, pages, API, metrics and health alike, needs the token: an
 `Authorization: Bearer <token>` header (scrapers, probes, scripts) or the session cookie
@@ -43,11 +45,12 @@ import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import TypeAdapter
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders, QueryParams
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -62,13 +65,21 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.durations import parse_duration
-from config.schema import FusewatchConfig, WebConfig
+from config.schema import FusewatchConfig, Identifier, WebConfig
 from daemon.console.alerts import AlertFilter, AlertStore
+from daemon.console.moments import (
+    MAX_SNAPSHOT_RANGE_MS,
+    MomentError,
+    SpanClips,
+    nearest_snapshot,
+    parse_span,
+)
 from daemon.console.summaries import MAX_PERIODS, SummaryStore
 from daemon.telemetry.metrics import Telemetry
 from daemon.telemetry.status import StatusStore
 from streams.clip_store import open_store
 from streams.kafka import client_options
+from streams.media_span import MediaSpanReader
 from streams.models import Alert, Clip
 from streams.redis_schema import REDIS_DOWN, RedisKeys, redis_client, redis_text
 
@@ -78,6 +89,8 @@ _PING_S = 15.0
 _KAFKA_CHECK_S = 3.0
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _FORM = "application/x-www-form-urlencoded"
+_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+_SNAPSHOT_AROUND_MS = 60_000  # where /api/snapshots looks without from_ms/to_ms: a minute either side
 # The pages load only their own scripts, styles, snapshots and clips, and never run inside a frame.
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; connect-src 'self'; "
@@ -382,6 +395,9 @@ class Dashboard:
         self.keys = RedisKeys(config.redis.key_prefix)
         self.snapshots = Path(config.outputs.snapshots_dir).resolve() if config.outputs.snapshots_dir else None
         self.clips = open_store(config.clips.store)
+        self.span_clips = SpanClips(
+            config.clips, self.clips, lambda: MediaSpanReader(config.kafka, config.clips.max_keyframe_interval)
+        )
 
     # ------------------------------------------------------------------ auth
 
@@ -427,9 +443,12 @@ class Dashboard:
     async def alert_page(self, request: Request) -> Response:
         return HTMLResponse(_static("alert.html"))
 
+    async def timeline_page(self, request: Request) -> Response:
+        return HTMLResponse(_static("timeline.html"))
+
     async def static_file(self, request: Request) -> Response:
         name = request.path_params["name"]
-        if name not in ("common.js", "dashboard.js", "alert.js", "style.css"):
+        if name not in ("common.js", "dashboard.js", "alert.js", "timeline.js", "style.css"):
             return PlainTextResponse("not found", status_code=404)
         media = "text/css" if name.endswith(".css") else "text/javascript"
         return Response(_static(name), media_type=media)
@@ -537,6 +556,65 @@ class Dashboard:
         return JSONResponse(
             {"stream": stream, "period_s": int(period), "summaries": [s.model_dump(mode="json") for s in found]}
         )
+
+    async def find_snapshot(self, request: Request) -> Response:
+        """The snapshot of the window nearest `near_ms` (for a moment clicked on the timeline).
+
+        `stream` and `near_ms` are required; `from_ms`/`to_ms` bound the window starts looked at
+        (default a minute either side, at most an hour and a minute); `site` defaults to the
+        configured source's, else every site folder is looked in. Only windows with detections
+        have a snapshot, so 404 is an ordinary answer.
+        """
+        if self.snapshots is None:
+            return _error(404, "snapshots are off (outputs.snapshots_dir is empty)")
+        query = self._snapshot_query(request.query_params)
+        if isinstance(query, Response):
+            return query
+        stream, site, near, from_ms, to_ms = query
+        window_ms = round(self.config.windows.size * 1000)
+        found = await asyncio.to_thread(nearest_snapshot, self.snapshots, site, stream, near, from_ms, to_ms, window_ms)
+        if found is None:
+            return _error(
+                404, f"no snapshot of {stream} between {from_ms} and {to_ms} (only windows with detections have one)"
+            )
+        found_site, start = found
+        url = f"/snapshots/{quote(found_site)}/{quote(stream)}/{start}.jpg"
+        return JSONResponse({"stream": stream, "site": found_site, "window_start": start, "url": url})
+
+    def _snapshot_query(self, params: QueryParams) -> tuple[str, str | None, int, int, int] | Response:
+        try:
+            stream = _IDENTIFIER.validate_python(params.get("stream", ""))
+            site = _IDENTIFIER.validate_python(params["site"]) if params.get("site") else None
+            near = int(params["near_ms"])
+            from_ms = int(params.get("from_ms", near - _SNAPSHOT_AROUND_MS))
+            to_ms = int(params.get("to_ms", near + _SNAPSHOT_AROUND_MS))
+        except (KeyError, ValueError):  # pydantic's ValidationError is a ValueError
+            return _error(400, "stream (a stream id) and near_ms are required; from_ms, to_ms integers; site a site id")
+        if not 0 <= to_ms - from_ms <= MAX_SNAPSHOT_RANGE_MS:
+            return _error(400, f"to_ms must be after from_ms, by at most {MAX_SNAPSHOT_RANGE_MS} ms")
+        if site is None:
+            source = next((s for s in self.config.sources if s.id == stream), None)
+            site = self.config.site_of(source) if source is not None else None
+        return stream, site, near, from_ms, to_ms
+
+    async def cut_span(self, request: Request) -> Response:
+        """`POST /api/clips` {stream, from_ms, to_ms}: a clip of any span still on `fw.media`.
+
+        At most 2 min; the same span again answers the clip already cut (`reused`). One cut at
+        a time per process: 429 with Retry-After meanwhile. 404 when the topic holds nothing of
+        the stream then (or no longer holds it: retention), 503 when Kafka cannot be reached.
+        """
+        try:
+            span = parse_span(await request.body(), self.span_clips.now_ms())
+            cut = await self.span_clips.cut(span)
+        except MomentError as exc:
+            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+            return _error(exc.status, exc.message, headers=headers)
+        clip = cut.clip
+        if not cut.reused:
+            log.info("web: cut %s (%d bytes) in %.0f ms", clip.id, clip.bytes, clip.cut_ms)
+        data = json.loads(clip.model_dump_json()) | {"url": f"/clips/{quote(clip.id)}.mp4"}
+        return JSONResponse({"clip": data, "reused": cut.reused})
 
     async def events(self, request: Request) -> Response:
         """Server-sent events: `alert` (the alert JSON) and `ack` ({id, ack}) as they happen.
@@ -675,6 +753,7 @@ def create_app(
             Route("/login", handlers.login, methods=["GET", "POST"]),
             Route("/", handlers.index),
             Route("/alerts/{alert_id}", handlers.alert_page),
+            Route("/streams/{stream}", handlers.timeline_page),
             Route("/static/{name}", handlers.static_file),
             Route("/snapshots/{path:path}", handlers.snapshot),
             Route("/clips/{name}", handlers.clip),
@@ -683,6 +762,8 @@ def create_app(
             Route("/api/alerts/{alert_id}/ack", handlers.ack_alert, methods=["POST"]),
             Route("/api/streams", handlers.streams),
             Route("/api/summaries", handlers.list_summaries),
+            Route("/api/snapshots", handlers.find_snapshot),
+            Route("/api/clips", handlers.cut_span, methods=["POST"]),
             Route("/api/events", handlers.events),
         ]
 

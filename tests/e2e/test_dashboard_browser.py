@@ -4,7 +4,9 @@ An operator signs in through the login link, keeps the alert list open, and an a
 published by the fuse stage's Redis writer appears without a reload within 2 s. Its detail
 page shows the snapshot, the transcript and why it fired; an acknowledgement made there is
 visible to a second operator at once. The roles panel lists live processes, and a role
-none runs once, as departed. Screenshots are kept as test artefacts.
+none runs once, as departed. A stream's timeline draws its period summaries on one axis and
+opens a moment (summary, snapshot, a clip cut from `fw.media`) or an alert on a click.
+Screenshots are kept as test artefacts.
 """
 
 from __future__ import annotations
@@ -22,9 +24,22 @@ from config.schema import ClipsConfig, ClipStoreConfig, FusewatchConfig, SourceC
 from daemon.clips.worker import ClipsWorker
 from daemon.telemetry.status import RoleStatus, StatusStore, now_ms
 from streams.clip_store import DirectoryClipStore
-from streams.models import Clip, Detection, MediaMessage
+from streams.clock import NS_PER_MS
+from streams.kafka import MediaPublisher
+from streams.models import (
+    AlertRef,
+    Clip,
+    Detection,
+    LoudMoment,
+    MediaMessage,
+    PeriodLoudness,
+    PeriodObjects,
+    PeriodSummary,
+    SaidLine,
+    Summary,
+)
 from streams.redis_schema import RedisKeys, redis_client
-from streams.sources import Demuxer, open_spec
+from streams.sources import Demuxer, ReplayOptions, open_spec, replay
 from streams.testing import MemorySpanSource
 from tests.helpers import make_alert
 from tests.support.web import TOKEN, Web, running_web, write_snapshot
@@ -218,3 +233,139 @@ async def test_the_browser_without_the_token_gets_the_login_page_and_no_data(bro
     await page.locator("button[type=submit]").click()
     await expect(page.locator("#feed-state")).to_have_text("live", timeout=10_000)
     await asyncio.sleep(0)
+
+
+def _period(start: int, **fields: object) -> PeriodSummary:
+    return PeriodSummary.model_validate(
+        {
+            "stream": "lobby",
+            "site": "test",
+            "period_s": 60,
+            "period_start": start,
+            "period_end": start + 60_000,
+            "windows": 30,
+            "video_windows": 30,
+            "audio_windows": 30,
+            "first_window": start,
+            "last_window": start + 58_000,
+        }
+        | fields
+    )
+
+
+async def test_the_timeline_draws_a_streams_periods_and_opens_a_moment_or_an_alert(
+    browser: Browser, fw_config: FusewatchConfig, media_dir: Path, tmp_path: Path
+) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # The lobby recording as if it had played from `base` on, ten minutes ago: three minutes around it.
+    base = int(time.time() * 1000) // 60_000 * 60_000 - 600_000
+    async with MediaPublisher(fw_config.kafka) as publisher:
+        options = ReplayOptions(speed=None, wall_base_ns=base * NS_PER_MS)
+        await replay(str(media_dir / "lobby.ts"), "lobby", "test", publisher, options)
+        await publisher.flush()
+    alert = make_alert("distress", "test", base + 34_000)
+    periods = [
+        _period(
+            base - 60_000,
+            objects={
+                "person": PeriodObjects(max_count=2, mean_count=1.2, new_tracks=3),
+                "dog": PeriodObjects(max_count=1, mean_count=0.4, new_tracks=1),
+            },
+            speech=[SaidLine(start_ms=base - 40_000, end_ms=base - 37_500, text="is anyone at the desk")],
+            loudness=PeriodLoudness(mean_dbfs=-42.0, peak_dbfs=-20.0),
+        ),
+        _period(
+            base,
+            objects={"person": PeriodObjects(max_count=3, mean_count=2.1, new_tracks=4)},
+            speech=[
+                SaidLine(start_ms=base + 12_000, end_ms=base + 14_000, text="good morning"),
+                SaidLine(start_ms=base + 33_000, end_ms=base + 36_000, text="help somebody call the police"),
+            ],
+            keywords=["help", "police"],
+            loudness=PeriodLoudness(
+                mean_dbfs=-30.0,
+                peak_dbfs=-6.0,
+                loud_moments=[
+                    LoudMoment(start_ms=base + 32_000, end_ms=base + 38_000, loudness_dbfs=-14.0, peak_dbfs=-6.0)
+                ],
+            ),
+            alerts=[AlertRef(id=alert.id, event="distress", score=1.0, window_start=alert.window_start)],
+        ),
+        _period(base + 60_000, loudness=PeriodLoudness(mean_dbfs=-55.0, peak_dbfs=-35.0), complete=False),
+    ]
+    lobby = SourceConfig(id="lobby", url=str(media_dir / "lobby.ts"))
+    async with running_web(fw_config.model_copy(update={"sources": [lobby]}), tmp_path / "snapshots") as web:
+        for period in periods:
+            await web.outputs.publish_period_summary(period)
+        await web.outputs.publish_alert(alert)
+        await web.outputs.publish_summary(
+            Summary(stream="lobby", site="test", window_start=base + 118_000, window_end=base + 120_000)
+        )
+        write_snapshot(web.snapshots, f"test/lobby/{base + 34_000}.jpg")
+        await web.outputs.publish_period_summary(
+            _period(
+                base // 3_600_000 * 3_600_000 - 3_600_000,
+                period_s=3600,
+                period_end=base // 3_600_000 * 3_600_000,
+                objects={"person": PeriodObjects(max_count=3, mean_count=0.8, new_tracks=9)},
+            )
+        )
+        page = await (await browser.new_context(viewport={"width": 1400, "height": 1000})).new_page()
+        problems: list[str] = []  # uncaught script errors and CSP violations (not the 404s the page expects)
+        page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        await page.goto(f"{web.url}/login?token={TOKEN}")
+        await page.locator("#stream-lobby h3 a").click()
+        await expect(page).to_have_url(f"{web.url}/streams/lobby")
+
+        chart = page.locator("#timeline-svg")
+        await expect(chart.locator(".lane-objects rect.bar")).to_have_count(3)
+        await expect(chart.locator(".lane-objects line.mean")).to_have_count(3)
+        await expect(chart.locator(".lane-speech rect.said")).to_have_count(3)
+        await expect(chart.locator(".lane-loudness circle.peak")).to_have_count(3)
+        await expect(chart.locator(".lane-loudness rect.loud")).to_have_count(1)
+        await expect(chart.locator(".lane-alerts .alert-mark")).to_have_count(1)
+        await expect(chart.locator(".lane-alerts .alert-mark")).to_have_class("alert-mark sev-high")
+        await expect(page.locator("#legend .legend-item")).to_have_text(["person", "dog"])
+        assert await chart.locator(".tick-label").count() >= 4
+
+        await chart.locator(".lane-objects rect.bar").first.click()  # the first period's person bar
+        panel = page.locator("#moment")
+        await expect(panel).to_be_visible()
+        await expect(panel.locator("#moment-said li")).to_have_count(1)
+        await expect(panel.locator("#moment-said")).to_contain_text("is anyone at the desk")
+        await expect(panel.locator("#moment-objects li").first).to_have_text("person: max 2, mean 1.20, 3 new tracks")
+        await expect(panel.locator("#no-snapshot")).to_be_visible()
+        await expect(chart.locator(".period.selected")).to_have_attribute("data-start", str(base - 60_000))
+
+        await chart.locator(".lane-speech rect.said").nth(2).click()  # the call for help
+        await expect(panel.locator("#moment-said li")).to_have_count(2)
+        await expect(panel.locator("#moment-said li").nth(1)).to_contain_text("help somebody call the police")
+        await expect(panel.locator("#moment-alerts a")).to_have_attribute("href", f"/alerts/{alert.id}")
+        image = panel.locator("#moment-snapshot")
+        await expect(image).to_be_visible()
+        assert await image.evaluate("img => img.complete && img.naturalWidth") == 64
+        await panel.locator("#clip-moment").click()
+        player = panel.locator("#moment-clip")
+        await expect(player).to_be_visible(timeout=30_000)
+        duration = await player.evaluate(
+            "v => v.readyState >= 1 ? v.duration"
+            " : new Promise(done => v.addEventListener('loadedmetadata', () => done(v.duration)))"
+        )
+        assert 5.0 <= duration <= 5.0 + 60.0, duration  # the line and a second either side, from its keyframe
+        assert await player.evaluate("v => v.videoWidth") == 768
+        await player.evaluate(
+            "v => new Promise(done => { v.addEventListener('seeked', () => done(), {once: true});"
+            " v.currentTime = v.duration - 2; })"
+        )
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-timeline.png"), full_page=True)
+
+        await chart.locator(".lane-alerts .alert-mark").click()
+        await expect(page).to_have_url(f"{web.url}/alerts/{alert.id}")
+        await expect(page.locator("#transcript")).to_have_text("help somebody call the police")
+
+        await page.goto(f"{web.url}/streams/lobby?range=day")
+        await expect(page.locator("#range")).to_have_value("day")
+        await expect(chart.locator(".lane-objects rect.bar")).to_have_count(1)
+        await expect(chart.locator(".lane-speech rect.said")).to_have_count(0)
+        assert problems == []

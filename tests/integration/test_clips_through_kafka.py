@@ -11,7 +11,7 @@ import av
 import pytest
 
 from config.schema import FusewatchConfig
-from daemon.clips.cut import cut_clip
+from streams.clipping import cut_clip
 from streams.clock import NS_PER_MS
 from streams.kafka import MediaPublisher
 from streams.media_span import BeyondRetention, MediaSpanReader, SpanError

@@ -36,10 +36,12 @@ async def web(fw_config: FusewatchConfig, tmp_path: Path) -> AsyncIterator[Web]:
     [
         "/",
         "/alerts/abc",
+        "/streams/lobby",
         "/api/alerts",
         "/api/alerts/abc",
         "/api/streams",
         "/api/summaries?stream=lobby",
+        "/api/snapshots?stream=lobby&near_ms=1",
         "/api/events",
         "/metrics",
         "/healthz",
@@ -47,6 +49,7 @@ async def web(fw_config: FusewatchConfig, tmp_path: Path) -> AsyncIterator[Web]:
         "/snapshots/x.jpg",
         "/clips/x.mp4",
         "/static/dashboard.js",
+        "/static/timeline.js",
     ],
 )
 async def test_every_page_and_api_answers_401_without_the_token(web: Web, path: str) -> None:
@@ -62,6 +65,8 @@ async def test_every_page_and_api_answers_401_without_the_token(web: Web, path: 
     async with web.client(token=None) as anonymous:
         post = await anonymous.post("/api/alerts/abc/ack", json={"by": "mallory"})
         assert post.status_code == 401
+        cut = await anonymous.post("/api/clips", json={"stream": "lobby", "from_ms": 1, "to_ms": 2})
+        assert cut.status_code == 401
         odd = await anonymous.get(path, headers={"Authorization": "Bearer café".encode()})
         assert odd.status_code == 401
 

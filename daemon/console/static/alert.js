@@ -3,16 +3,8 @@
 "use strict";
 
 const alertId = decodeURIComponent(location.pathname.split("/").pop());
-const SVG = "http://www.w3.org/2000/svg";
 const CLIP_POLL_MS = 3000;
 let clipPoll = null;
-
-function svg(tag, attrs, ...children) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
-  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(text(child)));
-  return node;
-}
 
 // Boxes (normalised x1, y1, x2, y2) and zone polygons (normalised points) in the image's own pixels,
 // so labels keep their shape whatever size the image is shown at.

@@ -1,5 +1,6 @@
 // fusewatch dashboard: the alert list (loaded once, then live over server-sent events),
-// the streams panel (polled) and acknowledgements shared by every operator.
+// the streams panel (polled; each stream's name opens its timeline) and acknowledgements
+// shared by every operator.
 "use strict";
 
 const alerts = new Map();   // id -> alert JSON (with .ack)
@@ -82,7 +83,8 @@ function streamCard(row) {
   const summary = row.summary;
   const objects = summary ? Object.entries(summary.objects).map(([k, v]) => `${v} ${k}`).join(", ") : "";
   return el("div", {class: `stream${row.stale ? " stale" : ""}`, id: `stream-${row.stream}`},
-    el("h3", {}, row.stream, row.stale ? el("span", {class: "muted"}, " (not reporting)") : ""),
+    el("h3", {}, el("a", {href: `/streams/${encodeURIComponent(row.stream)}`, title: "timeline: seen, said, heard, alerted"}, row.stream),
+      row.stale ? el("span", {class: "muted"}, " (not reporting)") : ""),
     el("dl", {},
       el("dt", {}, "fps"), el("dd", {}, s ? s.fps.toFixed(1) : "–"),
       el("dt", {}, "dropped"), el("dd", {}, s ? s.frames_dropped : "–"),

@@ -1,4 +1,8 @@
-"""One span of one stream to an MP4 file: what the clips role and `fusewatch clip` both do."""
+"""One span of one stream to an MP4 file: what the clips role, `fusewatch clip` and the dashboard all do.
+
+It lives in `streams` (below `daemon/`) because three callers in sibling layers share it: the
+clips role (`daemon/clips`), the dashboard's on-demand cut (`daemon/console`) and the CLI.
+"""
 
 from __future__ import annotations
 
