@@ -74,6 +74,7 @@ from daemon.console.moments import (
     nearest_snapshot,
     parse_span,
 )
+from daemon.console.search import BadSearch, NoIndex, SearchService, parse_filter, parse_search
 from daemon.console.summaries import MAX_PERIODS, SummaryStore
 from daemon.telemetry.metrics import Telemetry
 from daemon.telemetry.status import StatusStore
@@ -395,6 +396,7 @@ class Dashboard:
         self.keys = RedisKeys(config.redis.key_prefix)
         self.snapshots = Path(config.outputs.snapshots_dir).resolve() if config.outputs.snapshots_dir else None
         self.clips = open_store(config.clips.store)
+        self.search_service = SearchService(config.search)
         self.span_clips = SpanClips(
             config.clips, self.clips, lambda: MediaSpanReader(config.kafka, config.clips.max_keyframe_interval)
         )
@@ -534,6 +536,31 @@ class Dashboard:
 
     async def streams(self, request: Request) -> Response:
         return JSONResponse(await self.status.overview())
+
+    async def search(self, request: Request) -> Response:
+        """Moments matching a text query, hybrid-ranked (`daemon.console.search`)."""
+        try:
+            asked = parse_search(request.query_params)
+            results = await self.search_service.search(asked)
+        except BadSearch as exc:
+            return _error(400, str(exc))
+        except NoIndex as exc:
+            return _error(503, str(exc), headers={"Retry-After": "10"})
+        return JSONResponse({"query": asked.query, "ranking": asked.ranking, "results": results})
+
+    async def similar_moments(self, request: Request) -> Response:
+        """The moments nearest in meaning to one moment (query by example)."""
+        try:
+            where = parse_filter(request.query_params)
+            limit = min(max(int(request.query_params.get("n", "10")), 1), 100)
+            results = await self.search_service.similar(request.path_params["moment_id"], where, limit)
+        except (BadSearch, ValueError) as exc:
+            return _error(400, str(exc) if isinstance(exc, BadSearch) else "n must be an integer")
+        except NoIndex as exc:
+            return _error(503, str(exc), headers={"Retry-After": "10"})
+        if results is None:
+            return _error(404, "no such moment")
+        return JSONResponse({"moment": request.path_params["moment_id"], "results": results})
 
     async def list_summaries(self, request: Request) -> Response:
         """A stream's period summaries, oldest first (for a timeline): `stream` (required), `period`
@@ -762,6 +789,8 @@ def create_app(
             Route("/api/alerts/{alert_id}/ack", handlers.ack_alert, methods=["POST"]),
             Route("/api/streams", handlers.streams),
             Route("/api/summaries", handlers.list_summaries),
+            Route("/api/search", handlers.search),
+            Route("/api/moments/{moment_id}/similar", handlers.similar_moments),
             Route("/api/snapshots", handlers.find_snapshot),
             Route("/api/clips", handlers.cut_span, methods=["POST"]),
             Route("/api/events", handlers.events),
@@ -772,6 +801,7 @@ def create_app(
         yield
         await handlers.redis.aclose()
         await handlers.live_redis.aclose()
+        await handlers.search_service.close()
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={RedisError: _redis_failed})
     app.state.handlers = handlers

@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.search.index import MomentFilter
-from daemon.search.query import Ranking, Searcher
-
-RANKINGS: tuple[Ranking, ...] = ("keyword", "vector", "hybrid")
+from daemon.search.query import RANKINGS, Searcher
 
 
 @dataclass(frozen=True, slots=True)

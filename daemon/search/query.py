@@ -21,6 +21,7 @@ from daemon.search.rank import Fused, reciprocal_rank_fusion
 from streams.models import Moment
 
 Ranking = Literal["hybrid", "keyword", "vector"]
+RANKINGS: tuple[Ranking, ...] = ("keyword", "vector", "hybrid")
 _WORD = re.compile(r"[\w']+")
 _CANDIDATES = 50  # per list, before fusion
 # Left out of "why it matched" (they match nearly every description); the ranking still sees them.
