@@ -129,5 +129,47 @@ async function loadStreams() {
   }
 }
 
+// ------------------------------------------------------------------ search
+
+function searchResult(found, index) {
+  const m = found.moment;
+  const clipBox = el("div", {class: "result-clip"});
+  const button = el("button", {class: "clip-button"}, "clip");
+  button.addEventListener("click", () => playMoment(m, button, clipBox));
+  const seen = Object.entries(m.objects).map(([label, n]) => `${n} ${label}`).join(", ");
+  return el("li", {id: `result-${index}`, class: "result", "data-moment": m.id},
+    found.snapshot_url ? el("img", {class: "thumb", src: found.snapshot_url, alt: "", loading: "lazy"}) : el("span", {class: "thumb none"}, ""),
+    el("div", {class: "result-text"},
+      el("p", {class: "result-head"}, `${time(m.start_ms)} · `, el("a", {href: `/streams/${encodeURIComponent(m.stream)}`}, m.stream),
+        ` · ${((m.end_ms - m.start_ms) / 1000).toFixed(0)} s`, m.alerts.length ? ` · alert: ${m.alerts.map(a => a.event).join(", ")}` : ""),
+      el("p", {class: "why muted"}, found.why),
+      m.transcript ? el("p", {class: "said"}, `“${m.transcript.slice(0, 200)}”`) : el("p", {class: "muted"}, seen || "nothing seen"),
+      button, clipBox));
+}
+
+async function playMoment(m, button, box) {
+  button.disabled = true;
+  const to = Math.min(m.end_ms, m.start_ms + 120_000, Date.now());
+  const response = await fetch("/api/clips", {method: "POST", headers: {"Content-Type": "application/json"},
+    body: JSON.stringify({stream: m.stream, from_ms: m.start_ms, to_ms: Math.max(to, m.start_ms + 1000)})});
+  const body = await response.json();
+  if (!response.ok) { box.replaceChildren(el("p", {class: "error"}, body.error || `error ${response.status}`)); button.disabled = false; return; }
+  box.replaceChildren(el("video", {class: "clip-video", src: body.clip.url, controls: "", preload: "metadata"}));
+}
+
+document.getElementById("search-form").addEventListener("submit", async event => {
+  event.preventDefault();
+  const q = document.getElementById("search-query").value.trim();
+  const state = document.getElementById("search-state"), list = document.getElementById("search-results");
+  if (!q) { list.hidden = true; state.textContent = ""; return; }
+  state.textContent = "searching…";
+  const response = await fetch(`/api/search?${new URLSearchParams({q, n: "10"})}`);
+  const body = await response.json();
+  if (!response.ok) { state.textContent = body.error || `error ${response.status}`; list.hidden = true; return; }
+  state.textContent = body.results.length ? `${body.results.length} moments` : `no moment matches “${q}”`;
+  list.replaceChildren(...body.results.map(searchResult));
+  list.hidden = !body.results.length;
+});
+
 connect();
 loadStreams();
