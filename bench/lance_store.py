@@ -177,6 +177,13 @@ class LanceMomentIndex:
         found = self._rows([moment_id], "vector")
         return np.asarray(found[moment_id], dtype=np.float32) if moment_id in found else None
 
+    def delete(self, ids: Sequence[str]) -> None:
+        if self._table is None or not ids:
+            return
+        quoted = ", ".join("'" + moment_id.replace("'", "''") + "'" for moment_id in ids)
+        with self._lock:
+            self._table.delete(f"id IN ({quoted})")
+
     def delete_before(self, end_ms: int) -> int:
         if self._table is None:
             return 0

@@ -193,6 +193,11 @@ class MiniLmEmbedder:
         return out
 
 
+def load_embedder() -> TextEmbedder:
+    """The embedder of the search's shared text space (MiniLM on OpenVINO)."""
+    return MiniLmEmbedder()
+
+
 def main(argv: list[str]) -> int:
     """`python -m detectors.text_embedding export`: export the fetched model to ONNX (install time)."""
     if argv != ["export"]:

@@ -680,11 +680,10 @@ async def search(
     ranking: str,
 ) -> int:
     """`fusewatch search`: moments of every stream matching a text query, from the index; 1 when none does."""
-    from detectors.text_embedding import load_embedder
-
     from daemon.search.index import MomentFilter
     from daemon.search.query import Searcher
     from daemon.search.store import open_index
+    from detectors.text_embedding import load_embedder
 
     stream, since, until = filters.get("stream"), filters.get("since"), filters.get("until")
     where = MomentFilter(
@@ -696,7 +695,7 @@ async def search(
     path = Path(config.search.path) / "moments"
     if not path.exists():
         raise UserError(f"no search index at {path} (the index role writes it: fusewatch run --role index)")
-    index = await asyncio.to_thread(open_index, path)
+    index = await asyncio.to_thread(open_index, path, True)
     try:
         searcher = Searcher(index, await asyncio.to_thread(load_embedder), config.search)
         found = await asyncio.to_thread(searcher.search, query, where, limit, ranking)  # type: ignore[arg-type]

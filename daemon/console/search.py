@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote
 
-from detectors.text_embedding import load_embedder
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import QueryParams
 
@@ -23,6 +22,7 @@ from config.schema import Identifier, SearchConfig
 from daemon.search.index import MomentFilter, MomentIndex
 from daemon.search.query import RANKINGS, Found, Ranking, Searcher
 from daemon.search.store import open_index
+from detectors.text_embedding import load_embedder
 
 MAX_RESULTS = 100
 _NAME: TypeAdapter[str] = TypeAdapter(Identifier)
@@ -56,7 +56,7 @@ def parse_search(params: QueryParams) -> SearchRequest:
     ranking = params.get("ranking", "hybrid")
     if ranking not in RANKINGS:
         raise BadSearch(f"ranking must be one of {', '.join(RANKINGS)}, got {ranking[:40]!r}")
-    return SearchRequest(query, parse_filter(params), _int(params, "n", 10, 1, MAX_RESULTS), cast(Ranking, ranking))
+    return SearchRequest(query, parse_filter(params), _int(params, "n", 10, 1, MAX_RESULTS), ranking)
 
 
 def parse_filter(params: QueryParams) -> MomentFilter:
@@ -125,7 +125,7 @@ class SearchService:
             path = Path(self._config.path) / "moments"
             if not path.exists():
                 raise NoIndex(f"no search index yet at {path}: the index role writes it")
-            self._index = await asyncio.to_thread(open_index, path)
+            self._index = await asyncio.to_thread(open_index, path, True)
             self._searcher = Searcher(self._index, await asyncio.to_thread(load_embedder), self._config)
         return self._searcher
 

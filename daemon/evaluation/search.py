@@ -60,7 +60,7 @@ def score(
     searcher: Searcher, queries: Sequence[LabelledQuery], k: int = 5, depth: int = 10, where: MomentFilter | None = None
 ) -> dict[str, RankingScore]:
     """Recall@k and MRR (within `depth`) of each ranking on the query set."""
-    out = {}
+    out: dict[str, RankingScore] = {}
     for ranking in RANKINGS:
         ranks: list[int | None] = []
         for labelled in queries:

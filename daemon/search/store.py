@@ -16,6 +16,13 @@ removed; a missing or unreadable graph is rebuilt from the BLOBs. So the two nev
 after a restart. One process owns a directory (an exclusive `flock`); the calls block and
 are serialised by a lock, callers run them in a thread.
 
+**Readers** (`readonly=True`: the web role, `fusewatch search`, beside the index role that
+writes) take no lock and open SQLite read-only. They load the graph file the writer last
+saved, and load it again when the writer saves a newer one; what was written since (rows
+of a later generation) is scored exactly from SQLite and overrides the graph's score, and a
+moment deleted since is dropped because every graph hit is looked up in SQLite. So a reader
+sees every committed write, at the cost of scoring at most `SAVE_EVERY_S` of writes exactly.
+
 **Keyword search**: the query's words (common English stop words dropped when others are
 left), each a quoted FTS5 term ORed together, plus the whole query as one phrase, so a
 description holding the exact phrase gains that phrase's BM25 weight on top of its words'.
@@ -127,11 +134,26 @@ def fts_query(text: str) -> str | None:
 class SqliteMomentIndex:
     """`MomentIndex` in one directory: SQLite + FTS5 for moments and keywords, a usearch HNSW graph for vectors."""
 
-    def __init__(self, directory: Path, threads: int | None = None) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+    def __init__(self, directory: Path, threads: int | None = None, readonly: bool = False) -> None:
         self._directory = directory
         self._threads = threads or available_cores()
         self._lock = threading.Lock()
+        self._readonly = readonly
+        self._graph: Index | None = None
+        self._graph_generation = -1  # readers: the generation of the graph file loaded
+        self._closed = False
+        self._saved_at = time.monotonic()
+        self._owner = None
+        if readonly:
+            database = directory / "moments.sqlite"
+            if not database.is_file():
+                raise FileNotFoundError(f"no moment index at {directory}")
+            self._db = sqlite3.connect(
+                f"file:{database}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+            )
+            self._reload_graph()
+            return
+        directory.mkdir(parents=True, exist_ok=True)
         self._owner = (directory / "lock").open("a")
         try:
             fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -142,9 +164,6 @@ class SqliteMomentIndex:
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.executescript(_SCHEMA)
-        self._graph: Index | None = None
-        self._closed = False
-        self._saved_at = time.monotonic()
         self._load_graph()
 
     # -- the graph file and its consistency with SQLite
@@ -174,6 +193,22 @@ class SqliteMomentIndex:
                     self._graph = graph
                     return
         self.rebuild()
+
+    def _reload_graph(self) -> None:
+        """Readers: load the graph file the writer saved last, when it is newer than the one loaded."""
+        try:
+            state = json.loads((self._directory / "vectors.json").read_text())
+            generation, dimensions = int(state["generation"]), int(state["dimensions"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # none saved yet: every row is scored exactly
+        if generation == self._graph_generation:
+            return
+        graph = self._new_graph(dimensions)
+        try:
+            graph.load(str(self._directory / "vectors.usearch"))
+        except (OSError, RuntimeError, ValueError):
+            return  # being replaced this instant: the next query loads it
+        self._graph, self._graph_generation = graph, generation
 
     def _catch_up(self, graph: Index, generation: int, dimensions: int) -> None:
         """Apply to a graph saved at `generation` what SQLite committed since: moments written after it
@@ -302,6 +337,8 @@ class SqliteMomentIndex:
 
     def nearest(self, vector: Vectors, where: MomentFilter, k: int) -> list[Hit]:
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if self._readonly:
+            return self._nearest_reading(query, where, k)
         with self._lock:
             if self._graph is None or k <= 0 or len(self._graph) == 0:
                 return []
@@ -316,13 +353,39 @@ class SqliteMomentIndex:
                 return self._exact(query, condition, params, k)
             return self._graph_search(query, condition, params, k, kept / total)
 
+    def _nearest_reading(self, query: Vectors, where: MomentFilter, k: int) -> list[Hit]:
+        """A reader's search: the saved graph, and exactly the rows written after it (they win)."""
+        if k <= 0:
+            return []
+        with self._lock:
+            self._reload_graph()
+            condition, params = filter_sql(where)
+            written_since = [*params, self._graph_generation]
+            fresh = self._exact(query, f"{condition} AND m.written > ?", written_since, k)
+            newer = {
+                row[0]
+                for row in self._db.execute("SELECT m.id FROM moments m WHERE m.written > ?", [self._graph_generation])
+            }
+            older: list[Hit] = []
+            if self._graph is not None and len(self._graph):
+                kept = self._scalar(f"SELECT COUNT(*) FROM moments m WHERE {condition}", params)
+                wanted = k + len(newer)  # room for the hits dropped below
+                if kept and condition != "1" and kept <= EXACT_LIMIT:
+                    older = self._exact(query, condition, params, wanted)
+                elif kept:
+                    older = self._graph_search(query, condition, params, wanted, kept / max(len(self._graph), kept))
+        # The graph holds the old vector of a moment rewritten since it was saved: only the fresh score counts.
+        scores = {hit.id: hit.score for hit in older if hit.id not in newer} | {hit.id: hit.score for hit in fresh}
+        return [Hit(id, score) for id, score in sorted(scores.items(), key=lambda item: -item[1])[:k]]
+
     def _scalar(self, sql: str, params: Sequence[Any]) -> int:
         return int(self._db.execute(sql, list(params)).fetchone()[0])
 
     def _exact(self, query: Vectors, condition: str, params: list[Any], k: int) -> list[Hit]:
-        assert self._graph is not None
         rows = self._db.execute(f"SELECT m.id, m.vector FROM moments m WHERE {condition}", params).fetchall()
-        matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), self._graph.ndim)
+        if not rows:
+            return []
+        matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), len(query))
         scores = matrix @ query / max(float(np.linalg.norm(query)), 1e-12)
         best = np.argsort(-scores, kind="stable")[:k]
         return [Hit(id=rows[i][0], score=float(scores[i])) for i in best]
@@ -360,6 +423,27 @@ class SqliteMomentIndex:
             row = self._db.execute("SELECT vector FROM moments WHERE id = ?", (moment_id,)).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
 
+    def delete(self, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        with self._lock:
+            keys: list[int] = []
+            with self._write():
+                for first in range(0, len(ids), 900):
+                    chunk = list(ids[first : first + 900])
+                    marks = ",".join("?" * len(chunk))
+                    keys += [
+                        row[0] for row in self._db.execute(f"SELECT key FROM moments WHERE id IN ({marks})", chunk)
+                    ]
+                    self._db.execute(
+                        f"DELETE FROM descriptions WHERE rowid IN (SELECT key FROM moments WHERE id IN ({marks}))",
+                        chunk,
+                    )
+                    self._db.execute(f"DELETE FROM moments WHERE id IN ({marks})", chunk)
+            if keys and self._graph is not None:
+                self._graph.remove(np.array(keys, dtype=np.uint64))
+                self._written()
+
     def delete_before(self, end_ms: int) -> int:
         with self._lock:
             with self._write():
@@ -383,11 +467,13 @@ class SqliteMomentIndex:
             if self._closed:
                 return
             self._closed = True
-            self._save_graph()
+            if not self._readonly:
+                self._save_graph()
             self._db.close()
-            self._owner.close()  # releases the flock
+            if self._owner is not None:
+                self._owner.close()  # releases the flock
 
 
-def open_index(path: Path) -> MomentIndex:
-    """The moment index kept in directory `path` (created when missing)."""
-    return SqliteMomentIndex(path)
+def open_index(path: Path, readonly: bool = False) -> MomentIndex:
+    """The moment index kept in directory `path`: the writer's (created when missing, one process), or a reader's."""
+    return SqliteMomentIndex(path, readonly=readonly)

@@ -294,3 +294,38 @@ def test_sqlite_directory_has_one_owner(tmp_path: Path) -> None:
     finally:
         index.close()
     SqliteMomentIndex(tmp_path / "index").close()
+
+
+def test_delete_forgets_those_moments_everywhere(index: MomentIndex) -> None:
+    index.upsert(CORPUS, VECTORS)
+    index.delete([CORPUS[1].id, "nobody@0"])
+    assert index.count() == len(CORPUS) - 1 and index.get([CORPUS[1].id]) == []
+    assert CORPUS[1].id not in ids(index.keyword("police", MomentFilter(), 10))
+    assert CORPUS[1].id not in ids(index.nearest(VECTORS[1], MomentFilter(), 10))
+
+
+def test_sqlite_a_reader_sees_every_committed_write_of_the_writer(tmp_path: Path) -> None:
+    writer = SqliteMomentIndex(tmp_path)
+    try:
+        writer.upsert(CORPUS[:3], VECTORS[:3])
+        writer.save()
+        reader = SqliteMomentIndex(tmp_path, readonly=True)
+        try:
+            assert ids(reader.nearest(VECTORS[0], MomentFilter(), 1)) == [CORPUS[0].id]
+            writer.upsert(CORPUS[3:], VECTORS[3:])  # after the reader opened, before any save
+            assert ids(reader.nearest(VECTORS[4], MomentFilter(), 1)) == [CORPUS[4].id]
+            assert ids(reader.keyword("dog", MomentFilter(), 5)) == [CORPUS[4].id]
+            writer.upsert([CORPUS[0]], VECTORS[5:6])  # replaced: the new vector wins over the saved graph's
+            assert ids(reader.nearest(VECTORS[5], MomentFilter(), 2))[0] in {CORPUS[0].id, CORPUS[5].id}
+            assert CORPUS[0].id not in ids(reader.nearest(VECTORS[0], MomentFilter(), 1))
+            writer.delete([CORPUS[1].id])
+            assert CORPUS[1].id not in ids(reader.nearest(VECTORS[1], MomentFilter(), 6))
+            writer.save()  # the reader loads the newer graph and still sees the same
+            assert ids(reader.nearest(VECTORS[4], MomentFilter(), 1)) == [CORPUS[4].id]
+            assert reader.count() == len(CORPUS) - 1
+        finally:
+            reader.close()
+    finally:
+        writer.close()
+    with pytest.raises(FileNotFoundError, match="no moment index"):
+        SqliteMomentIndex(tmp_path / "missing", readonly=True)
