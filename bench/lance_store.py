@@ -177,6 +177,15 @@ class LanceMomentIndex:
         found = self._rows([moment_id], "vector")
         return np.asarray(found[moment_id], dtype=np.float32) if moment_id in found else None
 
+    def at(self, stream: str, time_ms: int) -> Moment | None:
+        if self._table is None:
+            return None
+        quoted = stream.replace("'", "''")
+        condition = f"stream = '{quoted}' AND start_ms <= {int(time_ms)} AND end_ms > {int(time_ms)}"
+        with self._lock:
+            rows = self._table.search().where(condition).limit(1).to_list()
+        return Moment.model_validate_json(rows[0]["moment"]) if rows else None
+
     def delete(self, ids: Sequence[str]) -> None:
         if self._table is None or not ids:
             return

@@ -23,6 +23,7 @@ from daemon.search.index import MomentFilter, MomentIndex
 from daemon.search.query import RANKINGS, Found, Ranking, Searcher
 from daemon.search.store import open_index
 from detectors.text_embedding import load_embedder
+from streams.models import Alert
 
 MAX_RESULTS = 100
 _NAME: TypeAdapter[str] = TypeAdapter(Identifier)
@@ -119,6 +120,20 @@ class SearchService:
                 return None
             found = await asyncio.to_thread(searcher.similar, moment_id, where, limit)
         return [_result(item) for item in found]
+
+    async def like_alert(self, alert: Alert, limit: int) -> list[dict[str, object]]:
+        """The past moments most like the moments of an alert's streams at its window (query by example)."""
+        async with self._lock:
+            searcher = await self._open()
+            assert self._index is not None
+            results: list[Found] = []
+            for stream in alert.streams:
+                moment = await asyncio.to_thread(self._index.at, stream, alert.window_start)
+                if moment is not None:
+                    earlier = MomentFilter(until_ms=moment.start_ms)
+                    results += await asyncio.to_thread(searcher.similar, moment.id, earlier, limit)
+        results.sort(key=lambda found: -(found.rank.similarity or 0.0))
+        return [_result(item) for item in results[:limit]]
 
     async def _open(self) -> Searcher:
         if self._searcher is None:

@@ -562,6 +562,20 @@ class Dashboard:
             return _error(404, "no such moment")
         return JSONResponse({"moment": request.path_params["moment_id"], "results": results})
 
+    async def similar_to_alert(self, request: Request) -> Response:
+        """The past moments most like an alert's moment: has this happened before?"""
+        stored = await self.alerts.get(request.path_params["alert_id"])
+        if stored is None:
+            return _error(404, "no such alert")
+        try:
+            limit = min(max(int(request.query_params.get("n", "5")), 1), 100)
+            results = await self.search_service.like_alert(stored.alert, limit)
+        except ValueError:
+            return _error(400, "n must be an integer")
+        except NoIndex as exc:
+            return _error(503, str(exc), headers={"Retry-After": "10"})
+        return JSONResponse({"alert": stored.alert.id, "results": results})
+
     async def list_summaries(self, request: Request) -> Response:
         """A stream's period summaries, oldest first (for a timeline): `stream` (required), `period`
         (`1m`, `1h` or seconds; default the shortest configured), `since_ms` (periods ending after
@@ -791,6 +805,7 @@ def create_app(
             Route("/api/summaries", handlers.list_summaries),
             Route("/api/search", handlers.search),
             Route("/api/moments/{moment_id}/similar", handlers.similar_moments),
+            Route("/api/alerts/{alert_id}/similar", handlers.similar_to_alert),
             Route("/api/snapshots", handlers.find_snapshot),
             Route("/api/clips", handlers.cut_span, methods=["POST"]),
             Route("/api/events", handlers.events),

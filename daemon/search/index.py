@@ -57,6 +57,10 @@ class MomentIndex(Protocol):
         """The moments of `ids` that exist, in the order asked."""
         ...
 
+    def at(self, stream: str, time_ms: int) -> Moment | None:
+        """The stream's moment that covers `time_ms` (start ≤ t < end), if any."""
+        ...
+
     def vector(self, moment_id: str) -> Vectors | None:
         """The stored embedding of a moment (query by example), or None."""
         ...

@@ -418,6 +418,15 @@ class SqliteMomentIndex:
                     found[moment_id] = Moment.model_validate_json(text)
         return [found[moment_id] for moment_id in ids if moment_id in found]
 
+    def at(self, stream: str, time_ms: int) -> Moment | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT moment FROM moments WHERE stream = ? AND start_ms <= ? AND end_ms > ? "
+                "ORDER BY start_ms DESC LIMIT 1",
+                (stream, time_ms, time_ms),
+            ).fetchone()
+        return None if row is None else Moment.model_validate_json(row[0])
+
     def vector(self, moment_id: str) -> Vectors | None:
         with self._lock:
             row = self._db.execute("SELECT vector FROM moments WHERE id = ?", (moment_id,)).fetchone()

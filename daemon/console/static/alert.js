@@ -72,13 +72,36 @@ function render(alert) {
       el("div", {},
         el("h3", {}, "Why it fired"), terms,
         el("h3", {}, "Said"), el("blockquote", {id: "transcript"}, alert.evidence.transcript || "(nothing)"),
-        el("h3", {}, "Seen"), detections)));
+        el("h3", {}, "Seen"), detections,
+        el("h3", {}, "Similar moments before"), el("div", {id: "similar"}, el("p", {class: "muted"}, "looking…")))));
+  loadSimilar();
   const button = document.getElementById("ack");
   if (button) button.addEventListener("click", async () => {
     button.disabled = true;
     const response = await acknowledge(alertId);
     if (response.ok) load(); else button.disabled = false;
   });
+}
+
+// Has this happened before? The past moments most like this alert's (query by example, /api/search).
+async function loadSimilar() {
+  const box = document.getElementById("similar");
+  if (!box) return;
+  const response = await fetch(`/api/alerts/${encodeURIComponent(alertId)}/similar?n=5`);
+  const body = response.ok ? await response.json() : null;
+  if (!body || !body.results.length) {
+    box.replaceChildren(el("p", {class: "muted"}, body ? "no similar moment before this one" : "search is not available"));
+    return;
+  }
+  box.replaceChildren(el("ol", {class: "search-results"}, ...body.results.map(found => {
+    const m = found.moment;
+    return el("li", {class: "result similar-moment"},
+      found.snapshot_url ? el("img", {class: "thumb", src: found.snapshot_url, alt: ""}) : el("span", {class: "thumb none"}, ""),
+      el("div", {class: "result-text"},
+        el("p", {}, `${time(m.start_ms)} · `, el("a", {href: `/streams/${encodeURIComponent(m.stream)}`}, m.stream),
+          ` · similarity ${(found.similarity ?? 0).toFixed(2)}`, m.alerts.length ? ` · alert: ${m.alerts.map(a => a.event).join(", ")}` : ""),
+        m.transcript ? el("p", {class: "said"}, `“${m.transcript.slice(0, 160)}”`) : el("p", {class: "muted"}, Object.entries(m.objects).map(([k, n]) => `${n} ${k}`).join(", ") || "nothing seen")));
+  })));
 }
 
 async function load() {

@@ -329,3 +329,9 @@ def test_sqlite_a_reader_sees_every_committed_write_of_the_writer(tmp_path: Path
         writer.close()
     with pytest.raises(FileNotFoundError, match="no moment index"):
         SqliteMomentIndex(tmp_path / "missing", readonly=True)
+
+
+def test_at_finds_the_moment_covering_a_time(index: MomentIndex) -> None:
+    assert index.at("lobby", T0 + 2000) == CORPUS[1]
+    assert index.at("lobby", T0 + 3999) == CORPUS[1]
+    assert index.at("street", T0 + 9000) is None and index.at("nowhere", T0) is None
