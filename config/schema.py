@@ -785,6 +785,15 @@ class SearchConfig(Section):
     loud_dbfs: float = Field(
         default=-20.0, le=0, description="a window at or above this RMS level is described as loud"
     )
+    incident_similarity: float = Field(
+        default=0.9,
+        ge=-1,
+        le=1,
+        description="alerts of one event and site whose moments are at least this alike (cosine) are one incident",
+    )
+    incident_gap: Duration = Field(
+        default=600.0, gt=0, description="an alert joins an incident only within this long of its alerts"
+    )
     min_similarity: float = Field(
         default=0.3,
         ge=-1,

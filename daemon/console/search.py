@@ -10,6 +10,7 @@ parameters are checked here, and a wrong one is a 400 that says which and why.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import QueryParams
 
 from config.schema import Identifier, SearchConfig
-from daemon.search.index import MomentFilter, MomentIndex
+from daemon.search.incidents import Incident, group_alerts
+from daemon.search.index import MomentFilter, MomentIndex, Vectors
 from daemon.search.query import RANKINGS, Found, Ranking, Searcher
 from daemon.search.store import open_index
 from detectors.text_embedding import load_embedder
@@ -134,6 +136,24 @@ class SearchService:
                     results += await asyncio.to_thread(searcher.similar, moment.id, earlier, limit)
         results.sort(key=lambda found: -(found.rank.similarity or 0.0))
         return [_result(item) for item in results[:limit]]
+
+    async def incidents(self, alerts: Sequence[Alert]) -> list[Incident]:
+        """The alerts grouped into incidents (near-duplicates: `daemon.search.incidents`)."""
+        async with self._lock:
+            await self._open()
+            index = self._index
+            assert index is not None
+
+            def vectors() -> list[Vectors | None]:
+                out: list[Vectors | None] = []
+                for alert in alerts:
+                    moment = index.at(alert.streams[0], alert.window_start) if alert.streams else None
+                    out.append(index.vector(moment.id) if moment is not None else None)
+                return out
+
+            found = await asyncio.to_thread(vectors)
+        gap = round(self._config.incident_gap * 1000)
+        return group_alerts(alerts, found, self._config.incident_similarity, gap)
 
     async def _open(self) -> Searcher:
         if self._searcher is None:

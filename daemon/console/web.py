@@ -487,7 +487,20 @@ class Dashboard:
             return JSONResponse({"error": "limit and since_ms must be integers"}, status_code=400)
         where = AlertFilter(site=params.get("site") or None, event=params.get("event") or None, since_ms=since)
         alerts = await self.alerts.recent(limit, where)
-        return JSONResponse({"alerts": [a.as_dict() | {"snapshot_url": _snapshot_url(a.alert)} for a in alerts]})
+        rows = [a.as_dict() | {"snapshot_url": _snapshot_url(a.alert)} for a in alerts]
+        if params.get("group") == "incident":
+            return await self._incidents(rows, [a.alert for a in alerts])
+        return JSONResponse({"alerts": rows})
+
+    async def _incidents(self, rows: list[dict[str, object]], alerts: list[Alert]) -> Response:
+        """One row per incident (its newest alert), with the ids of the alerts it stands for."""
+        try:
+            incidents = await self.search_service.incidents(alerts)
+        except NoIndex as exc:
+            return _error(503, str(exc), headers={"Retry-After": "10"})
+        by_id = {row["id"]: row for row in rows}
+        heads = [by_id[incident.id] | {"incident": [alert.id for alert in incident.alerts]} for incident in incidents]
+        return JSONResponse({"alerts": heads, "grouped": "incident"})
 
     async def get_alert(self, request: Request) -> Response:
         stored = await self.alerts.get(request.path_params["alert_id"])

@@ -27,7 +27,10 @@ function row(alert) {
       : ""),
     el("td", {}, el("a", {href: `/alerts/${alert.id}`}, time(alert.window_start))),
     el("td", {}, alert.site),
-    el("td", {class: "event"}, el("a", {href: `/alerts/${alert.id}`}, alert.event)),
+    el("td", {class: "event"}, el("a", {href: `/alerts/${alert.id}`}, alert.event),
+      alert.incident && alert.incident.length > 1
+        ? el("span", {class: "incident-count", title: `${alert.incident.length} similar alerts, the newest shown`}, ` ×${alert.incident.length}`)
+        : ""),
     el("td", {class: "score"}, alert.score.toFixed(2)),
     el("td", {class: "why"}, why(alert)),
     el("td", {class: "said"}, text(alert.evidence.transcript).slice(0, 120)),
@@ -50,11 +53,20 @@ tbody.addEventListener("click", async event => {
 });
 document.getElementById("filter").addEventListener("input", render);
 document.getElementById("unacked").addEventListener("change", render);
+const grouped = document.getElementById("incidents");
+grouped.addEventListener("change", () => { alerts.clear(); loadAlerts(); });
 
+// With "one row per incident", the server groups near-duplicate alerts (same event and site,
+// similar moments, close in time) and sends each incident's newest alert with the ids it stands for.
 async function loadAlerts() {
-  const response = await fetch("/api/alerts?limit=200");
-  if (!response.ok) return;
-  for (const alert of (await response.json()).alerts) alerts.set(alert.id, alert);
+  const response = await fetch(`/api/alerts?limit=200${grouped.checked ? "&group=incident" : ""}`);
+  if (!response.ok) {
+    if (grouped.checked) { grouped.checked = false; loadAlerts(); }  // no search index yet: one row per alert
+    return;
+  }
+  const body = await response.json();
+  if (body.grouped) alerts.clear();
+  for (const alert of body.alerts) alerts.set(alert.id, alert);
   render();
 }
 
@@ -68,6 +80,7 @@ function connect() {
     alert.ack = alerts.get(alert.id)?.ack || null;
     const shot = alert.evidence.snapshot;
     alert.snapshot_url = shot ? `/snapshots/${shot.split("/").map(encodeURIComponent).join("/")}` : null;
+    if (grouped.checked) { loadAlerts(); return; }  // it may join an incident already listed
     alerts.set(alert.id, alert);
     render();
   });
