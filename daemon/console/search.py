@@ -132,9 +132,11 @@ class SearchService:
     async def _open(self) -> Searcher:
         if self._searcher is None:
             path = Path(self._config.path) / "moments"
-            if not path.exists():
-                raise NoIndex(f"no search index yet at {path}: the index role writes it")
-            self._index = await asyncio.to_thread(open_index, path, True)
+            if self._index is None:  # kept when the model failed to load: opened once
+                try:
+                    self._index = await asyncio.to_thread(open_index, path, True)
+                except FileNotFoundError:  # no directory yet, or the index role has not made its database yet
+                    raise NoIndex(f"no search index yet at {path}: the index role writes it") from None
             self._searcher = Searcher(self._index, await asyncio.to_thread(load_embedder), self._config)
         return self._searcher
 
