@@ -56,15 +56,20 @@ def parse_search(params: QueryParams) -> SearchRequest:
         raise BadSearch("q is required, e.g. /api/search?q=someone+shouted+for+help")
     if len(query) > 500:
         raise BadSearch("q is longer than 500 characters")
-    ranking = params.get("ranking", "hybrid")
+    ranking = params.get("ranking") or "hybrid"
     if ranking not in RANKINGS:
         raise BadSearch(f"ranking must be one of {', '.join(RANKINGS)}, got {ranking[:40]!r}")
-    return SearchRequest(query, parse_filter(params), _int(params, "n", 10, 1, MAX_RESULTS), ranking)
+    return SearchRequest(query, parse_filter(params), _limit(params), ranking)
+
+
+def parse_similar(params: QueryParams) -> tuple[MomentFilter, int]:
+    """The filter and `n` of a similar-moments request, checked as a search's are."""
+    return parse_filter(params), _limit(params)
 
 
 def parse_filter(params: QueryParams) -> MomentFilter:
-    """The metadata filter of a search or similar-moments request."""
-    streams = tuple(params.getlist("stream"))
+    """The metadata filter of a search or similar-moments request; an empty `stream` or `site` narrows nothing."""
+    streams = tuple(stream for stream in params.getlist("stream") if stream)
     site = params.get("site") or None
     for name in (*streams, *([site] if site else [])):
         try:
@@ -81,6 +86,10 @@ def parse_filter(params: QueryParams) -> MomentFilter:
         until_ms=_int(params, "until_ms", None, 0, 1 << 62),
         has_alert=None if not has_alert else has_alert == "true",
     )
+
+
+def _limit(params: QueryParams) -> int:
+    return int(_int(params, "n", 10, 1, MAX_RESULTS))
 
 
 def _int(params: QueryParams, name: str, default: int | None, low: int, high: int) -> Any:
@@ -158,9 +167,11 @@ class SearchService:
     async def _open(self) -> Searcher:
         if self._searcher is None:
             path = Path(self._config.path) / "moments"
-            if not path.exists():
-                raise NoIndex(f"no search index yet at {path}: the index role writes it")
-            self._index = await asyncio.to_thread(open_index, path, True)
+            if self._index is None:  # kept when the model failed to load: opened once
+                try:
+                    self._index = await asyncio.to_thread(open_index, path, True)
+                except FileNotFoundError:  # no directory yet, or the index role has not made its database yet
+                    raise NoIndex(f"no search index yet at {path}: the index role writes it") from None
             self._searcher = Searcher(self._index, await asyncio.to_thread(load_embedder), self._config)
         return self._searcher
 

@@ -74,7 +74,7 @@ from daemon.console.moments import (
     nearest_snapshot,
     parse_span,
 )
-from daemon.console.search import BadSearch, NoIndex, SearchService, parse_filter, parse_search
+from daemon.console.search import BadSearch, NoIndex, SearchService, parse_search, parse_similar
 from daemon.console.summaries import MAX_PERIODS, SummaryStore
 from daemon.telemetry.metrics import Telemetry
 from daemon.telemetry.status import StatusStore
@@ -564,11 +564,10 @@ class Dashboard:
     async def similar_moments(self, request: Request) -> Response:
         """The moments nearest in meaning to one moment (query by example)."""
         try:
-            where = parse_filter(request.query_params)
-            limit = min(max(int(request.query_params.get("n", "10")), 1), 100)
+            where, limit = parse_similar(request.query_params)
             results = await self.search_service.similar(request.path_params["moment_id"], where, limit)
-        except (BadSearch, ValueError) as exc:
-            return _error(400, str(exc) if isinstance(exc, BadSearch) else "n must be an integer")
+        except BadSearch as exc:
+            return _error(400, str(exc))
         except NoIndex as exc:
             return _error(503, str(exc), headers={"Retry-After": "10"})
         if results is None:

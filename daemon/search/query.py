@@ -13,11 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from detectors.text_embedding import TextEmbedder
-
 from config.schema import SearchConfig
 from daemon.search.index import MomentFilter, MomentIndex
 from daemon.search.rank import Fused, reciprocal_rank_fusion
+from detectors.text_embedding import TextEmbedder
 from streams.models import Moment
 
 Ranking = Literal["hybrid", "keyword", "vector"]

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from detectors.text_embedding import TextEmbedder, load_embedder
 from pydantic import ValidationError
 
 from config.schema import FusewatchConfig, SearchConfig
@@ -28,6 +27,7 @@ from daemon.search.moments import block_of, build_moments
 from daemon.search.store import open_index
 from daemon.search.windows import WindowLog
 from daemon.telemetry.metrics import Telemetry
+from detectors.text_embedding import TextEmbedder, load_embedder
 from streams.checkpoint import Checkpoint
 from streams.kafka import DeadLetters, SourcePosition, ensure_topics, make_consumer, make_producer
 from streams.models import WINDOW_FEATURES, Alert

@@ -6,12 +6,15 @@ page shows the snapshot, the transcript and why it fired; an acknowledgement mad
 visible to a second operator at once. The roles panel lists live processes, and a role
 none runs once, as departed. A stream's timeline draws its period summaries on one axis and
 opens a moment (summary, snapshot, a clip cut from `fw.media`) or an alert on a click.
-Screenshots are kept as test artefacts.
+The search box finds a moment of the index in the operator's words, shows its thumbnail,
+transcript and why it matched, plays its clip cut from `fw.media`, and says so when no
+moment matches. Screenshots are kept as test artefacts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +26,7 @@ from playwright.async_api import Browser, async_playwright, expect
 from config.schema import ClipsConfig, ClipStoreConfig, FusewatchConfig, SourceConfig, VideoInput, Zone
 from daemon.clips.worker import ClipsWorker
 from daemon.telemetry.status import RoleStatus, StatusStore, now_ms
+from detectors.text_embedding import load_embedder
 from streams.clip_store import DirectoryClipStore
 from streams.clock import NS_PER_MS
 from streams.kafka import MediaPublisher
@@ -42,6 +46,7 @@ from streams.redis_schema import RedisKeys, redis_client
 from streams.sources import Demuxer, ReplayOptions, open_spec, replay
 from streams.testing import MemorySpanSource
 from tests.helpers import make_alert
+from tests.support.search import make_moment, search_on, write_moments
 from tests.support.web import TOKEN, Web, running_web, write_snapshot
 
 pytestmark = pytest.mark.e2e
@@ -368,4 +373,83 @@ async def test_the_timeline_draws_a_streams_periods_and_opens_a_moment_or_an_ale
         await expect(page.locator("#range")).to_have_value("day")
         await expect(chart.locator(".lane-objects rect.bar")).to_have_count(1)
         await expect(chart.locator(".lane-speech rect.said")).to_have_count(0)
+        assert problems == []
+
+
+async def test_the_search_box_finds_a_moment_shows_its_thumbnail_and_plays_its_clip(
+    browser: Browser, fw_config: FusewatchConfig, media_dir: Path, tmp_path: Path
+) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # The lobby recording as if it had played ten minutes ago; the moments are its wall times.
+    base = int(time.time() * 1000) // 60_000 * 60_000 - 600_000
+    async with MediaPublisher(fw_config.kafka) as publisher:
+        options = ReplayOptions(speed=None, wall_base_ns=base * NS_PER_MS)
+        lobby = await replay(str(media_dir / "lobby.ts"), "lobby", "test", publisher, options)
+        await publisher.flush()
+    wall = lobby.wall_start_ns // NS_PER_MS
+    config = search_on(fw_config, tmp_path / "search")
+    said = "Help! Somebody call the police!"
+    shot = write_snapshot(tmp_path / "snapshots", f"test/lobby/{wall + 32_000}.jpg")
+    moments = [
+        make_moment("lobby", wall + 30_000, wall + 34_000, {"person": 2}, said, -12.0, "distress", shot),
+        make_moment(
+            "lobby", wall + 4_000, wall + 16_000, {"person": 1}, "ask not what your country can do for you", -30.0
+        ),
+        make_moment("street", wall, wall + 30_000, {"car": 3, "bus": 1}, loudness_dbfs=-35.0),
+    ]
+    await asyncio.to_thread(lambda: write_moments(config, moments, load_embedder()))
+    async with running_web(config, tmp_path / "snapshots") as web:
+        page = await (await browser.new_context(viewport={"width": 1400, "height": 900})).new_page()
+        problems: list[str] = []  # uncaught script errors and CSP violations
+        page.on("console", lambda m: problems.append(m.text) if "Content Security Policy" in m.text else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        await page.goto(f"{web.url}/login?token={TOKEN}")
+        await expect(page.locator("#feed-state")).to_have_text("live", timeout=10_000)
+
+        await page.locator("#search-query").fill("someone shouted for help")
+        await page.locator("#search-query").press("Enter")
+        results = page.locator("#search-results li")
+        first = results.first
+        await expect(first).to_have_attribute("data-moment", moments[0].id, timeout=15_000)
+        await expect(page.locator("#search-state")).to_have_text(f"{await results.count()} moments")
+        thumb = first.locator("img.thumb")
+        await expect(thumb).to_be_visible()
+        loaded = (
+            "img => img.complete ? img.naturalWidth : new Promise(done => img.onload = () => done(img.naturalWidth))"
+        )
+        assert await thumb.evaluate(loaded) == 64
+        await expect(first.locator(".said")).to_have_text(f"“{said}”")
+        await expect(first.locator(".why")).to_contain_text("words: help, someone; meaning")
+        await expect(first.locator(".result-head")).to_contain_text("lobby · 4 s · alert: distress")
+        await expect(first.locator(".result-head a")).to_have_attribute("href", "/streams/lobby")
+
+        await first.locator("button.clip-button").click()
+        player = first.locator("video.clip-video")
+        await expect(player).to_be_visible(timeout=30_000)
+        duration = await player.evaluate(
+            "v => v.readyState >= 1 ? v.duration"
+            " : new Promise(done => v.addEventListener('loadedmetadata', () => done(v.duration)))"
+        )
+        assert await player.evaluate("v => v.readyState") >= 1
+        assert 4.0 <= duration <= 4.0 + 60.0, duration  # the moment, from the keyframe before it
+        assert await player.evaluate("v => v.videoWidth") == 768
+        await expect(first.locator("button.clip-button")).to_be_disabled()
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-search.png"), full_page=True)
+
+        await page.locator("#search-query").fill("ask not what your country can do")
+        await page.locator("#search-query").press("Enter")
+        await expect(page.locator("#search-state")).to_have_text("1 moment")
+        await expect(results).to_have_count(1)
+        await expect(first).to_have_attribute("data-moment", moments[1].id)
+        await expect(first.locator(".why")).to_have_text(
+            re.compile(r"^words: ask, can, country, do, not; meaning 0\.\d\d$")
+        )
+        await expect(first.locator(".thumb.none")).to_have_count(1)  # no snapshot: an empty frame in its place
+        await expect(first.locator("video")).to_have_count(0)
+
+        nonsense = "purple elephant juggling quantum marmalade"
+        await page.locator("#search-query").fill(nonsense)
+        await page.locator("#search-query").press("Enter")
+        await expect(page.locator("#search-state")).to_have_text(f"no moment matches “{nonsense}”")
+        await expect(page.locator("#search-results")).to_be_hidden()
         assert problems == []

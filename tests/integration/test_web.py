@@ -42,6 +42,8 @@ async def web(fw_config: FusewatchConfig, tmp_path: Path) -> AsyncIterator[Web]:
         "/api/streams",
         "/api/summaries?stream=lobby",
         "/api/snapshots?stream=lobby&near_ms=1",
+        "/api/search?q=help",
+        "/api/moments/x/similar",
         "/api/events",
         "/metrics",
         "/healthz",

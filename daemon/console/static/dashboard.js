@@ -179,7 +179,8 @@ document.getElementById("search-form").addEventListener("submit", async event =>
   const response = await fetch(`/api/search?${new URLSearchParams({q, n: "10"})}`);
   const body = await response.json();
   if (!response.ok) { state.textContent = body.error || `error ${response.status}`; list.hidden = true; return; }
-  state.textContent = body.results.length ? `${body.results.length} moments` : `no moment matches “${q}”`;
+  const n = body.results.length;
+  state.textContent = n ? `${n} moment${n === 1 ? "" : "s"}` : `no moment matches “${q}”`;
   list.replaceChildren(...body.results.map(searchResult));
   list.hidden = !body.results.length;
 });
