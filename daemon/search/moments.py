@@ -150,7 +150,7 @@ def describe(moment: Moment, loud_dbfs: float) -> str:
     lines += [f"In zone {zone}: {_count(entries, 'entry')}." for zone, entries in moment.zones.items()]
     if moment.loudness_dbfs is not None:
         loud = moment.loudness_dbfs >= loud_dbfs  # the run's windows are all loud, or none is
-        voice = "someone speaking" if moment.transcript else "no speech"
+        voice = "speech" if moment.transcript else "no speech"
         lines.append(f"Heard: {'a loud sound, shouting or noise' if loud else 'quiet'}, {voice}.")
     if moment.transcript:
         lines.append(f'Said: "{moment.transcript}"')

@@ -49,7 +49,7 @@ def test_the_description_says_what_was_seen_heard_said_and_alerted() -> None:
     )
     text = moment.description
     assert "three cars" in text and "one person" in text
-    assert "loud" in text and "someone speaking" in text and '"Help! Somebody call the police!"' in text
+    assert "loud" in text and "noise, speech." in text and '"Help! Somebody call the police!"' in text
     assert "Keywords: help, police." in text and "Alert: distress." in text
     assert [a.id for a in moment.alerts] == [alert.id]
     (empty,) = moments(video("cam", T0, persons=0), audio("cam", T0, -60))
