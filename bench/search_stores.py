@@ -259,12 +259,19 @@ def reopen(name: str, opener: Opener, folder: Path, index: MomentIndex) -> dict[
 
 
 def run_size(
-    n: int, pool: list[str], pool_vectors: Vectors, query_vectors: Vectors, count: int, scratch: Path
+    n: int,
+    pool: list[str],
+    pool_vectors: Vectors,
+    query_vectors: Vectors,
+    count: int,
+    scratch: Path,
+    stores: list[str],
 ) -> dict[str, Any]:
     items, vectors = moments(n, pool, pool_vectors)
     indexes: dict[str, MomentIndex] = {}
     result: dict[str, Any] = {}
-    for name, opener in STORES.items():
+    for name in stores:
+        opener = STORES[name]
         print(f"N={n}: indexing into {name}", flush=True)
         indexes[name], result[name] = build(opener, scratch / f"{name}-{n}", items, vectors, 500)
         print(f"  {result[name]}", flush=True)
@@ -282,6 +289,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--pool", type=int, default=8000)
+    parser.add_argument("--stores", nargs="+", choices=sorted(STORES), default=sorted(STORES))
+    parser.add_argument("--name", default="search_stores", help="results file (search_scale: the chosen store at 1M)")
     args = parser.parse_args()
     embedders = {"openvino": MiniLmEmbedder("openvino"), "torch": MiniLmEmbedder("torch")}
     pool = descriptions(args.pool)
@@ -294,7 +303,7 @@ def main() -> None:
     sizes: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="fw-search-") as scratch:
         for n in args.sizes:
-            sizes[str(n)] = run_size(n, pool, pool_vectors, query_vectors, args.queries, Path(scratch))
+            sizes[str(n)] = run_size(n, pool, pool_vectors, query_vectors, args.queries, Path(scratch), args.stores)
     result = {
         "embedding": cost | {"pool": len(pool), "pool_seconds": round(pool_seconds, 1), "batch": 32},
         "noise_sigma": SIGMA,
@@ -305,7 +314,7 @@ def main() -> None:
         "example_descriptions": pool[:5],
     }
     print(json.dumps(result, indent=2))
-    print(write_result("search_stores", result))
+    print(write_result(args.name, result))
 
 
 if __name__ == "__main__":
