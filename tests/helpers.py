@@ -290,6 +290,24 @@ async def eventually(condition: Callable[[], bool], within: float = 5.0, every: 
     raise AssertionError(f"condition not met within {within} s")
 
 
+def demo_on(services: FusewatchConfig, data: Path, **detectors: object) -> FusewatchConfig:
+    """The demo config on a test's services and topics (`fw_config`), its files under `data`
+    (snapshots, clips, search index), detection waiting instead of dropping unless `detectors` say."""
+    demo = load_config(default_config_path(), env={})
+    return demo.model_copy(
+        update={
+            "kafka": services.kafka,
+            "redis": services.redis,
+            "detectors": demo.detectors.model_copy(update={"when_behind": "wait", **detectors}),
+            "outputs": demo.outputs.model_copy(update={"snapshots_dir": str(data / "snapshots")}),
+            "clips": demo.clips.model_copy(
+                update={"store": demo.clips.store.model_copy(update={"path": str(data / "clips")})}
+            ),
+            "search": demo.search.model_copy(update={"path": str(data / "search")}),
+        }
+    )
+
+
 def demo_config_on(broker: str, redis: str, snapshots: Path, prefix: str) -> FusewatchConfig:
     """The demo config on a broker of a test's own, topics and Redis keys unique to the test,
     and detection waiting instead of dropping (deterministic alerts)."""

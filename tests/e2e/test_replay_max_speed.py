@@ -17,31 +17,23 @@ from typing import Any
 
 import pytest
 
-from config import load_config
 from config.schema import FusewatchConfig
 from daemon.analyze.worker import run_analyze
-from daemon.cli.main import default_config_path
 from daemon.fuse.worker import run_fuse
 from daemon.telemetry.metrics import Telemetry
 from streams.kafka import MediaPublisher
 from streams.models import Alert
 from streams.redis_schema import RedisKeys, redis_client
 from streams.sources import ReplayOptions, replay
+from tests.helpers import demo_on
 
 pytestmark = pytest.mark.e2e
 
 
 async def test_a_max_speed_replay_into_a_dropping_pipeline_gives_the_real_speed_alert(
-    fw_config: FusewatchConfig, media_dir: Path
+    fw_config: FusewatchConfig, media_dir: Path, tmp_path: Path
 ) -> None:
-    demo = load_config(default_config_path(), env={})
-    config = demo.model_copy(
-        update={
-            "kafka": fw_config.kafka,
-            "redis": fw_config.redis,
-            "detectors": demo.detectors.model_copy(update={"when_behind": "drop", "frame_queue": 2}),
-        }
-    )
+    config = demo_on(fw_config, tmp_path, when_behind="drop", frame_queue=2)
     telemetry = Telemetry()
     analyze = asyncio.create_task(run_analyze(config, idle_timeout=6.0, telemetry=telemetry))
     async with asyncio.timeout(60):  # the worker has loaded its models and joined its group

@@ -9,10 +9,8 @@ from pathlib import Path
 import av
 import pytest
 
-from config import load_config
-from config.schema import ClipsConfig, ClipStoreConfig, FasterWhisperConfig, FusewatchConfig
+from config.schema import FasterWhisperConfig, FusewatchConfig
 from daemon.analyze.worker import run_analyze
-from daemon.cli.main import default_config_path
 from daemon.clips.worker import run_clips
 from daemon.fuse.worker import run_fuse
 from detectors import registry
@@ -20,7 +18,7 @@ from streams.kafka import MediaPublisher
 from streams.models import Alert, Clip, Summary
 from streams.redis_schema import RedisKeys, redis_client
 from streams.sources import ReplayOptions, replay
-from tests.helpers import load_audio_16k, normalise, read_topic
+from tests.helpers import demo_on, load_audio_16k, normalise, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -32,16 +30,8 @@ async def _topic(config: FusewatchConfig, topic: str) -> list[tuple[bytes, bytes
 async def test_distress_alert_reaches_redis_and_kafka_exactly_once_with_its_clip(
     fw_config: FusewatchConfig, media_dir: Path, tmp_path: Path
 ) -> None:
-    demo = load_config(default_config_path(), env={})
-    config = demo.model_copy(
-        update={
-            "kafka": fw_config.kafka,
-            "redis": fw_config.redis,
-            "detectors": demo.detectors.model_copy(update={"when_behind": "wait"}),
-            "outputs": demo.outputs.model_copy(update={"snapshots_dir": str(tmp_path)}),
-            "clips": ClipsConfig(wait=5.0, store=ClipStoreConfig(path=str(tmp_path / "clips"))),
-        }
-    )
+    config = demo_on(fw_config, tmp_path)
+    config = config.model_copy(update={"clips": config.clips.model_copy(update={"wait": 5.0})})
     async with MediaPublisher(config.kafka) as publisher:
         for path, stream in ((media_dir / "lobby.ts", "lobby"), (media_dir / "street.ts", "street")):
             await replay(str(path), stream, config.site, publisher, ReplayOptions(speed=None))
@@ -63,7 +53,7 @@ async def test_distress_alert_reaches_redis_and_kafka_exactly_once_with_its_clip
         assert terms["speech.keywords"].stream == "lobby" and terms["video.person.count"].stream in ("lobby", "street")
         assert alerts[0].streams == sorted({t.stream for t in alerts[0].terms if t.contribution > 0 and t.stream})
         assert "lobby" in alerts[0].streams and "help" in alerts[0].evidence.transcript.lower()
-        assert alerts[0].evidence.snapshot and (tmp_path / alerts[0].evidence.snapshot).is_file()
+        assert alerts[0].evidence.snapshot and (tmp_path / "snapshots" / alerts[0].evidence.snapshot).is_file()
         latest = {k.decode(): v for k, v in (await redis.hgetall(keys.latest)).items() if not k.endswith(b":start")}
         assert set(latest) == {"lobby", "street"}
         assert Summary.model_validate_json(latest["lobby"]).objects.get("person", 0) >= 1

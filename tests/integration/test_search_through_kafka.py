@@ -17,10 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from config import load_config
 from config.schema import FusewatchConfig
 from daemon.analyze.worker import run_analyze
-from daemon.cli.main import default_config_path
 from daemon.evaluation.search import RankingScore, load_queries, score
 from daemon.fuse.worker import run_fuse
 from daemon.search.query import Searcher
@@ -30,7 +28,7 @@ from detectors.text_embedding import load_embedder
 from streams.kafka import MediaPublisher
 from streams.sources import ReplayOptions, replay
 from tests.conftest import ROOT
-from tests.helpers import write_config
+from tests.helpers import demo_on, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -71,16 +69,7 @@ def _search(config_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
 async def test_search_finds_the_moment_keeps_filters_and_reindexes_without_duplicates(
     fw_config: FusewatchConfig, media_dir: Path, tmp_path: Path
 ) -> None:
-    demo = load_config(default_config_path(), env={})
-    config = demo.model_copy(
-        update={
-            "kafka": fw_config.kafka,
-            "redis": fw_config.redis,
-            "detectors": demo.detectors.model_copy(update={"when_behind": "wait"}),
-            "outputs": demo.outputs.model_copy(update={"snapshots_dir": str(tmp_path / "snapshots")}),
-            "search": demo.search.model_copy(update={"path": str(tmp_path / "search")}),
-        }
-    )
+    config = demo_on(fw_config, tmp_path)
     lobby_ms = await _pipeline(config, media_dir)
     indexer = await asyncio.wait_for(run_index(config, idle_timeout=3.0), 300)
     assert indexer.counters.malformed == 0 and indexer.counters.upserted > 10

@@ -15,16 +15,14 @@ from typing import Any
 
 import pytest
 
-from config import load_config
 from config.schema import FusewatchConfig
 from daemon.analyze.worker import run_analyze
 from daemon.cli import commands
-from daemon.cli.main import default_config_path
 from daemon.fuse.worker import run_fuse
 from streams.kafka import MediaPublisher
 from streams.models import SUMMARY_RECORD, Alert, PeriodSummary, SaidLine, Summary
 from streams.sources import ReplayOptions, replay
-from tests.helpers import normalise, read_topic, redis_alerts
+from tests.helpers import demo_on, normalise, read_topic, redis_alerts
 
 pytestmark = pytest.mark.integration
 
@@ -74,15 +72,7 @@ async def _from_redis(config: FusewatchConfig, stream: str, capsys: pytest.Captu
 async def test_minute_summaries_of_the_labelled_recordings_match_their_labels(
     fw_config: FusewatchConfig, media_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    demo = load_config(default_config_path(), env={})
-    config = demo.model_copy(
-        update={
-            "kafka": fw_config.kafka,
-            "redis": fw_config.redis,
-            "detectors": demo.detectors.model_copy(update={"when_behind": "wait"}),
-            "outputs": demo.outputs.model_copy(update={"snapshots_dir": str(tmp_path)}),
-        }
-    )
+    config = demo_on(fw_config, tmp_path)
     walls = await _run_pipeline(config, media_dir)
     labels = {s: json.loads((media_dir / f"{s}.labels.json").read_text()) for s in walls}
     windows, minutes = await _read_summaries(config, walls, labels)
