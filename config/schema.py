@@ -19,8 +19,8 @@ from pydantic_core import PydanticCustomError
 
 from config.durations import Duration
 
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-Identifier = Annotated[str, Field(pattern=_ID)]
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
 """Stream, site, zone and event names: they become Kafka keys and Redis key parts."""
 
 
