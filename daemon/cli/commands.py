@@ -597,16 +597,34 @@ def _media_with_labels(media: list[str], labels: list[str]) -> list[tuple[Path, 
 
 
 def parse_roles(raw: list[str]) -> tuple[str, ...]:
-    """`--role all`, `--role analyze --role fuse` or `--role analyze,fuse` → the roles in run order."""
+    """`--role all`, `--role analyze --role fuse`, `--role analyze,fuse`, `--role ingest:lobby` → roles in run order.
+
+    `ingest:<source id>` runs the ingest of that source alone (repeat it for several); `ingest`
+    runs every configured source. Whether the source exists is checked against the config by `run`.
+    """
+    import re
+
+    from config.schema import ID_PATTERN
     from daemon.runtime.app import ROLES
 
     names = {name.strip() for item in raw for name in item.split(",") if name.strip()} or {"all"}
     if "all" in names:
         return ROLES
-    unknown = names - set(ROLES)
+    sources = {name for name in names if name.startswith("ingest:")}
+    for name in sorted(sources):
+        if not re.fullmatch(ID_PATTERN, name.partition(":")[2]):
+            raise UserError(f"--role {name}: expected ingest:<source id>")
+    unknown = names - set(ROLES) - sources
     if unknown:
-        raise UserError(f"--role: unknown role {', '.join(sorted(unknown))}; choose from all, {', '.join(ROLES)}")
-    return tuple(role for role in ROLES if role in names)
+        choices = f"all, {', '.join(ROLES)} or ingest:<source id>"
+        raise UserError(f"--role: unknown role {', '.join(sorted(unknown))}; choose from {choices}")
+    ordered: list[str] = []
+    for role in ROLES:
+        if role in names:
+            ordered.append(role)
+        if role == "ingest" and role not in names:
+            ordered.extend(sorted(sources))
+    return tuple(ordered)
 
 
 def show_dashboard_link(config: FusewatchConfig, token: str, generated: bool) -> None:
@@ -635,8 +653,12 @@ def show_dashboard_link(config: FusewatchConfig, token: str, generated: bool) ->
 async def run(config: FusewatchConfig, roles: tuple[str, ...], metrics_port: int | None) -> int:
     """`fusewatch run`: the given roles, supervised, until SIGTERM/SIGINT (twice: at once)."""
     from daemon.console.web import resolve_token
-    from daemon.runtime.app import run_app
+    from daemon.runtime.app import ingest_sources, run_app
 
+    try:
+        ingest_sources(config, roles)
+    except KeyError as exc:
+        raise UserError(f"--role: {exc.args[0]}") from exc
     token, generated = resolve_token(config)
     stop = _stop_on_signals()
     if "web" in roles:

@@ -107,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
         "--role",
         action="append",
         default=[],
-        help="all (default), ingest, analyze, fuse, clips, index or web; repeat or comma-separate for several",
+        help="all (default), ingest, analyze, fuse, clips, index or web, or ingest:<source id> for one "
+        "source's ingest alone; repeat or comma-separate for several",
     )
     run.add_argument(
         "--metrics-port",

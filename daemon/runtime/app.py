@@ -32,6 +32,7 @@ from streams.sources import IngestState, MessageSink, ReplayOptions, ingest_live
 log = logging.getLogger(__name__)
 
 ROLES = ("ingest", "analyze", "fuse", "clips", "index", "web")
+"""Every role `fusewatch run` knows, in run order; `ingest:<source id>` is the ingest of one source."""
 # A looping file source: replay "forever" (a 2 s loop would take 60 years to run out).
 _FOREVER = 10**9
 T = TypeVar("T")
@@ -152,6 +153,19 @@ async def until_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T 
 
 
 # --------------------------------------------------------------------------- roles
+
+
+def ingest_sources(config: FusewatchConfig, roles: tuple[str, ...]) -> list[SourceConfig]:
+    """The sources whose ingest `roles` asks for: all of them for `ingest`, one for each `ingest:<id>`.
+
+    One source per process lets a deployment run each camera exactly once (one Kubernetes
+    Deployment or systemd unit per source) while the others scale or restart on their own.
+    KeyError names an `ingest:<id>` that is not a configured source, and the known ones.
+    """
+    if "ingest" in roles:
+        return list(config.sources)
+    wanted = [role.partition(":")[2] for role in roles if role.startswith("ingest:")]
+    return [config.source(source_id) for source_id in wanted]
 
 
 def ingest_role(config: FusewatchConfig, source: SourceConfig, telemetry: Telemetry) -> RoleRun:
@@ -303,15 +317,14 @@ async def run_app(
     telemetry = telemetry or Telemetry()
     supervisor = Supervisor(stop, telemetry, backoff)
     async with asyncio.TaskGroup() as tasks:
-        if "ingest" in roles:
-            for source in config.sources:
-                tasks.create_task(
-                    supervisor.supervise(
-                        f"ingest:{source.id}",
-                        ingest_role(config, source, telemetry),
-                        restart_on_exit=open_spec(source.url).live or source.loop,
-                    )
+        for source in ingest_sources(config, roles):
+            tasks.create_task(
+                supervisor.supervise(
+                    f"ingest:{source.id}",
+                    ingest_role(config, source, telemetry),
+                    restart_on_exit=open_spec(source.url).live or source.loop,
                 )
+            )
         if "analyze" in roles:
             tasks.create_task(supervisor.supervise("analyze", analyze_role(config, telemetry)))
         if "fuse" in roles:

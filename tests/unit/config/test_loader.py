@@ -205,6 +205,26 @@ def test_env_substitution_and_secrets_stay_hidden() -> None:
     assert "s3cret" not in repr(config) and "s3cret" not in config.model_dump_json()
 
 
+def test_unset_optional_kafka_settings_count_as_not_given() -> None:
+    """One site file for a SASL_SSL cluster and a PLAINTEXT one: `${VAR:-}` left unset is no setting."""
+    text = textwrap.dedent("""\
+        kafka:
+          bootstrap_servers: k1:9092
+          security_protocol: ${KAFKA_SECURITY_PROTOCOL:-SASL_SSL}
+          sasl_mechanism: ${KAFKA_SASL_MECHANISM:-SCRAM-SHA-512}
+          sasl_username: ${KAFKA_USER:-}
+          sasl_password: ${KAFKA_PASSWORD:-}
+          ssl_cafile: ${KAFKA_CA_FILE:-}
+        """)
+    plain = load_config_text(text, env={"KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"})
+    assert plain.kafka.security_protocol == "PLAINTEXT"
+    assert (plain.kafka.sasl_username, plain.kafka.sasl_password, plain.kafka.ssl_cafile) == (None, None, None)
+    with pytest.raises(ConfigError, match="needs sasl_mechanism, sasl_username and sasl_password"):
+        load_config_text(text, name="site.yaml", env={"KAFKA_USER": "fw"})
+    secured = load_config_text(text, env={"KAFKA_USER": "fw", "KAFKA_PASSWORD": "pw", "KAFKA_CA_FILE": "/ca.pem"})
+    assert secured.kafka.sasl_password is not None and secured.kafka.ssl_cafile == "/ca.pem"
+
+
 def test_a_dashboard_token_that_is_not_text_is_refused_without_echoing_it() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config_text("web:\n  token: 918273645\n", name="s.yaml", env={})
