@@ -176,16 +176,16 @@ class _IndexRole:
 
     async def _handle(self, records: list[Any], fetched_in: int) -> None:
         features, alerts = [], []
-        for record in records:
-            if self.checkpoint.revocations.stale(record.topic, record.partition, fetched_in):
-                continue
+        # A partition revoked while this batch waited is read again from its committed offset.
+        fresh = [r for r in records if not self.checkpoint.revocations.stale(r.topic, r.partition, fetched_in)]
+        for record in fresh:
             parsed = await self._parse(record)
             if isinstance(parsed, Alert):
                 alerts.append(parsed)
             elif parsed is not None:
                 features.append(parsed)
         await asyncio.to_thread(self.indexer.add, features, alerts)
-        for record in records:
+        for record in fresh:
             self.checkpoint.processed(record.topic, record.partition, record.offset)
 
     async def _parse(self, record: Any) -> Any:
