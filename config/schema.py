@@ -305,15 +305,18 @@ class MotionConfig(Section):
     """Motion-gated detection: the detector sees a sampled frame only when something moved.
 
     A frame without motion reuses the stream's latest detections; the detector still looks
-    every `recheck` seconds, and at the first sampled frame of every window (which also
-    seeds the motion background afresh, so a window's features never depend on what a
-    worker saw before it), so objects that stopped moving stay seen as they are.
+    every `recheck` seconds, so objects that stopped moving stay seen as they are. The
+    recheck, rounded up to whole windows and aligned to the wallclock, is also the gate's
+    period: its first sampled frame is detected and seeds the motion background afresh, so
+    a window's features never depend on what a worker saw before the period began.
     """
 
     enabled: bool = True
     threshold: int = Field(default=25, ge=1, le=255, description="grey-level change (0..255) that counts")
     min_area: float = Field(default=0.002, gt=0, lt=1, description="smallest moving region, fraction of the frame")
-    recheck: Duration = Field(default=2.0, gt=0, description="longest time between two detections")
+    recheck: Duration = Field(
+        default=10.0, gt=0, description="longest time between two detections, and the gate's period"
+    )
     masks: list[Polygon] = Field(default_factory=list, description="areas never counted as motion")
 
 

@@ -4,16 +4,20 @@ Object detection is the analyze stage's largest cost, and most cameras show noth
 moves most of the time. As Frigate does, each frame is first reduced to a small grayscale
 copy, compared with a running-average background, and the changed pixels are grouped into
 regions; only frames with a region above a minimum area go to the detector. Masked areas
-(a clock, a tree in the wind) never count as motion.
+(a clock, a tree in the wind) never count as motion. A frame that moved becomes the
+background: the detector sees it, so what counts as motion next is a change from the scene
+the detector last saw, and an object that left leaves no ghost that reads as motion while
+a running average forgets it.
 
 `MotionGate` adds the policy around it: a frame without motion reuses the stream's latest
 detections (a person standing still is still there, and the tracker keeps its track), and
 the detector still looks at least every `recheck` seconds so that objects which stopped
 moving, or left while the background absorbed them, are seen as they are. The first frame
-of each feature window starts afresh: the background is seeded from it and the detector
-sees it. So which frames of a window are detected depends on that window's frames alone,
-and a worker that takes a stream over mid-recording (a rebalance, a restart) computes the
-windows it emits exactly as the worker before it would have.
+of each *period* (the caller's unit of replay: whole feature windows, aligned to the
+wallclock) starts afresh: the background is seeded from it and the detector sees it. So
+which frames of a period are detected depends on that period's frames alone, and a worker
+that takes a stream over mid-recording (a rebalance, a restart) computes the periods it
+redoes from their start exactly as the worker before it did.
 """
 
 from __future__ import annotations
@@ -78,6 +82,8 @@ class MotionDetector:
                 continue
             x, y, w, h = cv2.boundingRect(contour)
             boxes.append((x / width, y / height, (x + w) / width, (y + h) / height))
+        if boxes:
+            self._background = small.astype(np.float32)
         return boxes
 
     def _small(self, image: RgbImage) -> npt.NDArray[np.uint8]:
@@ -105,13 +111,13 @@ class MotionGate:
         self._detector = MotionDetector(settings)
         self._recheck_ns = recheck_ns
         self._last_detect_ns: int | None = None
-        self._window: int | None = None
+        self._period: int | None = None
         self.regions: Sequence[Box] = ()
 
-    def needs_detection(self, image: RgbImage, wall_ns: int, window: int) -> bool:
-        """Look for motion in `image`, a frame of feature window `window`; True when the detector must see it."""
-        if window != self._window:
-            self._window = window
+    def needs_detection(self, image: RgbImage, wall_ns: int, period: int) -> bool:
+        """Look for motion in `image`, a frame of gate period `period`; True when the detector must see it."""
+        if period != self._period:
+            self._period = period
             self._detector.reset()
             self._last_detect_ns = None
         self.regions = self._detector.regions(image)

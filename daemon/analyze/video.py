@@ -2,14 +2,19 @@
 
 Each sampled frame opens (or joins) its window, goes through the stream's `MotionGate`
 (frames without motion take the stream's latest detections) and to the `DetectionBatcher`
-shared by every stream. Detections come back in frame order per stream; tracking, zones
-and the snapshot (`VideoFeatureBuilder`) take them, and a window is emitted once a frame of
-a later window arrived and none of its own frames awaits detection.
+shared by every stream. The gate starts afresh at every *gate period*: `motion.recheck`
+rounded up to whole windows, aligned to the wallclock. A window is emitted only by a
+reader that saw its period from the start, and is held at the init its period would be
+redone from, so which frames are detected never depends on the reader. Detections come
+back in frame order per stream; tracking, zones and the snapshot (`VideoFeatureBuilder`)
+take them, and a window is emitted once a frame of a later window arrived and none of its
+own frames awaits detection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import OrderedDict, deque
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -37,6 +42,13 @@ def _reusable(detection: asyncio.Future[list[Detection] | None]) -> bool:
     return not detection.done() or (detection.exception() is None and detection.result() is not None)
 
 
+def gate_period_ms(motion: MotionConfig, size_ms: int) -> int:
+    """The gate period of a source: `motion.recheck` rounded up to whole windows (a window without a gate)."""
+    if not motion.enabled:
+        return size_ms
+    return max(1, math.ceil(round(motion.recheck * 1000) / size_ms)) * size_ms
+
+
 def motion_gate(motion: MotionConfig) -> MotionGate | None:
     """The gate a source's `video.motion` asks for (None: every sampled frame is detected)."""
     if not motion.enabled:
@@ -58,6 +70,7 @@ class VideoWindows:
         gate: MotionGate | None,
         batcher: DetectionBatcher,
         motion_executor: Executor,
+        period_ms: int,
     ) -> None:
         self._context = context
         self._shared = shared
@@ -69,10 +82,13 @@ class VideoWindows:
         self._windows: OrderedDict[int, VideoWindowState] = OrderedDict()
         self._pending: deque[_PendingFrame] = deque()
         self._frontier = -1
-        # The init the previous sampled frame was decoded after. A window whose first frame
+        # The init the previous sampled frame was decoded after. A period whose first frame
         # comes after a newer init is held at this older one: the newer init may be stamped
-        # after the window's start, and a reader resuming there would skip the window.
+        # after the period's start, and a reader resuming there would skip the period.
         self._restart: SourcePosition | None = None
+        self._period_ms = period_ms
+        self._period: int | None = None  # the start of the gate period of the latest window
+        self._period_hold: SourcePosition | None = None  # the init that period would be redone from
 
     @classmethod
     def for_source(
@@ -88,23 +104,28 @@ class VideoWindows:
         motion_executor: Executor,
     ) -> VideoWindows:
         features = VideoFeatureBuilder(labels, zones, sample_fps, snapshot_dir)
-        return cls(context, shared, features, motion_gate(motion), batcher, motion_executor)
+        period_ms = gate_period_ms(motion, shared.size_ms)
+        return cls(context, shared, features, motion_gate(motion), batcher, motion_executor, period_ms)
 
     async def on_frame(self, frame: Frame, restart: SourcePosition | None) -> None:
         counters = self._shared.counters
         start = window_start(frame.wall_ns, self._shared.size_ms)
-        if not self._context.covered(start):
+        period = start - start % self._period_ms
+        if not self._context.covered(period):
             counters.incomplete_windows_skipped += start not in self._windows
             return
         if start not in self._windows:
             self._windows[start] = VideoWindowState(start, start + self._shared.size_ms)
-            hold = self._restart if self._restart is not None and restart != self._restart else restart
-            if hold is not None:
-                self._context.mark_unfinished("video", start, hold)
+            if period != self._period:
+                self._period = period
+                changed = self._restart is not None and restart != self._restart
+                self._period_hold = self._restart if changed else restart
+            if self._period_hold is not None:
+                self._context.mark_unfinished("video", start, self._period_hold)
         self._restart = restart
         self._frontier = max(self._frontier, start)
         last = self._last_detection
-        if not await self._moved(frame, start) and last is not None and _reusable(last):
+        if not await self._moved(frame, period) and last is not None and _reusable(last):
             future = last
             counters.frames_without_motion += 1
             counters.without_motion_by_stream[self._context.stream] += 1
@@ -113,14 +134,14 @@ class VideoWindows:
         self._pending.append(_PendingFrame(future, frame, start))
         await self.drain()
 
-    async def _moved(self, frame: Frame, window: int) -> bool:
-        """Whether the detector must see `frame`, of window `window` (always without a motion gate)."""
+    async def _moved(self, frame: Frame, period: int) -> bool:
+        """Whether the detector must see `frame`, of the gate period starting at `period` (always without a gate)."""
         gate = self._gate
         if gate is None:
             return True
         loop = asyncio.get_running_loop()
         moved = await loop.run_in_executor(
-            self._motion_executor, gate.needs_detection, frame.image, frame.wall_ns, window
+            self._motion_executor, gate.needs_detection, frame.image, frame.wall_ns, period
         )
         self._shared.counters.motion_regions += len(gate.regions)
         return moved

@@ -68,10 +68,21 @@ def test_the_gate_detects_on_motion_and_rechecks_a_still_scene_every_recheck_per
     assert [i for i, detect in enumerate(decisions) if detect] == [0, 10, 20]
     assert _decide(gate, _scene(30), 30 * NS // FPS) and not _decide(gate, _scene(31), 31 * NS // FPS)
     assert _decide(gate, _with_square(_scene(32), 100, 100), 32 * NS // FPS), "motion: detect now"
-    assert not any(_decide(gate, _scene(i), i * NS // FPS) for i in range(33, 40)), (
-        "a flash one frame long barely reached the background"
-    )
+    assert _decide(gate, _scene(33), 33 * NS // FPS), "the flash is gone: the detector sees the scene again"
+    assert not any(_decide(gate, _scene(i), i * NS // FPS) for i in range(34, 40)), "then nothing moves"
     assert _decide(gate, _scene(40), 40 * NS // FPS), "the first frame of the next window"
+
+
+def test_an_object_that_stops_is_not_motion_and_leaving_is() -> None:
+    """Something walks in, stands for 2 s and leaves: the detector sees it walk, rests, and sees it gone.
+
+    Against a running average alone, the standing object reads as motion while the average
+    absorbs it, and once absorbed its leaving does not: its detections would outlive it.
+    """
+    gate = MotionGate(MotionSettings(), recheck_ns=10 * NS)
+    frames = [_with_square(_scene(i), 20 + 30 * (min(i, 9) - 5), 100) if 5 <= i < 20 else _scene(i) for i in range(45)]
+    detected = [i for i, frame in enumerate(frames) if gate.needs_detection(frame, i * NS // FPS, 0)]
+    assert detected == [0, 5, 6, 7, 8, 9, 20], detected
 
 
 def test_a_recheck_shorter_than_a_window_rechecks_inside_it() -> None:

@@ -112,3 +112,43 @@ async def test_a_reader_resuming_mid_stream_gates_every_window_it_emits_as_the_f
         resumed = seen(features)
         assert worker.counters.frames_without_motion > 0 and resumed
         assert resumed == {start: whole[start] for start in resumed}, first
+
+
+async def test_a_recheck_of_several_windows_detects_a_still_scene_once_per_period() -> None:
+    """`recheck: 4s` with 2 s windows: the gate's period is two windows, seeded and detected once."""
+    gated, gated_detector, _ = await _analyze(MotionConfig(recheck=4.0))
+    every, _, _ = await _analyze(MotionConfig(enabled=False))
+    detected = sum(gated_detector.batches)
+    assert detected <= STILL // (4 * FPS) + 1 + MOVING, "the still part costs one detection per 4 s period"
+    assert detected >= STILL // (4 * FPS) + MOVING - 2
+
+    def counts(features: list[WindowFeatures]) -> list[object]:  # confidences follow the detected frame
+        return [
+            (f.window_start, f.video.frames, {k: (v.max_count, v.mean_count) for k, v in f.video.classes.items()})
+            for f in features
+            if f.video is not None
+        ]
+
+    assert counts(gated) == counts(every)
+
+
+async def test_a_reader_resuming_mid_period_emits_only_whole_periods_as_the_first_reader() -> None:
+    """A reader that missed the start of a gate period skips its windows, then agrees exactly."""
+    period_ms = 4_000
+    whole_features = (await _analyze(MotionConfig(recheck=4.0), flash=range(16, 18)))[0]
+    whole = {f.window_start: f.model_dump(include={"video"}) for f in whole_features if f.video is not None}
+    for first in (3, 13, 17):  # all inside the first period (frames 0–19)
+        features, _, worker = await _analyze(MotionConfig(recheck=4.0), first, range(16, 18))
+        resumed = {f.window_start: f.model_dump(include={"video"}) for f in features if f.video is not None}
+        assert resumed, first
+        assert min(resumed) == BASE_NS // 1_000_000 + period_ms, "the first whole period is the second one"
+        assert all(start % period_ms == 0 or (start - 2_000) in resumed for start in resumed)
+        for start, video in resumed.items():
+            video["video"]["classes"] = {k: {**v, "new_tracks": []} for k, v in video["video"]["classes"].items()}
+            reference = dict(whole[start])
+            reference["video"] = {
+                **reference["video"],
+                "classes": {k: {**v, "new_tracks": []} for k, v in reference["video"]["classes"].items()},
+            }
+            assert video == reference, (first, start)
+        assert worker.counters.incomplete_windows_skipped >= 1
