@@ -4,8 +4,8 @@ The lobby recording holds JFK's "ask not what your country can do for you" (5–
 call for help (30–33 s); the street, traffic. Asked in the operator's words, the index must
 rank a JFK moment of the lobby first, keep a stream filter, re-read its topics after a
 restart without a duplicate, and say so when nothing matches; on the labelled query set
-(tests/data/search_queries.json) the hybrid ranking must find every answer either single ranking
-finds, and beat keyword-only.
+(tests/data/search_queries.json) the hybrid ranking must beat both keyword-only and vector-only
+(recall@5 and MRR) and find every answer either single ranking finds.
 """
 
 from __future__ import annotations
@@ -94,15 +94,19 @@ async def test_search_finds_the_moment_keeps_filters_and_reindexes_without_dupli
     nothing = _search(config_file, "a giraffe eats bananas on a sailing boat")
     assert nothing.returncode == 1 and "no moment matches" in nothing.stderr
 
-    # The labelled query set: the hybrid ranking finds at least what either list finds alone, and more
-    # than keyword search. (Vector-only ties it in some runs: its two misses, paraphrases of the book
-    # readings, sit at the `min_similarity` floor, and float rounding of the model moves them across.)
+    # The labelled query set (37 queries): the hybrid ranking beats each list alone, on recall@5 and on
+    # MRR, and finds (within the first 10) every answer either list finds. It leads by several queries
+    # (bench/README.md, "Search quality": 26 of 37 in the first 5, against 22 and 21). Float rounding
+    # can move a vector score across the `min_similarity` floor (two answers lie within 0.002 of it):
+    # that moves vector-only by a query or two, and hybrid not at all (keyword search finds both).
+    # One answer vector-only ranks first, hybrid ranks 6th ("emergency in the lobby": "lobby" matches
+    # every lobby moment), so "finds every answer" is checked within 10 results, not 5.
     quality = await asyncio.to_thread(_quality, config, {"lobby": lobby_ms, "street": lobby_ms})
     shown = {name: (round(q.recall_at_k, 3), round(q.mrr, 3), q.first_ranks) for name, q in quality.items()}
     hybrid, keyword, vector = quality["hybrid"], quality["keyword"], quality["vector"]
-    assert hybrid.recall_at_k >= max(keyword.recall_at_k, vector.recall_at_k), shown
-    assert hybrid.mrr >= max(keyword.mrr, vector.mrr), shown
-    assert hybrid.recall_at_k > keyword.recall_at_k and hybrid.mrr > keyword.mrr, shown
+    assert hybrid.queries >= 30, shown
+    assert hybrid.recall_at_k > max(keyword.recall_at_k, vector.recall_at_k), shown
+    assert hybrid.mrr > max(keyword.mrr, vector.mrr), shown
     assert all(
         h is not None
         for h, k, v in zip(*(q.first_ranks for q in (hybrid, keyword, vector)), strict=True)
