@@ -32,19 +32,14 @@ from streams.clipping import cut_clip
 from streams.clock import NS_PER_MS
 from streams.kafka import MediaPublisher, ensure_topics
 from streams.media_span import MediaSpanReader
-from streams.sources import ReplayOptions, ReplayResult, replay
+from streams.sources import ReplayResult, replay_side_by_side
 
 RECORDINGS = ("lobby", "street")
 
 
 async def _replay(kafka: KafkaConfig, media: Path) -> dict[str, ReplayResult]:
-    replayed: dict[str, ReplayResult] = {}
     async with MediaPublisher(kafka) as publisher:
-        base = None
-        for name in RECORDINGS:
-            options = ReplayOptions(speed=None, wall_base_ns=base)
-            replayed[name] = await replay(str(media / f"{name}.ts"), name, "bench", publisher, options)
-            base = replayed[name].wall_start_ns
+        replayed = await replay_side_by_side({name: media / f"{name}.ts" for name in RECORDINGS}, "bench", publisher)
         await publisher.flush()
     return replayed
 

@@ -37,17 +37,16 @@ from daemon.search.store import open_index
 from daemon.search.worker import run_index
 from detectors.text_embedding import load_embedder
 from streams.kafka import MediaPublisher, ensure_topics
-from streams.sources import ReplayOptions, replay
+from streams.sources import replay_side_by_side
 
 QUERIES = Path(__file__).resolve().parents[1] / "tests" / "data" / "search_queries.json"
 
 
 async def _index(config: FusewatchConfig, media: Path) -> tuple[dict[str, int], dict[str, Any]]:
     await ensure_topics(config.kafka)
+    recordings = {"lobby": media / "lobby.ts", "street": media / "street.ts"}
     async with MediaPublisher(config.kafka) as publisher:
-        lobby = await replay(str(media / "lobby.ts"), "lobby", config.site, publisher, ReplayOptions(speed=None))
-        options = ReplayOptions(speed=None, wall_base_ns=lobby.wall_start_ns)
-        await replay(str(media / "street.ts"), "street", config.site, publisher, options)
+        lobby = (await replay_side_by_side(recordings, config.site, publisher))["lobby"]
         await publisher.flush()
     await run_analyze(config, idle_timeout=5.0)
     await run_fuse(config, idle_timeout=3.0)

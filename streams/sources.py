@@ -14,7 +14,7 @@ import asyncio
 import functools
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -351,6 +351,22 @@ async def replay(
     result.messages += 1
     result.wall_end_ns = last_wall
     return result
+
+
+async def replay_side_by_side(
+    recordings: Mapping[str, Path], site: str, sink: MessageSink, wall_base_ns: int | None = None
+) -> dict[str, ReplayResult]:
+    """Replay recordings (stream id → file) as fast as possible, all starting at one wallclock.
+
+    As cameras recording side by side: the first sets the start (`wall_base_ns`, or aligned
+    to now), and every other starts there too, so their windows line up.
+    """
+    results: dict[str, ReplayResult] = {}
+    for stream_id, path in recordings.items():
+        options = ReplayOptions(speed=None, wall_base_ns=wall_base_ns)
+        results[stream_id] = await replay(str(path), stream_id, site, sink, options)
+        wall_base_ns = results[stream_id].wall_start_ns
+    return results
 
 
 def _frame_gap(tracks: tuple[TrackInfo, ...]) -> float:

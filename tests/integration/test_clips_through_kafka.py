@@ -15,7 +15,7 @@ from streams.clipping import cut_clip
 from streams.clock import NS_PER_MS
 from streams.kafka import MediaPublisher
 from streams.media_span import BeyondRetention, MediaSpanReader, SpanError
-from streams.sources import ReplayOptions, ReplayResult, replay
+from streams.sources import ReplayResult, replay_side_by_side
 from tests.conftest import ROOT
 from tests.helpers import write_config
 
@@ -24,12 +24,11 @@ pytestmark = pytest.mark.integration
 
 async def _replay_both(config: FusewatchConfig, media_dir: Path) -> ReplayResult:
     """The lobby and the street into `fw.media` as fast as possible, on one wallclock; the lobby's result."""
+    recordings = {"lobby": media_dir / "lobby.ts", "street": media_dir / "street.ts"}
     async with MediaPublisher(config.kafka) as publisher:
-        lobby = await replay(str(media_dir / "lobby.ts"), "lobby", config.site, publisher, ReplayOptions(speed=None))
-        options = ReplayOptions(speed=None, wall_base_ns=lobby.wall_start_ns)
-        await replay(str(media_dir / "street.ts"), "street", config.site, publisher, options)
+        replayed = await replay_side_by_side(recordings, config.site, publisher)
         await publisher.flush()
-    return lobby
+    return replayed["lobby"]
 
 
 def _probe(path: Path) -> tuple[dict[str, float], bool, int]:

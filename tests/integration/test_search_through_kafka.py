@@ -27,7 +27,7 @@ from daemon.search.store import open_index
 from daemon.search.worker import run_index
 from detectors.text_embedding import load_embedder
 from streams.kafka import MediaPublisher
-from streams.sources import ReplayOptions, replay
+from streams.sources import replay_side_by_side
 from tests.conftest import ROOT
 from tests.helpers import demo_on, write_config
 
@@ -36,10 +36,9 @@ pytestmark = pytest.mark.integration
 
 async def _pipeline(config: FusewatchConfig, media_dir: Path) -> int:
     """Both recordings through analyze and fuse; the lobby's wall start (ms)."""
+    recordings = {"lobby": media_dir / "lobby.ts", "street": media_dir / "street.ts"}
     async with MediaPublisher(config.kafka) as publisher:
-        lobby = await replay(str(media_dir / "lobby.ts"), "lobby", config.site, publisher, ReplayOptions(speed=None))
-        options = ReplayOptions(speed=None, wall_base_ns=lobby.wall_start_ns)
-        await replay(str(media_dir / "street.ts"), "street", config.site, publisher, options)
+        lobby = (await replay_side_by_side(recordings, config.site, publisher))["lobby"]
         await publisher.flush()
     await asyncio.wait_for(run_analyze(config, idle_timeout=5.0), 300)
     await asyncio.wait_for(run_fuse(config, idle_timeout=3.0), 120)

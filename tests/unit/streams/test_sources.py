@@ -9,7 +9,15 @@ import pytest
 
 from config.schema import Reconnect
 from streams.models import EndOfStream, MediaMessage, Packet, StreamInit
-from streams.sources import Demuxer, ReplayOptions, SourceError, ingest_live, open_spec, replay
+from streams.sources import (
+    Demuxer,
+    ReplayOptions,
+    SourceError,
+    ingest_live,
+    open_spec,
+    replay,
+    replay_side_by_side,
+)
 from streams.testing import ListSink, ManualClock
 
 NS = 1_000_000_000
@@ -54,6 +62,19 @@ async def test_replay_keeps_the_recordings_timing_and_aligns_to_windows(media_di
     assert [m.wall_ns - first_wall for m in sink.messages] == [
         m.wall_ns - again.messages[0].wall_ns for m in again.messages
     ]
+
+
+async def test_recordings_replayed_side_by_side_start_at_one_wallclock(media_dir: Path) -> None:
+    sink = ListSink()
+    recordings = {"street": media_dir / "street.ts", "lobby": media_dir / "lobby.ts"}
+    results = await replay_side_by_side(recordings, "hq", sink, wall_base_ns=1_700_000_000 * NS)
+    assert {name: result.wall_start_ns for name, result in results.items()} == dict.fromkeys(
+        recordings, 1_700_000_000 * NS
+    )
+    for name in recordings:
+        first = next(m for m in sink.messages if m.stream == name)
+        assert isinstance(first, StreamInit) and first.wall_ns == 1_700_000_000 * NS, name
+    assert sum(isinstance(m, EndOfStream) for m in sink.messages) == 2
 
 
 async def test_replay_loops_with_increasing_wallclock(media_dir: Path) -> None:
