@@ -12,8 +12,9 @@ it, the limit that decoding alone sets (decode-only CPU per stream-second, from
 `bench.cost_profile`, into the machine's cores).
 
 Per detector runtime (`--runtime`, default the config's default, float32; `openvino-half`
-is OpenVINO at the CPU's reduced precision): results are kept per (scene, gating, runtime),
-and a run keeps the results of the combinations it did not run.
+is OpenVINO at the CPU's reduced precision; `torch` and `torch-half` run on CUDA where a GPU
+is present, float32 and FP16, and then N goes up to 64 streams batched on the GPU): results
+are kept per (scene, gating, runtime), and a run keeps the results of the combinations it did not run.
 
     .venv/bin/python -m bench.capacity [--warmup 20] [--measure 40] [--scene busy|quiet]
         [--runtime openvino|openvino-half|onnxruntime|opencv|torch] [--gating on|off]
@@ -44,6 +45,7 @@ from streams.models import WINDOW_FEATURES
 LATENCY_P95_MS = 5000.0
 WINDOW_S = 2.0
 CANDIDATES = {"busy": (1, 2, 3, 4, 6, 8), "quiet": (2, 4, 6, 8, 12, 16)}
+GPU_CANDIDATES = {"busy": (1, 2, 4, 8, 16, 32, 64), "quiet": (2, 4, 8, 16, 32, 64)}  # `torch` on CUDA
 
 
 async def _video_windows(config: FusewatchConfig, since_ms: int, until_ms: int) -> list[float]:
@@ -63,6 +65,12 @@ async def _video_windows(config: FusewatchConfig, since_ms: int, until_ms: int) 
     finally:
         await consumer.stop()
     return latencies
+
+
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def _runtime(name: str) -> tuple[Runtime, bool]:
@@ -138,7 +146,8 @@ def capacity(
         return bool(result["kept_up"])
 
     best, failed = 0, None
-    for streams in CANDIDATES[scene]:  # coarse steps up to the first failure…
+    candidates = GPU_CANDIDATES if runtime.startswith("torch") and _cuda() else CANDIDATES
+    for streams in candidates[scene]:  # coarse steps up to the first failure…
         if not kept_up(streams):
             failed = streams
             break

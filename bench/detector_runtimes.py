@@ -5,11 +5,12 @@ baseline: what fusewatch ran before), on PyTorch (`detectors/darknet_torch.py`),
 ONNX export of that on ONNX Runtime and on OpenVINO (float32, and OpenVINO's reduced
 precision, bf16 where the CPU has it; `detectors/darknet_onnx.py`), on the same frames of
 lobby.ts, one by one and in batches of 4 and 8, every core for each. On a CUDA machine the
-torch runtime also runs there (float32 and half). Each runtime's detections are matched
+torch runtime also runs there (float32 and half), also in batches of 16, 32 and 64: one
+GPU batching the frames of many streams. Each runtime's detections are matched
 with OpenCV's on frames of lobby.ts and street.ts (same label, IoU ≥ 0.5): the share found
 and the extra ones are reported, as the condition for offering a reduced precision.
 
-Motion gating: `MotionGate` (the default) against detecting every sampled frame, on the
+Motion gating: `MotionGate` (the default settings and gate period) against detecting every sampled frame, on the
 people-walking lobby (busy) and on a quiet scene built from it: the per-pixel median of the
 lobby's frames is the empty hall; it loops with camera noise for the recording's length,
 and one of the lobby's own stretches of people walking plays in it once. Reported: the
@@ -32,16 +33,18 @@ import av
 import numpy as np
 
 from bench.common import median, write_result
+from config.schema import MotionConfig
+from daemon.analyze.video import gate_period_ms, motion_gate
 from daemon.cli.commands import fetch_media
 from detectors.agreement import agreement
 from detectors.base import RgbImage, available_cores
 from detectors.darknet import DarknetDetector
-from detectors.motion import MotionGate, MotionSettings
 from streams.windows import window_start
 
 NS = 1_000_000_000
 SAMPLE_FPS = 5
 WINDOW_MS = 2000  # the default feature window
+GPU_BATCHES = (16, 32, 64)
 
 
 def _frames(name: str, every: int, limit: int) -> list[RgbImage]:
@@ -89,6 +92,11 @@ def runtimes(detectors: dict[str, DarknetDetector], frames: list[RgbImage], repe
     for batch in (1, 4, 8):
         for name, detector in detectors.items():  # interleaved: a slower minute of the machine hits all
             fps[f"{name}_batch{batch}"] = _fps(detector.detect, frames, batch, repeat)
+    many = (frames * (1 + GPU_BATCHES[-1] * 2 // max(len(frames), 1)))[: GPU_BATCHES[-1] * 2]
+    for batch in GPU_BATCHES:  # a GPU's batches across many streams (DeepStream's way)
+        for name, detector in detectors.items():
+            if name.startswith("torch_cuda"):
+                fps[f"{name}_batch{batch}"] = _fps(detector.detect, many, batch, repeat)
     return fps
 
 
@@ -126,12 +134,14 @@ def _quiet_scene(busy: list[RgbImage], seconds: float) -> list[RgbImage]:
 
 
 def gating(detector: DarknetDetector, scene: list[RgbImage]) -> dict[str, Any]:
-    gate = MotionGate(MotionSettings(), recheck_ns=2 * NS)
+    motion = MotionConfig()  # the default gate and its period
+    gate, period_ms = motion_gate(motion), gate_period_ms(motion, WINDOW_MS)
+    assert gate is not None
     detected = motion_s = detect_s = 0.0
     for index, image in enumerate(scene):
         started = time.perf_counter()
         wall_ns = index * NS // SAMPLE_FPS
-        needed = gate.needs_detection(image, wall_ns, window_start(wall_ns, WINDOW_MS))
+        needed = gate.needs_detection(image, wall_ns, window_start(wall_ns, period_ms))
         motion_s += time.perf_counter() - started
         if needed:
             started = time.perf_counter()
