@@ -754,6 +754,9 @@ class OutputsConfig(Section):
     redis: bool = True
     kafka: bool = True
     snapshots_dir: str = ".cache/snapshots"
+    snapshots_retention: Duration = Field(
+        default=7 * 86400.0, gt=0, description="snapshots of windows older than this are deleted"
+    )
 
 
 class ClipStoreConfig(Section):

@@ -34,6 +34,7 @@ from config.schema import FasterWhisperConfig, FusewatchConfig, VideoInput
 from daemon.analyze.audio import AudioWindows
 from daemon.analyze.batcher import DetectionBatcher
 from daemon.analyze.context import AnalyzeCounters, Shared, StreamContext
+from daemon.analyze.snapshots import keep_snapshots
 from daemon.analyze.speech import SpeechSegmenter
 from daemon.analyze.speech_windows import SpeechWindows
 from daemon.analyze.video import VideoWindows
@@ -450,14 +451,18 @@ async def run_analyze(
 
     try:
         async with asyncio.TaskGroup() as tasks:
-            reporting = tasks.create_task(reporter.run(report_every))
+            background = [tasks.create_task(reporter.run(report_every))]
+            if worker.snapshot_dir is not None:
+                retention = config.outputs.snapshots_retention
+                background.append(tasks.create_task(keep_snapshots(worker.snapshot_dir, retention)))
             await worker.run(
                 media.items(idle_timeout=idle_timeout, stop=stop, on_idle=checkpoint.maybe_commit),
                 on_item=maybe_commit,
                 finish=lambda: stop is None or not stop.is_set(),
             )
             await checkpoint.commit()
-            reporting.cancel()
+            for task in background:
+                task.cancel()
         await reporter.report()
     finally:
         telemetry.loaded.discard("analyze")
