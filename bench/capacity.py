@@ -1,12 +1,13 @@
 """How many real-time camera streams one `fusewatch run --role all` process keeps up with.
 
-For each scene (the busy lobby; the quiet scene of `bench.scenes`) and with motion gating
-on (the default) and off (the baseline: detect every sampled frame), N sources loop the
-recording at real speed (`sample_fps: 5`), all roles in one process on the embedded broker
-and Redis. After a warm-up the process is watched for a measuring period. It keeps up
-with N when the video windows of the period came out (at least 90 % of N × period / window)
-and their window end → features latency has a p95 ≤ 5 s (a worker falling behind emits
-late, then fewer). N grows in steps until it does not, then one by one from the last N
+For each scene (the busy lobby; the quiet scene of `bench.scenes`, its cameras out of step
+as on a site, and all in step as a worst case) and with motion gating on (the default) and
+off (the baseline: detect every sampled frame), N sources loop the recording at real speed
+(`sample_fps: 5`), all roles in one process on the embedded broker and Redis. After a
+warm-up the process is watched for a measuring period. It keeps up with N when the video
+windows of the period came out (at least 90 % of N × period / window) and their window end
+→ features latency has a p95 ≤ 5 s (a worker falling behind emits late, then fewer). N
+grows in steps until it does not, then one by one from the last N
 kept; the largest N kept is the capacity. Beside
 it, the limit that decoding alone sets (decode-only CPU per stream-second, from
 `bench.cost_profile`, into the machine's cores).
@@ -16,7 +17,7 @@ is OpenVINO at the CPU's reduced precision; `torch` and `torch-half` run on CUDA
 is present, float32 and FP16, and then N goes up to 64 streams batched on the GPU): results
 are kept per (scene, gating, runtime), and a run keeps the results of the combinations it did not run.
 
-    .venv/bin/python -m bench.capacity [--warmup 20] [--measure 40] [--scene busy|quiet]
+    .venv/bin/python -m bench.capacity [--warmup 20] [--measure 40] [--scene busy|quiet|quiet-in-step]
         [--runtime openvino|openvino-half|onnxruntime|opencv|torch] [--gating on|off]
 """
 
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, percentile, write_result
-from bench.scenes import embedded_services, scene_config, scenes
+from bench.scenes import PHASES, embedded_services, quiet_phases, scene_config, scenes
 from config.schema import DarknetDetectorConfig, FusewatchConfig
 from daemon.runtime.services import ServiceSet
 from detectors.darknet import RUNTIMES, Runtime
@@ -44,8 +45,23 @@ from streams.models import WINDOW_FEATURES
 
 LATENCY_P95_MS = 5000.0
 WINDOW_S = 2.0
-CANDIDATES = {"busy": (1, 2, 3, 4, 6, 8), "quiet": (2, 4, 6, 8, 12, 16)}
-GPU_CANDIDATES = {"busy": (1, 2, 4, 8, 16, 32, 64), "quiet": (2, 4, 8, 16, 32, 64)}  # `torch` on CUDA
+CANDIDATES = {"busy": (1, 2, 3, 4, 6, 8), "quiet": (2, 4, 6, 8, 12, 16, 20, 24), "quiet-in-step": (2, 4, 6, 8, 12, 16)}
+GPU_CANDIDATES = {  # `torch` on CUDA
+    "busy": (1, 2, 4, 8, 16, 32, 64),
+    "quiet": (2, 4, 8, 16, 32, 64),
+    "quiet-in-step": (2, 4, 8, 16, 32, 64),
+}
+
+
+def capacity_scenes() -> dict[str, list[Path]]:
+    """Each scene's recordings, taken in turn by the sources.
+
+    quiet: the quiet scene at its phases, so each camera's walk-through and speech come at
+    their own time, as on a site; quiet-in-step: every camera plays the same phase, so all
+    walk-throughs and all speech come at once (the worst case for gating).
+    """
+    scene = scenes()
+    return {"busy": [scene["busy"]], "quiet": quiet_phases(PHASES), "quiet-in-step": [scene["quiet"]]}
 
 
 async def _video_windows(config: FusewatchConfig, since_ms: int, until_ms: int) -> list[float]:
@@ -83,7 +99,7 @@ def _runtime(name: str) -> tuple[Runtime, bool]:
 
 def trial(
     services: ServiceSet,
-    path: Path,
+    path: list[Path],
     streams: int,
     gating: bool,
     runtime: str,
@@ -135,7 +151,14 @@ def trial(
 
 
 def capacity(
-    services: ServiceSet, scene: str, path: Path, gating: bool, runtime: str, warmup: float, measure: float, work: Path
+    services: ServiceSet,
+    scene: str,
+    path: list[Path],
+    gating: bool,
+    runtime: str,
+    warmup: float,
+    measure: float,
+    work: Path,
 ) -> dict[str, Any]:
     trials: list[dict[str, Any]] = []
 
@@ -171,7 +194,7 @@ def _previous() -> dict[str, Any]:
 def main(
     warmup: float, measure: float, scenes_run: list[str], runtimes: list[str], gatings: list[bool]
 ) -> dict[str, Any]:
-    chosen = {scene: path for scene, path in scenes().items() if not scenes_run or scene in scenes_run}
+    chosen = {scene: path for scene, path in capacity_scenes().items() if not scenes_run or scene in scenes_run}
     results = _previous()  # combinations not run keep their last results
     default = DarknetDetectorConfig(type="darknet").runtime
     with embedded_services() as services, tempfile.TemporaryDirectory() as work:
@@ -204,7 +227,7 @@ if __name__ == "__main__":
         "--scene",
         action="append",
         default=[],
-        choices=("busy", "quiet"),
+        choices=tuple(CANDIDATES),
         help="only these scenes (the others keep their last results)",
     )
     parser.add_argument(

@@ -175,7 +175,7 @@ def _capacity_rows(result: dict[str, Any]) -> list[Row]:
     capacity, targets = result["capacity"], result["targets"]
     default = result.get("default_runtime", "opencv")
     rows = []
-    for scene in ("busy", "quiet"):
+    for scene in ("busy", "quiet", "quiet-in-step"):
         for runtime in sorted({key.split(", ")[2] for key in capacity}, key=lambda r: (r != default, r)):
             on = capacity.get(f"{scene}, gating on, {runtime}")
             off = capacity.get(f"{scene}, gating off, {runtime}")

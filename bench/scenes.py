@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
@@ -48,11 +48,19 @@ from detectors.darknet import Runtime
 MEDIA = Path(".cache/media")
 SECONDS = 60
 WALK_SECONDS = 6
+PHASE_SECONDS = 10  # between the phases of the quiet scene: walk-throughs never overlap
+PHASES = SECONDS // PHASE_SECONDS
+AUDIO_CHUNK = 1024
 
 
-def quiet_scene(media_dir: Path = MEDIA) -> Path:
-    """`media_dir/quiet.ts`, made from lobby.ts on first use."""
-    target = media_dir / "quiet.ts"
+def quiet_scene(media_dir: Path = MEDIA, phase: int = 0) -> Path:
+    """`media_dir/quiet.ts` (phase 0) or `quiet-PHASE.ts`, made from lobby.ts on first use.
+
+    Phase p plays the same minute started `p * PHASE_SECONDS` later (video and sound), so
+    cameras given different phases see their walk-through and hear their speech at different
+    times, as cameras of one site do; phase 0 has the walk-through in the middle.
+    """
+    target = media_dir / ("quiet.ts" if phase == 0 else f"quiet-{phase}.ts")
     if target.is_file():
         return target
     lobby = fetch_media(media_dir) / "lobby.ts"
@@ -63,11 +71,15 @@ def quiet_scene(media_dir: Path = MEDIA) -> Path:
     empty = np.median(np.stack(frames[::8]), axis=0).astype(np.uint8)
     rng = np.random.default_rng(11)
     count, walk_from = SECONDS * rate, (SECONDS - WALK_SECONDS) // 2 * rate
+    shift_s = phase * PHASE_SECONDS % SECONDS
     with av.open(str(lobby)) as source:
         audio_in = source.streams.audio[0]
         sample_rate = audio_in.rate
         resampler = av.AudioResampler(format="fltp", layout="mono", rate=sample_rate)
-        sound = [frame for decoded in source.decode(audio_in) for frame in resampler.resample(decoded)]
+        pcm = np.concatenate(
+            [frame.to_ndarray()[0] for decoded in source.decode(audio_in) for frame in resampler.resample(decoded)]
+        )[: SECONDS * sample_rate]
+    pcm = np.roll(pcm, -shift_s * sample_rate).astype(np.float32)
     partial = target.with_suffix(".part.ts")
     with av.open(str(partial), "w", format="mpegts") as out:
         video = out.add_stream("libx264", rate=rate)
@@ -76,21 +88,29 @@ def quiet_scene(media_dir: Path = MEDIA) -> Path:
         audio = out.add_stream("aac", rate=sample_rate, layout="mono")
         samples = 0
         for index in range(count):
-            walking = walk_from <= index < walk_from + WALK_SECONDS * rate
-            base = frames[index - walk_from] if walking else empty
+            played = (index + shift_s * rate) % count
+            walking = walk_from <= played < walk_from + WALK_SECONDS * rate
+            base = frames[played - walk_from] if walking else empty
             noisy = np.clip(base.astype(np.int16) + rng.integers(-3, 4, size=base.shape), 0, 255).astype(np.uint8)
             frame = av.VideoFrame.from_ndarray(noisy, format="rgb24")
             frame.pts, frame.time_base = index, Fraction(1, rate)
             out.mux(video.encode(frame))
-            while sound and samples < (index + 1) * sample_rate // rate:  # interleaved as a camera sends
-                chunk = sound.pop(0)
-                chunk.pts, chunk.time_base = samples, Fraction(1, sample_rate)
+            while samples < min((index + 1) * sample_rate // rate, len(pcm)):  # interleaved as a camera sends
+                chunk = av.AudioFrame.from_ndarray(
+                    pcm[None, samples : samples + AUDIO_CHUNK], format="fltp", layout="mono"
+                )
+                chunk.sample_rate, chunk.pts, chunk.time_base = sample_rate, samples, Fraction(1, sample_rate)
                 samples += chunk.samples
                 out.mux(audio.encode(chunk))
         out.mux(video.encode(None))
         out.mux(audio.encode(None))
     partial.rename(target)
     return target
+
+
+def quiet_phases(count: int) -> list[Path]:
+    """The quiet scene at `count` different phases (at most `SECONDS / PHASE_SECONDS`)."""
+    return [quiet_scene(phase=phase) for phase in range(count)]
 
 
 def scenes() -> dict[str, Path]:
@@ -112,7 +132,7 @@ def embedded_services() -> Iterator[ServiceSet]:
 
 def scene_config(
     services: ServiceSet,
-    path: Path,
+    path: Path | Sequence[Path],
     streams: list[str],
     gating: bool,
     *,
@@ -123,11 +143,14 @@ def scene_config(
 ) -> FusewatchConfig:
     """The demo config on `services` (topics and keys of its own), `streams` sources of `path` at 5 fps.
 
+    Given several paths, the sources take them in turn (the phases of the quiet scene).
+
     `loop`: the sources replay the recording again and again (for `fusewatch run`); `wait`:
     detection waits instead of dropping frames; `runtime`, `half`: the Darknet detector's
     (default: the config's default runtime, float32).
     """
     suffix = uuid.uuid4().hex[:8]
+    paths = [path] if isinstance(path, Path) else list(path)
     demo = load_config(default_config_path(), env={})
     return demo.model_copy(
         update={
@@ -144,11 +167,11 @@ def scene_config(
             "sources": [
                 SourceConfig(
                     id=stream,
-                    url=str(path),
+                    url=str(paths[index % len(paths)]),
                     loop=loop,
                     video=VideoInput(sample_fps=5, motion=MotionConfig(enabled=gating)),
                 )
-                for stream in streams
+                for index, stream in enumerate(streams)
             ],
             "detectors": demo.detectors.model_copy(
                 update={
