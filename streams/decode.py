@@ -320,8 +320,10 @@ class MediaDecoder:
 class DecodedItem:
     """A decoded item, where its message came from, and where decoding could restart for it.
 
-    `origin_seq`/`origin_wall_ns` are those of the init this consumer started the stream
-    from: seq 0 means it saw the stream from its very beginning.
+    `restart` is the stream's latest init when the item came out of the decoder (a decoder
+    with frame threads may hand a frame out after the next init arrived), `restart_wall_ns`
+    that init's wallclock. `origin_seq`/`origin_wall_ns` are those of the init this consumer
+    started the stream from: seq 0 means it saw the stream from its very beginning.
     """
 
     item: Decoded
@@ -329,6 +331,7 @@ class DecodedItem:
     restart: SourcePosition | None
     origin_seq: int = 0
     origin_wall_ns: int = 0
+    restart_wall_ns: int = 0
 
 
 @dataclass
@@ -367,7 +370,7 @@ class MediaConsumer:
         self._dead = DeadLetters(dead_letter_producer, dead_letter_topic, stage="decode")
         self._decoder = MediaDecoder(frame_filter)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fw-decode")
-        self._restart: dict[str, SourcePosition] = {}
+        self._restart: dict[str, tuple[SourcePosition, int]] = {}  # per stream: its latest init, and its wallclock
         self._batch_records = batch_records
         self._fetch: asyncio.Future[tuple[list[Any], int]] | None = None
         self._fetched: deque[tuple[list[Any], int, int]] = deque()  # records, epoch, bytes: not yet decoding
@@ -557,7 +560,7 @@ class MediaConsumer:
             try:
                 message = decode_media(wire)
                 if isinstance(message, StreamInit):
-                    self._restart[message.stream] = position
+                    self._restart[message.stream] = (position, message.wall_ns)
                     self._partition_of[message.stream] = (record.topic, record.partition)
                     if message.stream not in self._decoder.streams:
                         self._unstarted[message.stream] = position
@@ -580,12 +583,12 @@ class MediaConsumer:
                 self._drop_stream(record.key)
                 result.failures.append(_Failure(wire, position, f"{type(exc).__name__}: {exc}"))
                 continue
-            restart = self._restart.get(message.stream)
+            restart, restart_wall = self._restart.get(message.stream, (None, 0))
             stream_decoder = self._decoder.streams.get(message.stream)
             origin = stream_decoder.origin if stream_decoder is not None else None
+            origin_seq, origin_wall = (origin.seq, origin.wall_ns) if origin else (0, 0)
             result.items += [
-                DecodedItem(item, position, restart, origin.seq if origin else 0, origin.wall_ns if origin else 0)
-                for item in decoded
+                DecodedItem(item, position, restart, origin_seq, origin_wall, restart_wall) for item in decoded
             ]
             if decoded or isinstance(message, EndOfStream):
                 self._unstarted.pop(message.stream, None)

@@ -15,7 +15,6 @@ from concurrent.futures import Executor
 from daemon.analyze.context import Shared, StreamContext
 from daemon.analyze.speech_windows import SpeechWindows
 from detectors.base import AudioAnalyzer
-from streams.kafka import SourcePosition
 from streams.models import AudioChunk, AudioFeatures, AudioWindowFeatures
 from streams.windows import AudioWindow, AudioWindower, window_start
 
@@ -46,9 +45,9 @@ class AudioWindows:
     def start(self, tasks: asyncio.TaskGroup) -> None:
         self._task = tasks.create_task(self._loop())
 
-    async def on_audio(self, chunk: AudioChunk, restart: SourcePosition | None) -> None:
+    async def on_audio(self, chunk: AudioChunk) -> None:
         start = window_start(chunk.wall_ns, self._shared.size_ms)
-        if self._context.covered(start) and restart is not None:
+        if self._context.covered(start) and (restart := self._context.redo_from(start)) is not None:
             self._context.mark_unfinished("audio", start, restart)
             if self._speech is not None:
                 self._context.mark_unfinished("speech", start, restart)

@@ -9,13 +9,15 @@ inference timings). The worker owns both; the analyzers in `video`, `audio` and
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from streams.clock import NS_PER_MS
 from streams.kafka import SourcePosition
 from streams.models import WindowFeatures
+
+INIT_HISTORY = 1024  # inits remembered per stream: a gate period of intra-only video needs one per frame
 
 
 @dataclass
@@ -47,7 +49,9 @@ class StreamContext:
     reader began at the stream's very first init. Windows starting before it lack items and
     are skipped. `origin` is that init's position, held until a window is unfinished;
     `unfinished`: per (modality, window start), the init a reader would decode that window
-    again from.
+    again from: `redo_from` its start, the newest init stamped at or before it, so that the
+    next reader covers the whole span (an init stamped after a span's start would not, and
+    which init an item came out under depends on the decoder's delay).
     """
 
     def __init__(self, stream: str, site: str, origin_wall_ns: int) -> None:
@@ -58,9 +62,29 @@ class StreamContext:
         self.partition: tuple[str, int] | None = None
         self.origin: SourcePosition | None = None
         self.released = False
+        self._inits: deque[tuple[int, SourcePosition]] = deque(maxlen=INIT_HISTORY)  # (wallclock, init), in order
 
     def covered(self, start_ms: int) -> bool:
         return start_ms * NS_PER_MS >= self.origin_wall_ns
+
+    def note_init(self, init: SourcePosition | None, wall_ns: int) -> None:
+        """An item came out under `init`, stamped `wall_ns`: remember it for `redo_from`."""
+        if init is not None and (not self._inits or self._inits[-1][1] != init):
+            self._inits.append((wall_ns, init))
+
+    def redo_from(self, start_ms: int) -> SourcePosition | None:
+        """The init a reader would decode a span starting at `start_ms` again from.
+
+        The newest init seen stamped at or before the span's start; the oldest seen when none
+        is (the stream's first init, before which there is nothing to decode).
+        """
+        start_ns = start_ms * NS_PER_MS
+        chosen = self._inits[0][1] if self._inits else None
+        for wall_ns, init in self._inits:
+            if wall_ns > start_ns:
+                break
+            chosen = init
+        return chosen
 
     def oldest_unfinished(self) -> SourcePosition | None:
         positions = [*self.unfinished.values(), *([self.origin] if self.origin else [])]

@@ -3,9 +3,11 @@
 Each sampled frame opens (or joins) its window, goes through the stream's `MotionGate`
 (frames without motion take the stream's latest detections) and to the `DetectionBatcher`
 shared by every stream. The gate starts afresh at every *gate period*: `motion.recheck`
-rounded up to whole windows, aligned to the wallclock. A window is emitted only by a
-reader that saw its period from the start, and is held at the init its period would be
-redone from, so which frames are detected never depends on the reader. Detections come
+rounded up to whole windows, aligned to the wallclock. Every window of a period is held at
+the init the period would be redone from, so a reader resuming the stream sees the period
+from its start and detects the frames the reader before it did. A reader that began inside
+a period (a new reader, or one resuming where a reader with other periods committed) has
+its gate start at its first whole window instead, until the next period. Detections come
 back in frame order per stream; tracking, zones and the snapshot (`VideoFeatureBuilder`)
 take them, and a window is emitted once a frame of a later window arrived and none of its
 own frames awaits detection.
@@ -82,13 +84,11 @@ class VideoWindows:
         self._windows: OrderedDict[int, VideoWindowState] = OrderedDict()
         self._pending: deque[_PendingFrame] = deque()
         self._frontier = -1
-        # The init the previous sampled frame was decoded after. A period whose first frame
-        # comes after a newer init is held at this older one: the newer init may be stamped
-        # after the period's start, and a reader resuming there would skip the period.
-        self._restart: SourcePosition | None = None
         self._period_ms = period_ms
-        self._period: int | None = None  # the start of the gate period of the latest window
+        self._period: int | None = None  # where the gate of the latest window started
         self._period_hold: SourcePosition | None = None  # the init that period would be redone from
+        self._joined: tuple[int, int] | None = None  # (period, first whole window) of a period begun inside
+        self._skipped = -1  # the latest window skipped as incomplete
 
     @classmethod
     def for_source(
@@ -107,22 +107,20 @@ class VideoWindows:
         period_ms = gate_period_ms(motion, shared.size_ms)
         return cls(context, shared, features, motion_gate(motion), batcher, motion_executor, period_ms)
 
-    async def on_frame(self, frame: Frame, restart: SourcePosition | None) -> None:
+    async def on_frame(self, frame: Frame) -> None:
         counters = self._shared.counters
         start = window_start(frame.wall_ns, self._shared.size_ms)
-        period = start - start % self._period_ms
-        if not self._context.covered(period):
-            counters.incomplete_windows_skipped += start not in self._windows
+        period = self._gate_start(start)
+        if period is None:
+            counters.incomplete_windows_skipped += start != self._skipped
+            self._skipped = start
             return
         if start not in self._windows:
             self._windows[start] = VideoWindowState(start, start + self._shared.size_ms)
             if period != self._period:
-                self._period = period
-                changed = self._restart is not None and restart != self._restart
-                self._period_hold = self._restart if changed else restart
+                self._period, self._period_hold = period, self._context.redo_from(period)
             if self._period_hold is not None:
                 self._context.mark_unfinished("video", start, self._period_hold)
-        self._restart = restart
         self._frontier = max(self._frontier, start)
         last = self._last_detection
         if not await self._moved(frame, period) and last is not None and _reusable(last):
@@ -133,6 +131,17 @@ class VideoWindows:
             future = self._last_detection = await self._batcher.submit(frame)
         self._pending.append(_PendingFrame(future, frame, start))
         await self.drain()
+
+    def _gate_start(self, start: int) -> int | None:
+        """Where the gate of window `start` starts for this reader; None when the reader cannot emit it."""
+        period = start - start % self._period_ms
+        if self._context.covered(period):
+            return period
+        if not self._context.covered(start):
+            return None
+        if self._joined is None or self._joined[0] != period:
+            self._joined = (period, start)
+        return self._joined[1]
 
     async def _moved(self, frame: Frame, period: int) -> bool:
         """Whether the detector must see `frame`, of the gate period starting at `period` (always without a gate)."""

@@ -6,12 +6,13 @@ state and emitting its windows in order through the worker. Detection is batched
 streams (`DetectionBatcher`); loudness, VAD and Whisper run per stream in order. All
 inference runs in worker threads.
 
-Delivery (docs/design.md §8): every window remembers the position of the `init` record its first
-item was decoded from. `commit_offsets()` gives, per partition, the oldest such position
-among windows not yet emitted (or the next offset when nothing is pending), so a worker
-restarted from committed offsets decodes from a keyframe and emits the same windows again.
-Windows that start before the point a worker began reading a stream are incomplete and
-never emitted.
+Delivery (docs/design.md §8): every window remembers the position of the `init` record it
+would be decoded again from (`StreamContext.redo_from`: the newest init stamped at or before
+the window's start, or, for video, before the start of its motion-gate period).
+`commit_offsets()` gives, per partition, the oldest such position among windows not yet
+emitted (or the next offset when nothing is pending), so a worker restarted from committed
+offsets decodes from a keyframe and emits the same windows again. Windows that start before
+the point a worker began reading a stream are incomplete and never emitted.
 
 `run_analyze` wires the worker to Kafka: a consumer-group member on `fw.media`, features to
 `fw.features` keyed by site, offsets committed only after the broker acknowledged them.
@@ -214,11 +215,12 @@ class AnalyzeWorker:
                     await self._end_stream(item.stream)
                 return
             state = self._state(decoded, item)
+            state.context.note_init(decoded.restart, decoded.restart_wall_ns)
             if isinstance(item, Frame):
                 if state.video is not None:
-                    await state.video.on_frame(item, decoded.restart)
+                    await state.video.on_frame(item)
             elif isinstance(item, AudioChunk) and state.audio is not None:
-                await state.audio.on_audio(item, decoded.restart)
+                await state.audio.on_audio(item)
         except OUTPUT_DOWN:
             raise
         except Exception as exc:
