@@ -336,3 +336,16 @@ async def redis_alerts(config: FusewatchConfig) -> list[dict[str, Any]]:
     finally:
         await redis.aclose()
     return [json.loads(fields[b"alert"]) for _, fields in entries or [] if fields]
+
+
+def video_by_window(features: Sequence[WindowFeatures]) -> dict[int, object]:
+    """What a reader computed for each video window, track ids left out (a new tracker numbers afresh)."""
+    return {
+        f.window_start: (
+            f.video.frames,
+            {k: (v.max_count, v.mean_count, v.max_confidence) for k, v in f.video.classes.items()},
+            [(d.label, d.confidence, d.box) for d in f.video.detections],
+        )
+        for f in features
+        if f.video is not None
+    }

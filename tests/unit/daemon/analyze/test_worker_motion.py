@@ -17,6 +17,7 @@ from detectors.testing import CountingDetector
 from streams.decode import DecodedItem
 from streams.kafka import SourcePosition
 from streams.models import Frame, WindowFeatures
+from tests.helpers import video_by_window
 
 NS = 1_000_000_000
 FPS = 5
@@ -93,23 +94,11 @@ async def test_a_reader_resuming_mid_stream_gates_every_window_it_emits_as_the_f
     follows each frame's noise), so a window differs as soon as the readers detect other frames.
     A flash before the resumed reader's first window moves the first reader's recheck times;
     the resumed reader never saw it. Track ids are left out: a new tracker numbers afresh."""
-
-    def seen(features: list[WindowFeatures]) -> dict[int, object]:
-        return {
-            f.window_start: (
-                f.video.frames,
-                {k: (v.max_count, v.mean_count, v.max_confidence) for k, v in f.video.classes.items()},
-                [(d.label, d.confidence, d.box) for d in f.video.detections],
-            )
-            for f in features
-            if f.video is not None
-        }
-
     flash = range(16, 18)
-    whole = seen((await _analyze(MotionConfig(recheck=2.0), flash=flash))[0])
+    whole = video_by_window((await _analyze(MotionConfig(recheck=2.0), flash=flash))[0])
     for first in (3, 13, 17):  # mid-window: the reader's first window is the next whole one
         features, _, worker = await _analyze(MotionConfig(recheck=2.0), first, flash)
-        resumed = seen(features)
+        resumed = video_by_window(features)
         assert worker.counters.frames_without_motion > 0 and resumed
         assert resumed == {start: whole[start] for start in resumed}, first
 
@@ -136,22 +125,10 @@ async def test_a_reader_that_began_mid_period_agrees_exactly_from_the_next_perio
     """A reader that missed the start of a gate period (two windows here) gates from its first whole
     window until the next period, so it loses no window; from the next period on it agrees exactly."""
     base_ms, period_ms = BASE_NS // 1_000_000, 4_000
-
-    def video(features: list[WindowFeatures]) -> dict[int, object]:  # track ids left out: a new tracker
-        return {
-            f.window_start: (
-                f.video.frames,
-                {k: (v.max_count, v.mean_count, v.max_confidence) for k, v in f.video.classes.items()},
-                [(d.label, d.confidence, d.box) for d in f.video.detections],
-            )
-            for f in features
-            if f.video is not None
-        }
-
-    whole = video((await _analyze(MotionConfig(recheck=4.0), flash=range(16, 18)))[0])
+    whole = video_by_window((await _analyze(MotionConfig(recheck=4.0), flash=range(16, 18)))[0])
     for first in (3, 13, 17):  # all inside the first period (frames 0–19)
         features, _, worker = await _analyze(MotionConfig(recheck=4.0), first, range(16, 18))
-        resumed = video(features)
+        resumed = video_by_window(features)
         first_whole = base_ms + -(-first // (2 * FPS)) * 2_000  # the first window starting at or after the origin
         assert set(resumed) == {start for start in whole if start >= first_whole}, first
         assert all(resumed[start] == whole[start] for start in resumed if start >= base_ms + period_ms), first

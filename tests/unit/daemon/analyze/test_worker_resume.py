@@ -25,7 +25,8 @@ from detectors.testing import CountingDetector
 from streams.clock import NS_PER_MS
 from streams.decode import DecodedItem
 from streams.kafka import SourcePosition
-from streams.models import Frame, WindowFeatures
+from streams.models import Frame
+from tests.helpers import video_by_window
 
 FPS = 5
 GOP = 10  # frames: an init and a keyframe every 2 s, 50 ms after each window boundary
@@ -106,16 +107,11 @@ async def test_a_worker_stopped_inside_a_gate_period_is_redone_from_the_init_bef
     assert _windows(60, 100) <= redone, "the next reader redoes every window the first left"
     whole, whole_sink = _worker()
     await whole.run(_items(0, 100, delay))
-
-    def seen(features: WindowFeatures) -> object:  # track ids left out: a new tracker numbers afresh
-        assert features.video is not None
-        classes = {k: (v.max_count, v.mean_count, v.max_confidence) for k, v in features.video.classes.items()}
-        return features.video.frames, classes, [(d.label, d.confidence, d.box) for d in features.video.detections]
-
-    reference = {f.window_start: seen(f) for f in whole_sink.of("video")}
-    for features in second_sink.of("video"):
-        if features.window_start >= _wall(50) // NS_PER_MS // 2000 * 2000:
-            assert seen(features) == reference[features.window_start], features.window_start
+    reference, redone_windows = video_by_window(whole_sink.of("video")), video_by_window(second_sink.of("video"))
+    period = _wall(50) // NS_PER_MS // 2000 * 2000
+    assert {w: v for w, v in redone_windows.items() if w >= period} == {
+        w: reference[w] for w in redone_windows if w >= period
+    }
 
 
 async def test_a_reader_that_began_inside_a_period_emits_its_first_whole_window_on() -> None:
