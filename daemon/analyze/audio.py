@@ -47,10 +47,12 @@ class AudioWindows:
 
     async def on_audio(self, chunk: AudioChunk) -> None:
         start = window_start(chunk.wall_ns, self._shared.size_ms)
-        if self._context.covered(start) and (restart := self._context.redo_from(start)) is not None:
-            self._context.mark_unfinished("audio", start, restart)
+        context = self._context
+        held = ("audio", start) in context.unfinished
+        if not held and context.covered(start) and (restart := context.redo_from(start)) is not None:
+            context.mark_unfinished("audio", start, restart)
             if self._speech is not None:
-                self._context.mark_unfinished("speech", start, restart)
+                context.mark_unfinished("speech", start, restart)
         for window in self._windower.feed(chunk):
             await self._enqueue(window)
 

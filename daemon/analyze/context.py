@@ -79,12 +79,10 @@ class StreamContext:
         is (the stream's first init, before which there is nothing to decode).
         """
         start_ns = start_ms * NS_PER_MS
-        chosen = self._inits[0][1] if self._inits else None
-        for wall_ns, init in self._inits:
-            if wall_ns > start_ns:
-                break
-            chosen = init
-        return chosen
+        for wall_ns, init in reversed(self._inits):  # the one wanted is among the newest
+            if wall_ns <= start_ns:
+                return init
+        return self._inits[0][1] if self._inits else None
 
     def oldest_unfinished(self) -> SourcePosition | None:
         positions = [*self.unfinished.values(), *([self.origin] if self.origin else [])]
