@@ -41,13 +41,14 @@ SECONDS = 30.0
 
 
 async def _items(messages: list[MediaMessage], decoder: MediaDecoder) -> Any:
-    restart: dict[str, SourcePosition] = {}
+    restart: dict[str, tuple[SourcePosition, int]] = {}
     for offset, message in enumerate(messages):
         position = SourcePosition("bench", 0, offset)
         if isinstance(message, StreamInit):
-            restart[message.stream] = position
+            restart[message.stream] = (position, message.wall_ns)
         for item in decoder.handle(message):
-            yield DecodedItem(item, position, restart.get(message.stream))
+            init, init_wall = restart.get(message.stream, (None, 0))
+            yield DecodedItem(item, position, init, restart_wall_ns=init_wall)
 
 
 async def _child() -> dict[str, Any]:

@@ -104,14 +104,16 @@ async def decoded_items(
     """Decode wire messages in-process as if they were records at offsets `start`… of one partition."""
     decoder = MediaDecoder(frame_filter)
     restart: SourcePosition | None = None
+    restart_wall = 0
     for offset, message in enumerate(messages, start):
         position = SourcePosition(topic, partition, offset)
         if isinstance(message, StreamInit):
-            restart = position
+            restart, restart_wall = position, message.wall_ns
         for item in decoder.handle(message):
             stream = decoder.streams.get(message.stream)
             origin = stream.origin if stream is not None else None
-            yield DecodedItem(item, position, restart, origin.seq if origin else 0, origin.wall_ns if origin else 0)
+            origin_seq, origin_wall = (origin.seq, origin.wall_ns) if origin else (0, 0)
+            yield DecodedItem(item, position, restart, origin_seq, origin_wall, restart_wall)
 
 
 # --------------------------------------------------------------------------- reading topics
