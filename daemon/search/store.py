@@ -53,6 +53,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# usearch loads numkong's extension with RTLD_GLOBAL; an onnxruntime loaded after that binds to
+# its symbols and dies of SIGSEGV on import (the VAD's, in any process that also searches).
+# Loaded first, onnxruntime keeps its own. tests/unit/daemon/search/test_import_order.py
+import onnxruntime  # noqa: F401
 from usearch.index import Index
 
 from daemon.search.index import Hit, MomentFilter, MomentIndex, Vectors
