@@ -798,6 +798,15 @@ class SearchConfig(Section):
     loud_dbfs: float = Field(
         default=-20.0, le=0, description="a window at or above this RMS level is described as loud"
     )
+    sound_dbfs: float = Field(
+        default=-50.0, le=0, description="a window under this RMS level is quiet, however quiet its background"
+    )
+    sound_above_db: float = Field(
+        default=20.0,
+        ge=0,
+        description="a window is heard (a sound, a voice) when it is this much louder than the quiet floor of "
+        "its block (the 10th percentile of the block's window levels)",
+    )
     incident_similarity: float = Field(
         default=0.9,
         ge=-1,

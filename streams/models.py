@@ -462,6 +462,9 @@ SUMMARY_RECORD: TypeAdapter[SummaryRecord] = TypeAdapter(SummaryRecord)
 """Parses (`validate_json`) and describes (`json_schema`) a record of `fw.summaries`."""
 
 
+Heard = Literal["quiet", "sound", "voice", "speech"]
+
+
 class Moment(WireModel):
     """One stream's moment for search: a window, or a run of similar consecutive windows.
 
@@ -485,6 +488,9 @@ class Moment(WireModel):
     loudness_dbfs: float | None = None
     peak_dbfs: float | None = None
     speech_ratio: float | None = None
+    heard: Heard | None = Field(
+        default=None, description="how it sounded against its block's quiet floor; None without audio or speech"
+    )
     alerts: list[AlertRef] = Field(default_factory=list)
     snapshot: str | None = None
     description: str

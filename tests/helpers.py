@@ -174,14 +174,14 @@ def video(
     )
 
 
-def audio(stream: str, start: int, dbfs: float, *, peak: float | None = None) -> WindowFeatures:
-    """An audio window at `dbfs` RMS, its peak `peak` (default 10 dB above)."""
+def audio(stream: str, start: int, dbfs: float, *, peak: float | None = None, ratio: float = 0.5) -> WindowFeatures:
+    """An audio window at `dbfs` RMS, its peak `peak` (default 10 dB above), `ratio` of it speech."""
     return AudioWindowFeatures(
         stream=stream,
         site="hq",
         window_start=start,
         window_end=start + W,
-        audio=AudioFeatures(loudness_dbfs=dbfs, peak_dbfs=dbfs + 10 if peak is None else peak, speech_ratio=0.5),
+        audio=AudioFeatures(loudness_dbfs=dbfs, peak_dbfs=dbfs + 10 if peak is None else peak, speech_ratio=ratio),
     )
 
 

@@ -2,15 +2,24 @@
 
 A minute of the same scene should be one search hit, not thirty. Windows of a stream merge
 into one moment while they are consecutive and look alike (the same classes of object in
-view, speech or not, loud or not), within aligned blocks of `search.moment_max`: a moment
+view, how it sounded, loud or not), within aligned blocks of `search.moment_max`: a moment
 never crosses a block boundary, so the moments of a block depend on that block's records
 alone, and a record read again rebuilds its block to the same moments (`Moment.id` is
 `<stream>@<first window start>`).
 
+How a window sounded is judged against its block's quiet floor (the 10th percentile of the
+block's window levels), not a fixed level alone: a camera's microphone hears its own noise
+floor, and a dog or an alarm 40 dB above it is a sound to an operator even when it is far
+from full scale. A window is heard when it is at least `search.sound_above_db` over that
+floor and `search.sound_dbfs` absolute, or `search.loud_dbfs` (loud) whatever the floor;
+then it is speech (something was transcribed), a voice (the VAD heard speech, nothing was
+transcribed) or a sound.
+
 The description is the moment in the shared text space of the search: what was seen
-(classes with counts, zone entries), heard (loud or quiet, speech) and said (the
-transcript), and the alerts fired. It is what the sentence model embeds and what keyword
-search reads, so it uses plain words an operator would type.
+(classes with counts, zone entries), heard and said (the transcript), and the alerts fired.
+It is what the sentence model embeds and what keyword search reads, so it uses plain words
+an operator would type, and names only what is there ("speech" is not in a silent moment's
+description, or a query for speech would match it).
 """
 
 from __future__ import annotations
@@ -19,10 +28,12 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from config.schema import SearchConfig
 from streams.models import (
     Alert,
     AlertRef,
     AudioFeatures,
+    Heard,
     Moment,
     SpeechFeatures,
     VideoFeatures,
@@ -31,6 +42,30 @@ from streams.models import (
 
 _PLURALS = {"person": "people", "bus": "buses", "knife": "knives", "mouse": "mice", "sheep": "sheep"}
 _NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_VOICE_RATIO = 0.5  # a window the VAD calls speech at least this much of is a voice, not a sound
+_HEARD = {
+    ("speech", False): "speech",
+    ("speech", True): "loud speech, shouting",
+    ("voice", False): "a voice",
+    ("voice", True): "a loud voice, shouting",
+    ("sound", False): "a sound or noise",
+    ("sound", True): "a loud sound or noise",
+    ("quiet", False): "quiet",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Hearing:
+    """What makes a window of one block heard, and loud."""
+
+    floor_dbfs: float
+    sound_dbfs: float
+    loud_dbfs: float
+
+    @classmethod
+    def of_block(cls, levels: list[float], config: SearchConfig) -> _Hearing:
+        quiet = sorted(levels)[len(levels) // 10] if levels else 0.0
+        return cls(max(config.sound_dbfs, quiet + config.sound_above_db), config.sound_dbfs, config.loud_dbfs)
 
 
 @dataclass
@@ -42,13 +77,22 @@ class _Window:
     speech: SpeechFeatures | None = None
     alerts: list[Alert] = field(default_factory=list)
 
-    def signature(self, loud_dbfs: float) -> tuple[frozenset[str], bool, bool]:
+    def heard(self, hearing: _Hearing) -> Heard | None:
+        if self.speech and self.speech.text.strip():
+            return "speech"
+        if self.audio is None:
+            return None
+        level = self.audio.loudness_dbfs
+        if level < hearing.floor_dbfs and level < hearing.loud_dbfs:
+            return "quiet"
+        return "voice" if self.audio.speech_ratio >= _VOICE_RATIO else "sound"
+
+    def signature(self, hearing: _Hearing) -> tuple[frozenset[str], Heard | None, bool]:
         seen = frozenset(
             label for label, stats in (self.video.classes if self.video else {}).items() if stats.max_count
         )
-        said = bool(self.speech and self.speech.text.strip())
-        loud = bool(self.audio and self.audio.loudness_dbfs >= loud_dbfs)
-        return seen, said, loud
+        loud = bool(self.audio and self.audio.loudness_dbfs >= hearing.loud_dbfs)
+        return seen, self.heard(hearing), loud
 
 
 def block_of(window_start: int, block_ms: int) -> tuple[int, int]:
@@ -62,7 +106,7 @@ def build_moments(
     stream: str,
     parts: Sequence[WindowFeatures],
     alerts: Sequence[Alert],
-    loud_dbfs: float,
+    config: SearchConfig,
 ) -> list[Moment]:
     """The moments of one stream's block, from its window records and alerts."""
     windows: dict[int, _Window] = {}
@@ -77,17 +121,19 @@ def build_moments(
     for alert in alerts:
         if alert.window_start in windows:
             windows[alert.window_start].alerts.append(alert)
-    return [_moment(site, stream, run, loud_dbfs) for run in _runs(sorted(windows.values(), key=_start), loud_dbfs)]
+    hearing = _Hearing.of_block([w.audio.loudness_dbfs for w in windows.values() if w.audio], config)
+    runs = _runs(sorted(windows.values(), key=_start), hearing)
+    return [_moment(site, stream, run, hearing) for run in runs]
 
 
 def _start(window: _Window) -> int:
     return window.start
 
 
-def _runs(windows: list[_Window], loud_dbfs: float) -> Iterable[list[_Window]]:
+def _runs(windows: list[_Window], hearing: _Hearing) -> Iterable[list[_Window]]:
     run: list[_Window] = []
     for window in windows:
-        if run and (window.start != run[-1].end or window.signature(loud_dbfs) != run[-1].signature(loud_dbfs)):
+        if run and (window.start != run[-1].end or window.signature(hearing) != run[-1].signature(hearing)):
             yield run
             run = []
         run.append(window)
@@ -95,7 +141,7 @@ def _runs(windows: list[_Window], loud_dbfs: float) -> Iterable[list[_Window]]:
         yield run
 
 
-def _moment(site: str, stream: str, run: list[_Window], loud_dbfs: float) -> Moment:
+def _moment(site: str, stream: str, run: list[_Window], hearing: _Hearing) -> Moment:
     objects: dict[str, int] = {}
     zones: dict[str, int] = {}
     for video in (w.video for w in run if w.video):
@@ -131,11 +177,12 @@ def _moment(site: str, stream: str, run: list[_Window], loud_dbfs: float) -> Mom
         loudness_dbfs=None if loudness is None else round(loudness, 1),
         peak_dbfs=None if peak is None else round(peak, 1),
         speech_ratio=round(sum(a.speech_ratio for a in audio) / len(audio), 3) if audio else None,
+        heard=run[0].heard(hearing),  # the run's windows all sound alike
         alerts=sorted(refs.values(), key=lambda ref: (ref.window_start, ref.id)),
         snapshot=best.snapshot if best else None,
         description="",
     )
-    return moment.model_copy(update={"description": describe(moment, loud_dbfs)})
+    return moment.model_copy(update={"description": describe(moment, hearing.loud_dbfs)})
 
 
 def _energy_mean(levels_dbfs: list[float]) -> float:
@@ -148,10 +195,10 @@ def describe(moment: Moment, loud_dbfs: float) -> str:
     seen = ", ".join(_count(count, label) for label, count in moment.objects.items())
     lines = [f"{moment.stream} camera at {moment.site}.", f"Seen: {seen}." if seen else "Nobody and nothing seen."]
     lines += [f"In zone {zone}: {_count(entries, 'entry')}." for zone, entries in moment.zones.items()]
-    if moment.loudness_dbfs is not None:
-        loud = moment.loudness_dbfs >= loud_dbfs  # the run's windows are all loud, or none is
-        voice = "speech" if moment.transcript else "no speech"
-        lines.append(f"Heard: {'a loud sound, shouting or noise' if loud else 'quiet'}, {voice}.")
+    if moment.heard is not None:
+        # The run's windows are all loud, or none is; a quiet window is never loud.
+        loud = moment.heard != "quiet" and moment.loudness_dbfs is not None and moment.loudness_dbfs >= loud_dbfs
+        lines.append(f"Heard: {_HEARD[moment.heard, loud]}.")
     if moment.transcript:
         lines.append(f'Said: "{moment.transcript}"')
     if moment.keywords:

@@ -84,7 +84,7 @@ class MomentIndexer:
 
     def _rebuild(self, site: str, stream: str, start: int) -> None:
         parts, alerts = self.windows.block(stream, start, start + self._block_ms)
-        moments = build_moments(site, stream, parts, alerts, self._config.loud_dbfs)
+        moments = build_moments(site, stream, parts, alerts, self._config)
         possible = sorted({f"{stream}@{part.window_start}" for part in parts})
         existing = {moment.id: moment for moment in self.index.get(possible)}
         changed = [moment for moment in moments if existing.get(moment.id) != moment]

@@ -9,7 +9,7 @@ from config.schema import FusewatchConfig, SearchConfig
 from daemon.search.moments import describe
 from daemon.search.store import open_index
 from detectors.text_embedding import TextEmbedder
-from streams.models import AlertRef, Moment
+from streams.models import AlertRef, Heard, Moment
 from tests.helpers import make_alert
 
 
@@ -23,8 +23,19 @@ def make_moment(
     alert: str | None = None,
     snapshot: str | None = None,
     site: str = "test",
+    heard: Heard | None = None,
 ) -> Moment:
-    """A moment as `daemon.search.moments` builds one: id `<stream>@<start>`, the real description."""
+    """A moment as `daemon.search.moments` builds one: id `<stream>@<start>`, the real description.
+
+    Unless `heard` says how it sounded, it is heard as in a block whose quiet floor is high:
+    speech when something was said, else a sound only when it is loud (`search.loud_dbfs`),
+    else quiet.
+    """
+    loud = SearchConfig().loud_dbfs
+    if heard is None and transcript:
+        heard = "speech"
+    elif heard is None and loudness_dbfs is not None:
+        heard = "sound" if loudness_dbfs >= loud else "quiet"
     refs = []
     if alert is not None:
         fired = make_alert(alert, site, start_ms, streams=(stream,))
@@ -42,11 +53,12 @@ def make_moment(
         loudness_dbfs=loudness_dbfs,
         peak_dbfs=None if loudness_dbfs is None else loudness_dbfs + 8,
         speech_ratio=None if loudness_dbfs is None else (0.8 if transcript else 0.0),
+        heard=heard,
         alerts=refs,
         snapshot=snapshot,
         description="",
     )
-    return moment.model_copy(update={"description": describe(moment, SearchConfig().loud_dbfs)})
+    return moment.model_copy(update={"description": describe(moment, loud)})
 
 
 def search_on(config: FusewatchConfig, root: Path) -> FusewatchConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from config.schema import SearchConfig
 from daemon.search.index import Hit
 from daemon.search.moments import block_of, build_moments
 from daemon.search.rank import reciprocal_rank_fusion
@@ -9,11 +10,11 @@ from streams.models import ClassStats
 from tests.helpers import W, audio, make_alert, speech, video
 
 T0 = 1_700_000_040_000  # a minute boundary
-LOUD = -20.0
+SEARCH = SearchConfig()
 
 
 def moments(*parts, alerts=()):  # type: ignore[no-untyped-def]
-    return build_moments("hq", "cam", list(parts), list(alerts), LOUD)
+    return build_moments("hq", "cam", list(parts), list(alerts), SEARCH)
 
 
 def test_similar_consecutive_windows_are_one_moment_and_a_change_starts_another() -> None:
@@ -49,11 +50,37 @@ def test_the_description_says_what_was_seen_heard_said_and_alerted() -> None:
     )
     text = moment.description
     assert "three cars" in text and "one person" in text
-    assert "loud" in text and "noise, speech." in text and '"Help! Somebody call the police!"' in text
+    assert "Heard: loud speech, shouting." in text and '"Help! Somebody call the police!"' in text
     assert "Keywords: help, police." in text and "Alert: distress." in text
-    assert [a.id for a in moment.alerts] == [alert.id]
+    assert [a.id for a in moment.alerts] == [alert.id] and moment.heard == "speech"
     (empty,) = moments(video("cam", T0, persons=0), audio("cam", T0, -60))
-    assert "Nobody and nothing seen." in empty.description and "quiet, no speech" in empty.description
+    assert "Nobody and nothing seen." in empty.description and "Heard: quiet." in empty.description
+    assert "speech" not in empty.description  # a query for speech must not match a silent moment
+
+
+def _street(levels: list[float], ratio: float = 0.0):  # type: ignore[no-untyped-def]
+    return [audio("cam", T0 + n * W, level, ratio=ratio) for n, level in enumerate(levels)]
+
+
+def test_a_sound_is_heard_against_its_blocks_quiet_floor_not_full_scale() -> None:
+    # A camera's noise floor at -68 dBFS, a dog 40 dB over it: far under `loud_dbfs`, still a sound.
+    found = moments(*_street([-68, -68, -28, -26, -68, -68]))
+    assert [(m.windows, m.heard) for m in found] == [(2, "quiet"), (2, "sound"), (2, "quiet")]
+    assert "Heard: a sound or noise." in found[1].description and "loud" not in found[1].description
+    # The same level in a block that is loud throughout (traffic) stands out from nothing.
+    (traffic,) = moments(*_street([-28, -27, -28, -26, -28, -27]))
+    assert traffic.heard == "quiet" and traffic.windows == 6
+    # Loud is loud whatever the floor; near digital silence, a faint hiss is still quiet.
+    assert moments(*_street([-10] * 4))[0].description.endswith("Heard: a loud sound or noise.")
+    assert moments(*_street([-120, -120, -58, -120]))[0].heard == "quiet"
+
+
+def test_a_voice_nothing_was_made_of_is_a_voice_and_words_are_speech() -> None:
+    found = moments(*_street([-68, -68, -30, -68], ratio=0.9))
+    assert [m.heard for m in found] == ["quiet", "voice", "quiet"]
+    assert "Heard: a voice." in found[1].description
+    said = moments(*_street([-68, -68, -30, -68], ratio=0.9), speech("cam", T0 + 2 * W, "over here"))
+    assert [m.heard for m in said] == ["quiet", "speech", "quiet"] and "Heard: speech." in said[1].description
 
 
 def test_loudness_is_the_energy_mean_not_the_mean_of_decibels() -> None:
