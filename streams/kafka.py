@@ -17,6 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from config.schema import KafkaConfig
@@ -106,23 +107,86 @@ def topic_partitions(config: KafkaConfig) -> dict[str, int]:
     }
 
 
+def topic_settings(config: KafkaConfig) -> dict[str, dict[str, str]]:
+    """The settings each topic's records need of the broker; missing topics are created with them.
+
+    Every topic takes records up to `kafka.max_request_size` (a keyframe; a dead letter carries
+    the record that failed). `fw.media` keeps the stream wallclock the producer stamped (spans
+    are found by it) and what the producer sent (packets are compressed already); the JSON
+    topics are compressed by the broker. Retention is left to the broker (`docs/operations.md`).
+    """
+    size = str(config.max_request_size)
+    media = {"compression.type": "producer", "max.message.bytes": size, "message.timestamp.type": "CreateTime"}
+    settings = {name: {"compression.type": "zstd", "max.message.bytes": size} for name in topic_partitions(config)}
+    return settings | {config.topics.media: media}
+
+
+def settings_at_odds(wanted: Mapping[str, str], found: Mapping[str, str]) -> list[str]:
+    """What an existing topic's settings lack of `wanted`: a smaller record limit, another timestamp type."""
+    odd = []
+    for name, value in wanted.items():
+        have = found.get(name)
+        if have is None or name == "compression.type":
+            continue
+        if name == "max.message.bytes" and int(have) >= int(value):
+            continue
+        if have != value:
+            odd.append(f"{name}={have} (fusewatch needs {value})")
+    return odd
+
+
+_WARNED: set[str] = set()  # topics already warned about by this process
+
+
+async def _check_settings(admin: AIOKafkaAdminClient, config: KafkaConfig, names: Iterable[str]) -> None:
+    wanted = topic_settings(config)
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names if name not in _WARNED]
+        )
+    except KafkaError as error:  # a broker without DescribeConfigs: nothing to check against
+        log.debug("topic settings not checked: %s", error)
+        return
+    for response in responses:
+        for error_code, _message, _type, name, entries, *_ in response.resources:
+            if error_code or name not in wanted:
+                continue
+            odd = settings_at_odds(wanted[name], {entry[0]: entry[1] for entry in entries if entry[1] is not None})
+            if odd:
+                _WARNED.add(name)
+                log.warning("topic %s exists with settings fusewatch's records break: %s", name, ", ".join(odd))
+
+
 async def ensure_topics(config: KafkaConfig, wait: float = 30.0) -> None:
-    """Create the wire-format topics that do not exist yet; retry while the broker starts."""
+    """Create the wire-format topics that do not exist yet, with their settings; retry while the broker starts.
+
+    Topics that exist are left as they are, with a warning for each setting their records need
+    that they lack (`topic_settings`).
+    """
     deadline = asyncio.get_running_loop().time() + wait
     delays = SERVICE_RETRY.delays()
+    settings = topic_settings(config)
     while True:
         admin = AIOKafkaAdminClient(**client_options(config))
         try:
             await admin.start()
             existing = set(await admin.list_topics())
             missing = [
-                NewTopic(name, num_partitions=count, replication_factor=config.replication_factor)
+                NewTopic(
+                    name,
+                    num_partitions=count,
+                    replication_factor=config.replication_factor,
+                    topic_configs=settings[name],
+                )
                 for name, count in topic_partitions(config).items()
                 if name not in existing
             ]
             if missing:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(missing)
+            present = [name for name in topic_partitions(config) if name in existing]
+            if present:
+                await _check_settings(admin, config, present)
             return
         except KafkaConnectionError:
             if asyncio.get_running_loop().time() > deadline:
