@@ -9,19 +9,18 @@ nothing that happened gets no results rather than the least unlike moments.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
 from config.schema import SearchConfig
 from daemon.search.index import MomentFilter, MomentIndex
 from daemon.search.rank import Fused, reciprocal_rank_fusion
+from daemon.search.words import WORD, stems
 from detectors.text_embedding import TextEmbedder
 from streams.models import Moment
 
 Ranking = Literal["hybrid", "keyword", "vector"]
 RANKINGS: tuple[Ranking, ...] = ("keyword", "vector", "hybrid")
-_WORD = re.compile(r"[\w']+")
 _CANDIDATES = 50  # per list, before fusion
 # Left out of "why it matched" (they match nearly every description); the ranking still sees them.
 _COMMON = frozenset(
@@ -112,12 +111,11 @@ class Searcher:
 
     def _found(self, fused: list[Fused], query: str) -> list[Found]:
         moments = {moment.id: moment for moment in self._index.get([f.id for f in fused])}
-        words = {w.lower() for w in _WORD.findall(query)} - _COMMON
-        out = []
-        for rank in fused:
-            moment = moments.get(rank.id)
-            if moment is None:  # forgotten by retention between the two calls
-                continue
-            described = {w.lower() for w in _WORD.findall(moment.description)}
-            out.append(Found(moment, rank, tuple(sorted(words & described))))
-        return out
+        found = [(rank, moments[rank.id]) for rank in fused if rank.id in moments]  # else forgotten meanwhile
+        words = sorted({w.lower() for w in WORD.findall(query)} - _COMMON)
+        stemmed = stems(words + [moment.description for _, moment in found])
+        asked = list(zip(words, stemmed[: len(words)], strict=True))
+        return [
+            Found(moment, rank, tuple(word for word, stem in asked if stem and stem <= described))
+            for (rank, moment), described in zip(found, stemmed[len(words) :], strict=True)
+        ]

@@ -44,7 +44,6 @@ import contextlib
 import fcntl
 import json
 import math
-import re
 import sqlite3
 import threading
 import time
@@ -61,6 +60,7 @@ import onnxruntime  # noqa: F401
 from usearch.index import Index
 
 from daemon.search.index import Hit, MomentFilter, MomentIndex, Vectors
+from daemon.search.words import STOP_WORDS, TOKENIZE, WORD
 from detectors.base import available_cores
 from streams.models import Moment
 
@@ -70,14 +70,7 @@ EXPANSION = 128
 """HNSW candidates kept while searching (usearch's default is 64): recall against query time."""
 SAVE_EVERY_S = 600.0
 """The graph is saved at most this long after a write, so a crash replays at most that much."""
-WORD = re.compile(r"\w+", re.UNICODE)
-STOP_WORDS = frozenset(
-    WORD.findall(
-        "a an and are as at be by for from has have in is it its of on or that the there this to was were will with"
-    )
-)
-"""English words too common to rank by (Lucene's English stop words); dropped from a query that has others."""
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS moments (
     key INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -95,7 +88,7 @@ CREATE INDEX IF NOT EXISTS moments_stream ON moments (stream, start_ms);
 CREATE INDEX IF NOT EXISTS moments_site ON moments (site, start_ms);
 CREATE INDEX IF NOT EXISTS moments_end ON moments (end_ms);
 CREATE VIRTUAL TABLE IF NOT EXISTS descriptions USING fts5 (
-    description, tokenize = 'porter unicode61 remove_diacritics 2'
+    description, tokenize = '{TOKENIZE}'
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('generation', 0);

@@ -117,7 +117,7 @@ async def test_the_operators_words_find_the_moment_first_with_why_and_its_snapsh
         first = body["results"][0]
         assert first["moment"] == moments.help.model_dump(mode="json")
         assert first["keyword_rank"] == 1 and first["vector_rank"] == 1
-        assert first["why"].startswith("words: help; meaning 0."), first["why"]
+        assert first["why"].startswith("words: help, shouted; meaning 0."), first["why"]  # shouting
         assert first["similarity"] >= searchable.config.search.min_similarity
         assert first["score"] == max(result["score"] for result in body["results"])
         assert first["snapshot_url"] == f"/snapshots/{moments.help.snapshot}"
