@@ -799,7 +799,10 @@ class SearchConfig(Section):
         default=-20.0, le=0, description="a window at or above this RMS level is described as loud"
     )
     sound_dbfs: float = Field(
-        default=-50.0, le=0, description="a window under this RMS level is quiet, however quiet its background"
+        default=-50.0,
+        le=0,
+        description="a window under this RMS level is quiet, however quiet its background (unless it is loud, "
+        "or something was transcribed from it)",
     )
     sound_above_db: float = Field(
         default=20.0,

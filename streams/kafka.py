@@ -8,7 +8,6 @@ the config's `SecretStr`s here and nowhere else.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -18,7 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
 from config.schema import KafkaConfig
 from streams.backoff import SERVICE_RETRY
@@ -128,11 +127,21 @@ def settings_at_odds(wanted: Mapping[str, str], found: Mapping[str, str]) -> lis
         have = found.get(name)
         if have is None or name == "compression.type":
             continue
-        if name == "max.message.bytes" and int(have) >= int(value):
+        if name == "max.message.bytes" and have.isdigit() and int(have) >= int(value):
             continue
         if have != value:
             odd.append(f"{name}={have} (fusewatch needs {value})")
     return odd
+
+
+def creation_refusals(response: Any) -> list[str]:
+    """The topics a CreateTopics response refused, each with its reason; one that exists already is no refusal."""
+    refused = []
+    for topic, code, *message in response.topic_errors:
+        if code and not issubclass(for_code(code), TopicAlreadyExistsError):
+            reason = (message[0] if message else None) or for_code(code).__name__
+            refused.append(f"{topic}: {reason}")
+    return refused
 
 
 _WARNED: set[str] = set()  # topics already warned about by this process
@@ -161,7 +170,8 @@ async def ensure_topics(config: KafkaConfig, wait: float = 30.0) -> None:
     """Create the wire-format topics that do not exist yet, with their settings; retry while the broker starts.
 
     Topics that exist are left as they are, with a warning for each setting their records need
-    that they lack (`topic_settings`).
+    that they lack (`topic_settings`). A topic the broker refuses to create (a replication
+    factor above its brokers, a setting its policy forbids) raises KafkaError with the reason.
     """
     deadline = asyncio.get_running_loop().time() + wait
     delays = SERVICE_RETRY.delays()
@@ -182,8 +192,9 @@ async def ensure_topics(config: KafkaConfig, wait: float = 30.0) -> None:
                 if name not in existing
             ]
             if missing:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(missing)
+                refused = creation_refusals(await admin.create_topics(missing))
+                if refused:
+                    raise KafkaError("the broker refused to create " + "; ".join(refused))
             present = [name for name in topic_partitions(config) if name in existing]
             if present:
                 await _check_settings(admin, config, present)

@@ -463,6 +463,7 @@ SUMMARY_RECORD: TypeAdapter[SummaryRecord] = TypeAdapter(SummaryRecord)
 
 
 Heard = Literal["quiet", "sound", "voice", "speech"]
+"""How a moment sounded against its block's quiet floor (`daemon/search/moments.py`)."""
 
 
 class Moment(WireModel):

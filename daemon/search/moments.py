@@ -11,9 +11,9 @@ How a window sounded is judged against its block's quiet floor (the 10th percent
 block's window levels), not a fixed level alone: a camera's microphone hears its own noise
 floor, and a dog or an alarm 40 dB above it is a sound to an operator even when it is far
 from full scale. A window is heard when it is at least `search.sound_above_db` over that
-floor and `search.sound_dbfs` absolute, or `search.loud_dbfs` (loud) whatever the floor;
-then it is speech (something was transcribed), a voice (the VAD heard speech, nothing was
-transcribed) or a sound.
+floor and `search.sound_dbfs` absolute, or `search.loud_dbfs` (loud) whatever the floor:
+then it is a voice (the VAD heard speech) or a sound. A window something was transcribed
+from is speech, whatever its level.
 
 The description is the moment in the shared text space of the search: what was seen
 (classes with counts, zone entries), heard and said (the transcript), and the alerts fired.
@@ -59,13 +59,12 @@ class _Hearing:
     """What makes a window of one block heard, and loud."""
 
     floor_dbfs: float
-    sound_dbfs: float
     loud_dbfs: float
 
     @classmethod
     def of_block(cls, levels: list[float], config: SearchConfig) -> _Hearing:
         quiet = sorted(levels)[len(levels) // 10] if levels else 0.0
-        return cls(max(config.sound_dbfs, quiet + config.sound_above_db), config.sound_dbfs, config.loud_dbfs)
+        return cls(max(config.sound_dbfs, quiet + config.sound_above_db), config.loud_dbfs)
 
 
 @dataclass
@@ -182,7 +181,8 @@ def _moment(site: str, stream: str, run: list[_Window], hearing: _Hearing) -> Mo
         snapshot=best.snapshot if best else None,
         description="",
     )
-    return moment.model_copy(update={"description": describe(moment, hearing.loud_dbfs)})
+    loud = run[0].signature(hearing)[2]  # the run's windows are all loud, or none is
+    return moment.model_copy(update={"description": describe(moment, loud)})
 
 
 def _energy_mean(levels_dbfs: list[float]) -> float:
@@ -190,15 +190,13 @@ def _energy_mean(levels_dbfs: list[float]) -> float:
     return 10 * math.log10(power) if power > 0 else -120.0
 
 
-def describe(moment: Moment, loud_dbfs: float) -> str:
-    """The moment in words: what the sentence model embeds and keyword search reads."""
+def describe(moment: Moment, loud: bool) -> str:
+    """The moment in words: what the sentence model embeds and keyword search reads; `loud`: its windows are."""
     seen = ", ".join(_count(count, label) for label, count in moment.objects.items())
     lines = [f"{moment.stream} camera at {moment.site}.", f"Seen: {seen}." if seen else "Nobody and nothing seen."]
     lines += [f"In zone {zone}: {_count(entries, 'entry')}." for zone, entries in moment.zones.items()]
     if moment.heard is not None:
-        # The run's windows are all loud, or none is; a quiet window is never loud.
-        loud = moment.heard != "quiet" and moment.loudness_dbfs is not None and moment.loudness_dbfs >= loud_dbfs
-        lines.append(f"Heard: {_HEARD[moment.heard, loud]}.")
+        lines.append(f"Heard: {_HEARD[moment.heard, loud and moment.heard != 'quiet']}.")
     if moment.transcript:
         lines.append(f'Said: "{moment.transcript}"')
     if moment.keywords:

@@ -112,7 +112,9 @@ class Searcher:
     def _found(self, fused: list[Fused], query: str) -> list[Found]:
         moments = {moment.id: moment for moment in self._index.get([f.id for f in fused])}
         found = [(rank, moments[rank.id]) for rank in fused if rank.id in moments]  # else forgotten meanwhile
-        words = sorted({w.lower() for w in WORD.findall(query)} - _COMMON)
+        words = sorted({w.lower() for w in WORD.findall(query) if len(w) > 1} - _COMMON)  # not the s of "it's"
+        if not words:
+            return [Found(moment, rank, ()) for rank, moment in found]
         stemmed = stems(words + [moment.description for _, moment in found])
         asked = list(zip(words, stemmed[: len(words)], strict=True))
         return [

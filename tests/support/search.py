@@ -58,7 +58,9 @@ def make_moment(
         snapshot=snapshot,
         description="",
     )
-    return moment.model_copy(update={"description": describe(moment, loud)})
+    return moment.model_copy(
+        update={"description": describe(moment, loudness_dbfs is not None and loudness_dbfs >= loud)}
+    )
 
 
 def search_on(config: FusewatchConfig, root: Path) -> FusewatchConfig:

@@ -102,3 +102,10 @@ def test_reciprocal_rank_fusion_prefers_a_moment_high_in_both_lists() -> None:
     assert [f.id for f in fused] == ["b", "c", "a", "d"]
     assert fused[0].keyword_rank == 2 and fused[0].vector_rank == 2 and fused[0].similarity == 0.8
     assert [f.id for f in reciprocal_rank_fusion(keyword, [])] == ["a", "b", "c"]
+
+
+def test_loud_is_judged_per_window_before_any_rounding() -> None:
+    _, loud, under = moments(*_street([-68, -68, -19.96, -20.04]))
+    assert (loud.windows, under.windows) == (1, 1) and loud.loudness_dbfs == under.loudness_dbfs == -20.0
+    assert loud.description.endswith("Heard: a loud sound or noise.")
+    assert under.description.endswith("Heard: a sound or noise.")
