@@ -419,7 +419,7 @@ async def test_the_search_box_finds_a_moment_shows_its_thumbnail_and_plays_its_c
         )
         assert await thumb.evaluate(loaded) == 64
         await expect(first.locator(".said")).to_have_text(f"“{said}”")
-        await expect(first.locator(".why")).to_contain_text("words: help; meaning")
+        await expect(first.locator(".why")).to_contain_text("words: help, shouted; meaning")
         await expect(first.locator(".result-head")).to_contain_text("lobby · 4 s · alert: distress")
         await expect(first.locator(".result-head a")).to_have_attribute("href", "/streams/lobby")
 
