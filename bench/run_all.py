@@ -1,6 +1,6 @@
 """Run every benchmark (or those named) and rewrite the results table in bench/README.md.
 
-.venv/bin/python -m bench.run_all [decode detection detector_runtimes cost_profile capacity transcription memory
+.venv/bin/python -m bench.run_all [decode detection detector_runtimes int8 cost_profile capacity transcription memory
                                    latency clips search_stores search search_scale]
 """
 
@@ -21,6 +21,7 @@ ALL = (
     "decode",
     "detection",
     "detector_runtimes",
+    "int8",
     "cost_profile",
     "capacity",
     "transcription",
@@ -137,6 +138,25 @@ def _detector_runtimes_rows(result: dict[str, Any]) -> list[Row]:
                 f"detect every frame: {gated['every_frame_ms_per_frame']} ms/frame",
                 f"{gated['ratio_gated_vs_every_frame']}× time",
                 "≤ 0.33× (quiet)" if scene.startswith("quiet") else "",
+            )
+        )
+    return rows
+
+
+def _int8_rows(result: dict[str, Any]) -> list[Row]:
+    fps, agreed, bar = result["fps"], result["agreement_with_opencv"], result["agreement_bar"]
+    rows = []
+    for name, speedup in result["speedup_vs_float32"].items():
+        runtime, variant = name.split("_int8_")
+        match = agreed[name]
+        rows.append(
+            (
+                f"YOLOv3-tiny INT8 ({variant.replace('_', ' ')}) on {runtime}, batch 8",
+                f"{fps[f'{name}_batch8']} fps ({match['matched']}/{match['reference']} of OpenCV's, "
+                f"{match['extra']} more)",
+                f"{runtime} float32: {fps[f'{runtime}_batch8']} fps",
+                f"{speedup['batch8']}×",
+                f"≥ {bar:g} of OpenCV's detections",
             )
         )
     return rows
@@ -331,6 +351,7 @@ _ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "decode": _decode_rows,
     "detection": _detection_rows,
     "detector_runtimes": _detector_runtimes_rows,
+    "int8": _int8_rows,
     "cost_profile": _cost_profile_rows,
     "capacity": _capacity_rows,
     "transcription": _transcription_rows,
