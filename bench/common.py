@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +70,14 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     } | result
     path.write_text(json.dumps(document, indent=2))
     return path
+
+
+def run_on_frames(name: str, doc: str, main: Callable[[int, int], dict[str, Any]], frames: int, repeat: int) -> None:
+    """The command line of a benchmark over `--frames` frames timed `--repeat` times: run, print, write."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=frames)
+    parser.add_argument("--repeat", type=int, default=repeat)
+    args = parser.parse_args()
+    result = main(args.frames, args.repeat)
+    print(json.dumps(result, indent=2))
+    print(f"wrote {write_result(name, result)}")

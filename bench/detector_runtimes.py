@@ -22,8 +22,6 @@ sampled frame against detecting all of them.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,7 +30,7 @@ from typing import Any
 import av
 import numpy as np
 
-from bench.common import median, write_result
+from bench.common import median, run_on_frames
 from config.schema import MotionConfig
 from daemon.analyze.video import gate_period_ms, motion_gate
 from daemon.cli.commands import fetch_media
@@ -188,10 +186,4 @@ def main(frames: int, repeat: int) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--frames", type=int, default=48)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    result = main(args.frames, args.repeat)
-    print(json.dumps(result, indent=2))
-    print(f"wrote {write_result('detector_runtimes', result)}")
+    run_on_frames("detector_runtimes", __doc__, main, frames=48, repeat=3)

@@ -18,9 +18,7 @@ the tests (0.9 of OpenCV's detections).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bench.common import write_result
+from bench.common import run_on_frames
 from bench.detector_runtimes import _fps, _frames, agreements
 from detectors.base import RgbImage, available_cores
 from detectors.darknet import DarknetDetector
@@ -186,10 +184,4 @@ def main(frames: int, repeat: int) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--frames", type=int, default=48)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    result = main(args.frames, args.repeat)
-    print(json.dumps(result, indent=2))
-    print(f"wrote {write_result('int8', result)}")
+    run_on_frames("int8", __doc__, main, frames=48, repeat=3)

@@ -147,11 +147,10 @@ def creation_refusals(response: Any) -> list[str]:
 _WARNED: set[str] = set()  # topics already warned about by this process
 
 
-async def _check_settings(admin: AIOKafkaAdminClient, config: KafkaConfig, names: Iterable[str]) -> None:
-    wanted = topic_settings(config)
+async def _check_settings(admin: AIOKafkaAdminClient, wanted: Mapping[str, Mapping[str, str]]) -> None:
     try:
         responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names if name not in _WARNED]
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted if name not in _WARNED]
         )
     except KafkaError as error:  # a broker without DescribeConfigs: nothing to check against
         log.debug("topic settings not checked: %s", error)
@@ -176,6 +175,7 @@ async def ensure_topics(config: KafkaConfig, wait: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + wait
     delays = SERVICE_RETRY.delays()
     settings = topic_settings(config)
+    partitions = topic_partitions(config)
     while True:
         admin = AIOKafkaAdminClient(**client_options(config))
         try:
@@ -188,16 +188,16 @@ async def ensure_topics(config: KafkaConfig, wait: float = 30.0) -> None:
                     replication_factor=config.replication_factor,
                     topic_configs=settings[name],
                 )
-                for name, count in topic_partitions(config).items()
+                for name, count in partitions.items()
                 if name not in existing
             ]
             if missing:
                 refused = creation_refusals(await admin.create_topics(missing))
                 if refused:
                     raise KafkaError("the broker refused to create " + "; ".join(refused))
-            present = [name for name in topic_partitions(config) if name in existing]
+            present = {name: wanted for name, wanted in settings.items() if name in existing}
             if present:
-                await _check_settings(admin, config, present)
+                await _check_settings(admin, present)
             return
         except KafkaConnectionError:
             if asyncio.get_running_loop().time() > deadline:

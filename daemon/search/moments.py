@@ -151,6 +151,7 @@ def _moment(site: str, stream: str, run: list[_Window], hearing: _Hearing) -> Mo
             zones[name] = zones.get(name, 0) + zone.entered
     speech = [w.speech for w in run if w.speech and w.speech.text.strip()]
     audio = [w.audio for w in run if w.audio]
+    _, heard, loud = run[0].signature(hearing)  # the run's windows all sound alike, all loud or none
     best = max((w.video for w in run if w.video and w.video.snapshot), key=lambda v: len(v.detections), default=None)
     refs = {
         a.id: AlertRef(id=a.id, event=a.event, score=a.score, window_start=a.window_start)
@@ -176,12 +177,11 @@ def _moment(site: str, stream: str, run: list[_Window], hearing: _Hearing) -> Mo
         loudness_dbfs=None if loudness is None else round(loudness, 1),
         peak_dbfs=None if peak is None else round(peak, 1),
         speech_ratio=round(sum(a.speech_ratio for a in audio) / len(audio), 3) if audio else None,
-        heard=run[0].heard(hearing),  # the run's windows all sound alike
+        heard=heard,
         alerts=sorted(refs.values(), key=lambda ref: (ref.window_start, ref.id)),
         snapshot=best.snapshot if best else None,
         description="",
     )
-    loud = run[0].signature(hearing)[2]  # the run's windows are all loud, or none is
     return moment.model_copy(update={"description": describe(moment, loud)})
 
 
